@@ -1,0 +1,112 @@
+/*
+ * autograd.c — node construction shared by all ops, and the reverse walk.
+ *
+ * Backward seeds the root's grad, then visits the tape from the root back to
+ * the start. Creation order is a topological order, so when a node is visited
+ * every consumer of it has already added its contribution to node->grad. The
+ * walk is a loop, never recursion, so graph depth cannot overflow the C stack.
+ */
+#include <string.h>
+
+#include "ops_internal.h"
+
+bool op_wants_grad(const Tensor *src) { return src && (src->flags & TENSOR_REQUIRES_GRAD); }
+
+bool op_saves(const Tensor *out) { return (out->flags & TENSOR_REQUIRES_GRAD) != 0; }
+
+float *op_grad(Tensor *src)
+{
+    if (tensor_ensure_grad(src) != 0) {
+        tensor_ctx_fail(src->ctx, TENSOR_ERR_NOMEM, "backward: out of memory for a gradient");
+        return NULL;
+    }
+    return src->grad;
+}
+
+Tensor *op_node(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tensor *s0, Tensor *s1,
+                Tensor *s2)
+{
+    Tensor *srcs[3] = {s0, s1, s2};
+    for (int i = 0; i < 3; i++)
+        if (srcs[i] && srcs[i]->ctx != ctx && srcs[i]->op != OP_NONE && !ctx->no_grad &&
+            op_wants_grad(srcs[i]))
+            return tensor_ctx_fail(ctx, TENSOR_ERR_ARG,
+                                   "%s: argument %d is an intermediate of another context; "
+                                   "graphs may cross contexts only through leaves",
+                                   ag_op_name(op), i + 1);
+    Tensor *out = tensor_new_node(ctx, op, ndim, shape);
+    if (!out)
+        return NULL;
+    if (ctx->no_grad)
+        return out; /* frozen: no sources, nothing saved, nothing to walk */
+    bool wants = false;
+    for (int i = 0; i < 3; i++) {
+        out->src[i] = srcs[i];
+        wants = wants || op_wants_grad(srcs[i]);
+    }
+    if (wants)
+        out->flags |= TENSOR_REQUIRES_GRAD;
+    return out;
+}
+
+int op_dim(TensorCtx *ctx, const char *op, const Tensor *t, int dim)
+{
+    int d = dim < 0 ? dim + t->ndim : dim;
+    if (d < 0 || d >= t->ndim) {
+        char buf[64];
+        tensor_ctx_fail(ctx, TENSOR_ERR_ARG, "%s: dim %d out of range for shape %s", op, dim,
+                        tensor_shape_str(t, buf, sizeof buf));
+        return -1;
+    }
+    return d;
+}
+
+const char *ag_op_name(OpKind op)
+{
+    return (op >= 0 && op < OP_COUNT && ag_op_table[op].name) ? ag_op_table[op].name : "?";
+}
+
+bool ag_table_complete(void)
+{
+    for (int i = 1; i < OP_COUNT; i++)
+        if (!ag_op_table[i].name || !ag_op_table[i].backward)
+            return false;
+    return true;
+}
+
+int ag_backward(TensorCtx *ctx, Tensor *root, const float *seed)
+{
+    if (!root)
+        return -1;
+    if (ctx->meta) {
+        tensor_ctx_fail(ctx, TENSOR_ERR_META, "backward: a shape-only context has no gradients");
+        return -1;
+    }
+    if (root->ctx != ctx || root->tape_index >= ctx->n_tape || ctx->tape[root->tape_index] != root) {
+        tensor_ctx_fail(ctx, TENSOR_ERR_BACKWARD, "backward: the root is not a node of this context");
+        return -1;
+    }
+    if (!seed && root->size != 1) {
+        char buf[64];
+        tensor_ctx_fail(ctx, TENSOR_ERR_BACKWARD,
+                        "backward: root has shape %s; give a seed gradient or reduce to a scalar",
+                        tensor_shape_str(root, buf, sizeof buf));
+        return -1;
+    }
+    if (!(root->flags & TENSOR_REQUIRES_GRAD))
+        return 0; /* nothing upstream wants a gradient */
+    float *g = op_grad(root);
+    if (!g)
+        return -1;
+    for (int64_t i = 0; i < root->size; i++)
+        g[i] += seed ? seed[i] : 1.0f;
+    for (int i = root->tape_index; i >= 0; i--) {
+        Tensor *t = ctx->tape[i];
+        if (t->op == OP_NONE || !t->grad || !(t->flags & TENSOR_REQUIRES_GRAD))
+            continue;
+        ag_op_table[t->op].backward(t);
+        if (!tensor_ctx_ok(ctx))
+            return -1;
+    }
+    return 0;
+}
