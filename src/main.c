@@ -1,0 +1,83 @@
+/*
+ * main.c — the prefrun command line: global options, then one subcommand.
+ * Each subcommand lives in its own cli_*.c file; this file only dispatches,
+ * so `prefrun --help` stays the one list of what exists.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "prefrun_config.h"
+
+typedef struct Command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} Command;
+
+static const Command commands[] = {
+    {"train", cmd_train, "train a policy against a frozen reference with a Lua loss"},
+    {"check", cmd_check, "validate a loss script (schema, shapes, numerics, signal)"},
+    {"grad", cmd_grad, "loss values and gradients on given cases, or the loss curve"},
+    {"eval", cmd_eval, "reward and KL to the reference of a trained policy"},
+    {"discover", cmd_discover, "propose, check, train and score new losses"},
+    {"bench", cmd_bench, "time the training step against the sgemm peak"},
+};
+#define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: prefrun [--help] [--version] COMMAND [ARGS...]\n\n"
+                 "Preference-optimization losses as sandboxed Lua scripts, differentiated\n"
+                 "and trained by a C autodiff core.\n\ncommands:\n");
+    for (int i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n`prefrun COMMAND --help` describes each command.\n\n"
+                 "exit codes:\n"
+                 "  0  success\n"
+                 "  1  the job ran and failed (invalid loss, diverged run, ...)\n"
+                 "  2  usage error\n"
+                 "  3  bad input (malformed file, config or data line)\n"
+                 "  4  command not available in this build yet\n\n"
+                 "example:\n  prefrun train losses/discopop.lua\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    /* '+' stops at the first non-option: the rest belongs to the subcommand */
+    while ((c = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        case 'V':
+            printf("prefrun %s\n", PREFRUN_VERSION);
+            return EXIT_OK;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *name = argv[optind];
+    for (int i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(name, commands[i].name) == 0) {
+            int sub_argc = argc - optind;
+            char **sub_argv = argv + optind;
+            optind = 0; /* glibc: 0 re-initialises getopt for the subcommand's parse */
+            return commands[i].run(sub_argc, sub_argv);
+        }
+    }
+    fprintf(stderr, "prefrun: unknown command '%s' (see prefrun --help)\n", name);
+    return EXIT_USAGE;
+}
