@@ -95,6 +95,12 @@ int ag_backward(TensorCtx *ctx, Tensor *root, const float *seed)
     }
     if (!(root->flags & TENSOR_REQUIRES_GRAD))
         return 0; /* nothing upstream wants a gradient */
+    /* A node's grad holds d root / d node for this call only: clear what an
+     * earlier backward left in non-leaf nodes, which would otherwise reach the
+     * leaves a second time. Leaves keep accumulating across calls. */
+    for (int i = 0; i <= root->tape_index; i++)
+        if (ctx->tape[i]->op != OP_NONE)
+            tensor_zero_grad(ctx->tape[i]);
     float *g = op_grad(root);
     if (!g)
         return -1;

@@ -13,27 +13,6 @@ static int unavailable(const char *name, const char *issue)
     return EXIT_UNAVAILABLE;
 }
 
-int cmd_train(int argc, char **argv)
-{
-    (void)argc;
-    (void)argv;
-    return unavailable("train", "the training loop is being built");
-}
-
-int cmd_check(int argc, char **argv)
-{
-    (void)argc;
-    (void)argv;
-    return unavailable("check", "the Lua loss DSL is being built");
-}
-
-int cmd_grad(int argc, char **argv)
-{
-    (void)argc;
-    (void)argv;
-    return unavailable("grad", "the Lua loss DSL is being built");
-}
-
 int cmd_eval(int argc, char **argv)
 {
     (void)argc;
@@ -46,11 +25,4 @@ int cmd_discover(int argc, char **argv)
     (void)argc;
     (void)argv;
     return unavailable("discover", "the discovery loop is not built");
-}
-
-int cmd_bench(int argc, char **argv)
-{
-    (void)argc;
-    (void)argv;
-    return unavailable("bench", "the training-step benchmark comes with the training loop");
 }

@@ -74,4 +74,32 @@ int loss_is_batch_level(const LossScript *ls);
  * script error, limit hit, wrong shape or non-tensor return. */
 Tensor *loss_eval(LossScript *ls, TensorCtx *ctx, const LossBatch *b, char *err, size_t errlen);
 
+/* ---- beyond the first interface ---------------------------------------- */
+
+/* Where use("name") looks when loss_load gets lib_dir NULL: $PREFRUN_LOSSES
+ * when set, else the source tree's losses/. */
+const char *loss_default_lib_dir(void);
+
+/* The per-run state: the file's `state` table (at most 64 numbers), passed to
+ * the loss as `s`. The loss may assign numbers (or one-element tensors, read
+ * back as numbers) to its declared keys; the host keeps the values across
+ * calls, committing them only when a call succeeds. */
+int loss_state_count(const LossScript *ls);
+const char *loss_state_name(const LossScript *ls, int i);
+double loss_state_value(const LossScript *ls, int i);
+
+/* top-level fields of the file's table the contract does not know, as
+ * "a, b" ("" when none): loading ignores them, the checker warns */
+const char *loss_unknown_fields(const LossScript *ls);
+/* the line where the file's loss function is defined */
+int loss_line(const LossScript *ls);
+
+/* A weighted combination of several scripts on one batch, as TRL's list
+ * loss_type with loss_weights (RPO = DPO + alpha SFT, MPO): sum_i w_i L_i.
+ * When every script is per-pair the result is (B); when any is batch-level it
+ * is 0-D, and per-pair terms are averaged over the batch first (the host's
+ * mean of a (B) result is then the same number). */
+Tensor *loss_eval_weighted(LossScript *const *ls, const double *weights, int n, TensorCtx *ctx,
+                           const LossBatch *b, char *err, size_t errlen);
+
 #endif

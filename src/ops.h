@@ -64,6 +64,9 @@ Tensor *ag_reshape(TensorCtx *ctx, Tensor *a, int ndim, const int *shape); /* on
 Tensor *ag_transpose(TensorCtx *ctx, Tensor *a, int dim0, int dim1);
 Tensor *ag_slice(TensorCtx *ctx, Tensor *a, int dim, int start, int length);
 Tensor *ag_concat(TensorCtx *ctx, Tensor *a, Tensor *b, int dim);
+/* ascending along dim, stable (ties keep their order), NaN last; the gradient
+ * follows the permutation back to each element's place */
+Tensor *ag_sort(TensorCtx *ctx, Tensor *a, int dim);
 /* a leaf sharing a's data: gradient stops here */
 Tensor *ag_detach(TensorCtx *ctx, Tensor *a);
 

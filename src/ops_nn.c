@@ -1,2 +1,920 @@
-/* placeholder until the network ops land (owner: ops_nn helper) */
+/*
+ * ops_nn.c — the network ops: matmul, linear, gather, embedding, layernorm,
+ * cross-entropy and fused causal self-attention, each constructor beside its
+ * backward.
+ *
+ * Letters, used in every shape comment below:
+ *   M, K, N  a product (M, K) @ (K, N);  R  rows: numel / last dim
+ *   B batch, T time, C channels, NH heads, HS = C / NH head size, V vocabulary
+ *
+ * One thread pool. Products go through cblas_sgemm (transpose flags and
+ * leading dims, so no transpose and no head slice of qkv is ever copied), but
+ * OpenBLAS runs single-threaded inside these ops and the OpenMP pool splits
+ * the work: a product into row blocks, attention into heads. Two pools on the
+ * same cores fight — an OpenMP worker that just finished a region spins for
+ * milliseconds (libgomp's spin count, long PAUSEs on Zen) and halves a
+ * threaded sgemm that follows. blas_enter/blas_leave set OpenBLAS to one
+ * thread and back, so callers outside this file keep their own setting.
+ *
+ * Determinism. Results are bit-identical for any OpenMP thread count: work is
+ * split into independent rows, heads or columns, in tasks fixed by the shapes
+ * alone (OpenBLAS's value for a row can depend on how rows were partitioned),
+ * and every sum runs in a fixed order inside one task. Sums over rows into a
+ * shared weight (bias, layernorm w and b, the embedding table) are therefore
+ * split by column, never by row.
+ *
+ * Saved state (in out->aux, only when backward will run): gather, embedding
+ * and cross-entropy keep a copy of their integer indices; layernorm keeps
+ * mean and rstd per row; cross-entropy the row max and log-sum-exp; attention
+ * its probabilities (B, NH, T, T).
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "ops_internal.h"
+
+#define SHAPE_LEN 64
+#define COL_BLOCK 16          /* columns per task in column-split sums: a cache line */
+#define GEMM_SPLIT_MACS 1e6   /* smaller products run as one call: a task must pay for waking */
+#define GEMM_TASK_ROWS 64     /* at least this many rows per task ... */
+#define GEMM_MAX_TASKS 8      /* ... and at most this many tasks per product */
+#define ATTN_ROWS 64          /* query rows per causal block in attention */
+#define PAR_MIN_WORK 32768    /* elements below which a loop stays on one thread */
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static int blas_enter(void)
+{
+    int n = openblas_get_num_threads();
+    if (n != 1)
+        openblas_set_num_threads(1);
+    return n;
+}
+
+static void blas_leave(int n)
+{
+    if (n != 1)
+        openblas_set_num_threads(n);
+}
+
+/* Row-major C = alpha op(A) op(B) + beta C on one thread, with the
+ * degenerate sizes cblas rejects (a zero leading dim) handled here. */
+static void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
+                 const float *b, int ldb, float beta, float *c, int ldc)
+{
+    if (m == 0 || n == 0)
+        return;
+    if (k == 0) {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                c[(int64_t)i * ldc + j] = beta == 0 ? 0 : beta * c[(int64_t)i * ldc + j];
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m,
+                n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+/* Rows of C per task: from the shape alone, a multiple of 16 (the kernels'
+ * row block), all of C when the product is too small to split. */
+static int gemm_task_rows(int m, int n, int k)
+{
+    if ((double)m * n * k < GEMM_SPLIT_MACS)
+        return m > 0 ? m : 1;
+    int tasks = m / GEMM_TASK_ROWS;
+    tasks = tasks < 1 ? 1 : tasks > GEMM_MAX_TASKS ? GEMM_MAX_TASKS : tasks;
+    int rows = (m + tasks - 1) / tasks;
+    return (rows + 15) / 16 * 16;
+}
+
+/* gemm split by rows of C over the OpenMP threads. When fill is given, each
+ * row of C is first set to it (n entries) and the product added: the bias of
+ * linear, written by the task that then accumulates onto it. */
+static void gemm_par(bool ta, bool tb, int m, int n, int k, const float *a, int lda,
+                     const float *b, int ldb, float beta, float *c, int ldc, const float *fill)
+{
+    int rows = gemm_task_rows(m, n, k), tasks = (m + rows - 1) / rows;
+    int saved = blas_enter();
+#pragma omp parallel for schedule(static) if (tasks > 1)
+    for (int t = 0; t < tasks; t++) {
+        int m0 = t * rows, mt = m - m0 < rows ? m - m0 : rows;
+        float *ct = c + (int64_t)m0 * ldc;
+        for (int i = 0; fill && i < mt; i++)
+            memcpy(ct + (int64_t)i * ldc, fill, (size_t)n * sizeof *ct);
+        const float *at = ta ? a + m0 : a + (int64_t)m0 * lda; // row m0 of op(A)
+        gemm(ta, tb, mt, n, k, 1.0f, at, lda, b, ldb, fill ? 1.0f : beta, ct, ldc);
+    }
+    blas_leave(saved);
+}
+
+/* A data pointer an op may read, or an error when a shape-only tensor reaches
+ * a context that computes values. */
+static bool has_data(TensorCtx *ctx, const char *op, const char *arg, const Tensor *t)
+{
+    if (ctx->meta || t->data || t->size == 0)
+        return true;
+    tensor_ctx_fail(ctx, TENSOR_ERR_META, "%s: %s is shape-only and has no data", op, arg);
+    return false;
+}
+
+/* Checks n integer indices against [lo, hi); names the first bad one. */
+static bool indices_ok(TensorCtx *ctx, const char *op, const char *what, const int32_t *idx,
+                       int64_t n, int32_t lo, int32_t hi)
+{
+    if (n > 0 && !idx) {
+        tensor_ctx_fail(ctx, TENSOR_ERR_ARG, "%s: %ss are NULL, %lld expected", op, what,
+                        (long long)n);
+        return false;
+    }
+    for (int64_t i = 0; i < n; i++)
+        if (idx[i] < lo || idx[i] >= hi) {
+            tensor_ctx_fail(ctx, TENSOR_ERR_ARG, "%s: %s %d at position %lld out of range [0, %d)%s",
+                            op, what, idx[i], (long long)i, hi, lo < 0 ? " (or -1 to ignore)" : "");
+            return false;
+        }
+    return true;
+}
+
+/* Save state for backward? Not when it cannot run: no_grad, no source wants a
+ * gradient, or a shape-only context (which has no backward). */
+static bool saves(const Tensor *out) { return op_saves(out) && !out->ctx->meta; }
+
+/* A copy of n indices in out's context for backward; NULL when backward will
+ * not run, or on OOM (with the error set). */
+static int32_t *save_indices(Tensor *out, const int32_t *idx, int64_t n)
+{
+    if (!saves(out) || n == 0)
+        return NULL;
+    int32_t *copy = tensor_ctx_alloc(out->ctx, (size_t)n * sizeof *copy);
+    if (copy)
+        memcpy(copy, idx, (size_t)n * sizeof *copy);
+    return copy;
+}
+
+/* dst[j] += sum over r of g[r, j]: rows summed in order, in double, one task
+ * per column block. */
+static void colsum_add(float *dst, const float *g, int64_t R, int N) // g (R, N), dst (N)
+{
+    int n_blocks = (N + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static) if (R * N > PAR_MIN_WORK)
+    for (int blk = 0; blk < n_blocks; blk++) {
+        int c0 = blk * COL_BLOCK, w = N - c0 < COL_BLOCK ? N - c0 : COL_BLOCK;
+        double acc[COL_BLOCK] = {0};
+        for (int64_t r = 0; r < R; r++)
+            for (int j = 0; j < w; j++)
+                acc[j] += g[r * N + c0 + j];
+        for (int j = 0; j < w; j++)
+            dst[c0 + j] += (float)acc[j];
+    }
+}
+
+static inline uint32_t f2u(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static inline float u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* exp(x) within 1 ulp (Cephes' expf polynomial), in a form gcc vectorises
+ * under `omp simd` without -ffast-math: softmax rows and cross-entropy spend
+ * most of their time here, and libm's expf is a call per element. Below
+ * -87.34 it returns 0 (libm: a subnormal), above 88.38 +inf; NaN stays NaN. */
+static inline float fast_expf(float x)
+{
+    uint32_t ux = f2u(x);
+    uint32_t nan = (ux & 0x7fffffffu) > 0x7f800000u;
+    uint32_t under = ux > 0xC2AEAC50u;        /* x < -87.3365, -inf, negative NaN */
+    uint32_t over = (int32_t)ux > 0x42B0C0A5; /* x > 88.3763, +inf, positive NaN */
+    /* clamp by two integer minimums: a branch here would be threaded by gcc
+     * into separate paths that it then cannot vectorise */
+    uint32_t uc = ux < 0xC2AEAC50u ? ux : 0xC2AEAC50u;
+    int32_t ic = (int32_t)uc < 0x42B0C0A5 ? (int32_t)uc : 0x42B0C0A5;
+    float c = u2f((uint32_t)ic);
+    float t = c * 1.44269504088896341f + 12582912.0f; /* round(c / ln 2) + 1.5 * 2^23 */
+    float n = t - 12582912.0f;
+    float r = c - n * 0.693359375f - n * -2.12194440e-4f; /* ln 2 in two parts */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    float y = p * u2f((f2u(t) - 0x4B400000u + 127u) << 23); /* p 2^n */
+    /* special cases by masks, for the same reason as the clamp */
+    uint32_t keep = (over | under | nan) - 1u; /* all ones for an ordinary x */
+    uint32_t repl = (-(over & ~nan & 1u) & 0x7f800000u) | (-nan & ux);
+    return u2f((f2u(y) & keep) | repl);
+}
+
+/* ---- matmul ------------------------------------------------------------- */
+
+/* `batch` products (M, K) @ (K, N); a shared b (b_stride 0) is collapsed into
+ * one product of all of a's rows, M = numel(a) / K. */
+typedef struct MatmulDims {
+    int batch, M, K, N;
+    int64_t a_stride, b_stride, c_stride;
+} MatmulDims;
+
+static MatmulDims matmul_dims(const Tensor *a, const Tensor *b)
+{
+    MatmulDims d = {.K = b->shape[b->ndim - 2], .N = b->shape[b->ndim - 1]};
+    if (b->ndim == 2) {
+        d.batch = 1;
+        d.M = (int)tensor_numel(a->ndim - 1, a->shape);
+    } else {
+        d.batch = (int)tensor_numel(a->ndim - 2, a->shape);
+        d.M = a->shape[a->ndim - 2];
+    }
+    d.a_stride = (int64_t)d.M * d.K;
+    d.b_stride = b->ndim == 2 ? 0 : (int64_t)d.K * d.N;
+    d.c_stride = (int64_t)d.M * d.N;
+    return d;
+}
+
+static bool matmul_check(TensorCtx *ctx, const Tensor *a, const Tensor *b)
+{
+    char sa[SHAPE_LEN], sb[SHAPE_LEN];
+    tensor_shape_str(a, sa, sizeof sa);
+    tensor_shape_str(b, sb, sizeof sb);
+    if (a->ndim < 2 || b->ndim < 2 || (b->ndim > 2 && b->ndim != a->ndim)) {
+        tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE,
+                        "matmul: expected (M, K) @ (K, N), (B, M, K) @ (B, K, N) or "
+                        "(B, M, K) @ (K, N), got %s @ %s",
+                        sa, sb);
+        return false;
+    }
+    if (a->shape[a->ndim - 1] != b->shape[b->ndim - 2]) {
+        tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "matmul: inner dims differ: %s @ %s", sa, sb);
+        return false;
+    }
+    for (int i = 0; b->ndim > 2 && i < b->ndim - 2; i++)
+        if (a->shape[i] != b->shape[i]) {
+            tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "matmul: batch dims differ: %s @ %s", sa, sb);
+            return false;
+        }
+    return has_data(ctx, "matmul", "argument 1", a) && has_data(ctx, "matmul", "argument 2", b);
+}
+
+/* C_i (+)= op(A_i) op(B_i) for each batch item: one product split by rows, or
+ * one task per item (each item's rows then come from one call). */
+static void gemm_batch(int batch, bool ta, bool tb, int m, int n, int k, const float *a, int lda,
+                       int64_t sa, const float *b, int ldb, int64_t sb, float beta, float *c,
+                       int64_t sc)
+{
+    if (batch == 1) {
+        gemm_par(ta, tb, m, n, k, a, lda, b, ldb, beta, c, n, NULL);
+        return;
+    }
+    int saved = blas_enter();
+#pragma omp parallel for schedule(static) if ((double)batch * m * n * k >= GEMM_SPLIT_MACS)
+    for (int i = 0; i < batch; i++)
+        gemm(ta, tb, m, n, k, 1.0f, a + i * sa, lda, b + i * sb, ldb, beta, c + i * sc, n);
+    blas_leave(saved);
+}
+
+Tensor *ag_matmul(TensorCtx *ctx, Tensor *a, Tensor *b)
+{
+    if (!a || !b)
+        return NULL;
+    if (!matmul_check(ctx, a, b))
+        return NULL;
+    int shape[TENSOR_MAX_DIMS];
+    memcpy(shape, a->shape, sizeof shape);
+    shape[a->ndim - 1] = b->shape[b->ndim - 1];
+    Tensor *out = op_node(ctx, OP_MATMUL, a->ndim, shape, a, b, NULL);
+    if (!out || ctx->meta)
+        return out;
+    MatmulDims d = matmul_dims(a, b);
+    gemm_batch(d.batch, false, false, d.M, d.N, d.K, a->data, d.K, d.a_stride, b->data, d.N,
+               d.b_stride, 0.0f, out->data, d.c_stride);
+    return out;
+}
+
+void matmul_backward(Tensor *out)
+{
+    Tensor *a = out->src[0], *b = out->src[1];
+    MatmulDims d = matmul_dims(a, b);
+    const float *g = out->grad; // (batch, M, N)
+    float *da = op_wants_grad(a) ? op_grad(a) : NULL;
+    float *db = op_wants_grad(b) ? op_grad(b) : NULL;
+    if ((op_wants_grad(a) && !da) || (op_wants_grad(b) && !db))
+        return;
+    if (da) // dA += dC B^T
+        gemm_batch(d.batch, false, true, d.M, d.K, d.N, g, d.N, d.c_stride, b->data, d.N,
+                   d.b_stride, 1.0f, da, d.a_stride);
+    if (db) // dB += A^T dC; with a shared B, (numel(a) / K) rows of A in one product
+        gemm_batch(d.batch, true, false, d.K, d.N, d.M, a->data, d.K, d.a_stride, g, d.N,
+                   d.c_stride, 1.0f, db, d.b_stride);
+}
+
+/* ---- linear ------------------------------------------------------------- */
+
+static bool linear_check(TensorCtx *ctx, const Tensor *x, const Tensor *w, const Tensor *bias)
+{
+    char sx[SHAPE_LEN], sw[SHAPE_LEN], sb[SHAPE_LEN];
+    tensor_shape_str(x, sx, sizeof sx);
+    tensor_shape_str(w, sw, sizeof sw);
+    if (w->ndim != 2) {
+        tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "linear: weight must be (N, K), got %s", sw);
+        return false;
+    }
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1]) {
+        tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE,
+                        "linear: x %s does not fit weight %s: expected x (..., %d)", sx, sw,
+                        w->shape[1]);
+        return false;
+    }
+    if (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0])) {
+        tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "linear: bias %s does not fit weight %s: expected (%d)",
+                        tensor_shape_str(bias, sb, sizeof sb), sw, w->shape[0]);
+        return false;
+    }
+    return has_data(ctx, "linear", "x", x) && has_data(ctx, "linear", "weight", w) &&
+           (!bias || has_data(ctx, "linear", "bias", bias));
+}
+
+Tensor *ag_linear(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias)
+{
+    if (!x || !w)
+        return NULL;
+    if (!linear_check(ctx, x, w, bias))
+        return NULL;
+    int shape[TENSOR_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    int N = w->shape[0], K = w->shape[1];
+    shape[x->ndim - 1] = N;
+    Tensor *out = op_node(ctx, OP_LINEAR, x->ndim, shape, x, w, bias);
+    if (!out || ctx->meta)
+        return out;
+    int R = (int)tensor_numel(x->ndim - 1, x->shape);
+    // y (R, N) = x (R, K) W^T (+ bias): W used in place, transposed by the flag
+    gemm_par(false, true, R, N, K, x->data, K, w->data, K, 0.0f, out->data, N,
+             bias ? bias->data : NULL);
+    return out;
+}
+
+void linear_backward(Tensor *out)
+{
+    Tensor *x = out->src[0], *w = out->src[1], *bias = out->src[2];
+    int N = w->shape[0], K = w->shape[1];
+    int R = (int)tensor_numel(x->ndim - 1, x->shape);
+    const float *g = out->grad;                             // (R, N)
+    float *dx = op_wants_grad(x) ? op_grad(x) : NULL;       // (R, K)
+    float *dw = op_wants_grad(w) ? op_grad(w) : NULL;       // (N, K)
+    float *db = op_wants_grad(bias) ? op_grad(bias) : NULL; // (N)
+    if ((op_wants_grad(x) && !dx) || (op_wants_grad(w) && !dw) || (op_wants_grad(bias) && !db))
+        return;
+    if (dx) // dx += g W
+        gemm_par(false, false, R, K, N, g, N, w->data, K, 1.0f, dx, K, NULL);
+    if (dw) // dW += g^T x
+        gemm_par(true, false, N, K, R, g, N, x->data, K, 1.0f, dw, K, NULL);
+    if (db)
+        colsum_add(db, g, R, N);
+}
+
+/* ---- gather ------------------------------------------------------------- */
+
+Tensor *ag_gather(TensorCtx *ctx, Tensor *x, const int32_t *idx, int64_t n)
+{
+    if (!x)
+        return NULL;
+    char sx[SHAPE_LEN];
+    tensor_shape_str(x, sx, sizeof sx);
+    if (x->ndim < 1)
+        return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "gather: x must be (..., V), got %s", sx);
+    int V = x->shape[x->ndim - 1];
+    int64_t R = tensor_numel(x->ndim - 1, x->shape);
+    if (n != R)
+        return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE,
+                               "gather: %lld indices for x %s, expected %lld (one per row)",
+                               (long long)n, sx, (long long)R);
+    if (!indices_ok(ctx, "gather", "index", idx, n, 0, V) || !has_data(ctx, "gather", "x", x))
+        return NULL;
+    Tensor *out = op_node(ctx, OP_GATHER, x->ndim - 1, x->shape, x, NULL, NULL);
+    if (!out)
+        return NULL;
+    if (saves(out) && n > 0 && !(out->aux = save_indices(out, idx, n)))
+        return NULL;
+    if (ctx->meta)
+        return out;
+    for (int64_t i = 0; i < R; i++)
+        out->data[i] = x->data[i * V + idx[i]];
+    return out;
+}
+
+void gather_backward(Tensor *out)
+{
+    Tensor *x = out->src[0];
+    const int32_t *idx = out->aux; // (R)
+    int V = x->shape[x->ndim - 1];
+    float *dx = op_grad(x); // (R, V)
+    if (!dx)
+        return;
+    for (int64_t i = 0; i < out->size; i++)
+        dx[i * V + idx[i]] += out->grad[i];
+}
+
+/* ---- embedding ---------------------------------------------------------- */
+
+Tensor *ag_embedding(TensorCtx *ctx, Tensor *w, const int32_t *ids, int ndim, const int *shape)
+{
+    if (!w)
+        return NULL;
+    char sw[SHAPE_LEN];
+    if (w->ndim != 2)
+        return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "embedding: weight must be (V, C), got %s",
+                               tensor_shape_str(w, sw, sizeof sw));
+    if (ndim < 0 || ndim > TENSOR_MAX_DIMS - 1 || (ndim > 0 && !shape))
+        return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE,
+                               "embedding: ids have %d dims, expected 0 to %d", ndim,
+                               TENSOR_MAX_DIMS - 1);
+    int out_shape[TENSOR_MAX_DIMS];
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE,
+                                   "embedding: ids dim %d has negative size %d", i, shape[i]);
+        out_shape[i] = shape[i];
+    }
+    out_shape[ndim] = w->shape[1];
+    int64_t n = tensor_numel(ndim, shape);
+    if (!indices_ok(ctx, "embedding", "id", ids, n, 0, w->shape[0]) ||
+        !has_data(ctx, "embedding", "weight", w))
+        return NULL;
+    Tensor *out = op_node(ctx, OP_EMBEDDING, ndim + 1, out_shape, w, NULL, NULL);
+    if (!out)
+        return NULL;
+    if (saves(out) && n > 0 && !(out->aux = save_indices(out, ids, n)))
+        return NULL;
+    if (ctx->meta)
+        return out;
+    int C = w->shape[1];
+#pragma omp parallel for schedule(static) if (n * C > PAR_MIN_WORK)
+    for (int64_t i = 0; i < n; i++)
+        memcpy(out->data + i * C, w->data + (int64_t)ids[i] * C, (size_t)C * sizeof(float));
+    return out;
+}
+
+/* dW[id] += g[i] for every position i: positions in order, split by column,
+ * so repeated ids sum in one fixed order whatever the thread count. */
+void embedding_backward(Tensor *out)
+{
+    Tensor *w = out->src[0];
+    const int32_t *ids = out->aux; // (n)
+    int C = w->shape[1];
+    int64_t n = C ? out->size / C : 0;
+    float *dw = op_grad(w); // (V, C)
+    if (!dw || n == 0)
+        return;
+    const float *g = out->grad; // (n, C)
+    int n_blocks = (C + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static) if (n * C > PAR_MIN_WORK)
+    for (int blk = 0; blk < n_blocks; blk++) {
+        int c0 = blk * COL_BLOCK, c1 = c0 + COL_BLOCK < C ? c0 + COL_BLOCK : C;
+        for (int64_t i = 0; i < n; i++) {
+            float *dst = dw + (int64_t)ids[i] * C;
+            const float *src = g + i * C;
+            for (int c = c0; c < c1; c++)
+                dst[c] += src[c];
+        }
+    }
+}
+
+/* ---- layernorm ---------------------------------------------------------- */
+
+static bool layernorm_check(TensorCtx *ctx, const Tensor *x, const Tensor *w, const Tensor *b,
+                            float eps)
+{
+    char sx[SHAPE_LEN], sp[SHAPE_LEN];
+    tensor_shape_str(x, sx, sizeof sx);
+    if (x->ndim < 1) {
+        tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "layernorm: x must be (..., C), got %s", sx);
+        return false;
+    }
+    int C = x->shape[x->ndim - 1];
+    const Tensor *p[2] = {w, b};
+    const char *name[2] = {"weight", "bias"};
+    for (int i = 0; i < 2; i++)
+        if (p[i]->ndim != 1 || p[i]->shape[0] != C) {
+            tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "layernorm: %s %s does not fit x %s: expected (%d)",
+                            name[i], tensor_shape_str(p[i], sp, sizeof sp), sx, C);
+            return false;
+        }
+    if (!(eps >= 0) || isinf(eps)) {
+        tensor_ctx_fail(ctx, TENSOR_ERR_ARG, "layernorm: eps must be finite and >= 0, got %g",
+                        (double)eps);
+        return false;
+    }
+    return has_data(ctx, "layernorm", "x", x) && has_data(ctx, "layernorm", "weight", w) &&
+           has_data(ctx, "layernorm", "bias", b);
+}
+
+/* One row, two passes in double: a large offset does not swamp the variance. */
+static void layernorm_row(float *y, const float *x, const float *w, const float *b, int C,
+                          float eps, float *mean_out, float *rstd_out)
+{
+    double s = 0, v = 0;
+#pragma omp simd reduction(+ : s)
+    for (int c = 0; c < C; c++)
+        s += x[c];
+    float mean = (float)(s / C);
+#pragma omp simd reduction(+ : v)
+    for (int c = 0; c < C; c++)
+        v += ((double)x[c] - mean) * ((double)x[c] - mean);
+    float rstd = (float)(1.0 / sqrt(v / C + eps));
+#pragma omp simd
+    for (int c = 0; c < C; c++)
+        y[c] = (x[c] - mean) * rstd * w[c] + b[c];
+    *mean_out = mean;
+    *rstd_out = rstd;
+}
+
+Tensor *ag_layernorm(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *b, float eps)
+{
+    if (!x || !w || !b)
+        return NULL;
+    if (!layernorm_check(ctx, x, w, b, eps))
+        return NULL;
+    Tensor *out = op_node(ctx, OP_LAYERNORM, x->ndim, x->shape, x, w, b);
+    if (!out)
+        return NULL;
+    out->fparam[0] = eps;
+    int C = x->shape[x->ndim - 1];
+    int64_t R = tensor_numel(x->ndim - 1, x->shape);
+    float *stats = NULL; // (2, R): mean, then rstd
+    if (saves(out) && !(stats = out->aux = tensor_ctx_alloc(ctx, 2 * (size_t)R * sizeof(float))))
+        return NULL;
+    if (ctx->meta || C == 0)
+        return out;
+#pragma omp parallel for schedule(static) if (R * C > PAR_MIN_WORK)
+    for (int64_t r = 0; r < R; r++) {
+        float mean, rstd;
+        layernorm_row(out->data + r * C, x->data + r * C, w->data, b->data, C, eps, &mean, &rstd);
+        if (stats) {
+            stats[r] = mean;
+            stats[R + r] = rstd;
+        }
+    }
+    return out;
+}
+
+/* dx += rstd (dn - mean(dn) - xhat mean(dn xhat)), dn = g w; a task per row */
+static void layernorm_backward_x(float *dx, const float *x, const float *w, const float *g,
+                                 const float *stats, int64_t R, int C)
+{
+#pragma omp parallel for schedule(static) if (R * C > PAR_MIN_WORK)
+    for (int64_t r = 0; r < R; r++) {
+        const float *xr = x + r * C, *gr = g + r * C;
+        float mean = stats[r], rstd = stats[R + r];
+        double s1 = 0, s2 = 0;
+#pragma omp simd reduction(+ : s1, s2)
+        for (int c = 0; c < C; c++) {
+            float dn = gr[c] * w[c];
+            s1 += dn;
+            s2 += (double)dn * ((xr[c] - mean) * rstd);
+        }
+        float m1 = (float)(s1 / C), m2 = (float)(s2 / C);
+        float *dr = dx + r * C;
+#pragma omp simd
+        for (int c = 0; c < C; c++)
+            dr[c] += rstd * (gr[c] * w[c] - m1 - (xr[c] - mean) * rstd * m2);
+    }
+}
+
+/* dw += sum_r g xhat, db += sum_r g: rows in order, a task per column block */
+static void layernorm_backward_wb(float *dw, float *db, const float *x, const float *g,
+                                  const float *stats, int64_t R, int C)
+{
+    int n_blocks = (C + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static) if (R * C > PAR_MIN_WORK)
+    for (int blk = 0; blk < n_blocks; blk++) {
+        int c0 = blk * COL_BLOCK, wd = C - c0 < COL_BLOCK ? C - c0 : COL_BLOCK;
+        double aw[COL_BLOCK] = {0}, ab[COL_BLOCK] = {0};
+        for (int64_t r = 0; r < R; r++) {
+            const float *xr = x + r * C + c0, *gr = g + r * C + c0;
+            float mean = stats[r], rstd = stats[R + r];
+            for (int j = 0; j < wd; j++) {
+                aw[j] += (double)gr[j] * ((xr[j] - mean) * rstd);
+                ab[j] += gr[j];
+            }
+        }
+        for (int j = 0; j < wd; j++) {
+            if (dw)
+                dw[c0 + j] += (float)aw[j];
+            if (db)
+                db[c0 + j] += (float)ab[j];
+        }
+    }
+}
+
+void layernorm_backward(Tensor *out)
+{
+    Tensor *x = out->src[0], *w = out->src[1], *b = out->src[2];
+    int C = x->shape[x->ndim - 1];
+    int64_t R = tensor_numel(x->ndim - 1, x->shape);
+    float *dx = op_wants_grad(x) ? op_grad(x) : NULL; // (R, C)
+    float *dw = op_wants_grad(w) ? op_grad(w) : NULL; // (C)
+    float *db = op_wants_grad(b) ? op_grad(b) : NULL; // (C)
+    if ((op_wants_grad(x) && !dx) || (op_wants_grad(w) && !dw) || (op_wants_grad(b) && !db))
+        return;
+    if (C == 0)
+        return;
+    if (dx)
+        layernorm_backward_x(dx, x->data, w->data, out->grad, out->aux, R, C);
+    if (dw || db)
+        layernorm_backward_wb(dw, db, x->data, out->grad, out->aux, R, C);
+}
+
+/* ---- cross-entropy ------------------------------------------------------ */
+
+/* Saved per row: the max logit and log(sum exp(x - max)), then the targets;
+ * backward recomputes the probabilities from them instead of keeping (N, V). */
+typedef struct CeSaved {
+    float *max;      // (N)
+    float *logsum;   // (N)
+    int32_t *target; // (N)
+} CeSaved;
+
+static CeSaved ce_saved(void *aux, int64_t N)
+{
+    CeSaved s = {.max = aux};
+    s.logsum = s.max + N;
+    s.target = (int32_t *)(s.logsum + N);
+    return s;
+}
+
+/* the row's max and log(sum exp(x - max)) */
+static void ce_row_stats(const float *x, int V, float *max_out, float *logsum_out)
+{
+    float mx = -INFINITY; /* a NaN logit is skipped here but poisons the sum below */
+    for (int j = 0; j < V; j++)
+        mx = x[j] > mx ? x[j] : mx;
+    double sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < V; j++)
+        sum += fast_expf(x[j] - mx);
+    *max_out = mx;
+    *logsum_out = (float)log(sum);
+}
+
+Tensor *ag_cross_entropy(TensorCtx *ctx, Tensor *logits, const int32_t *targets, int64_t n)
+{
+    if (!logits)
+        return NULL;
+    char sl[SHAPE_LEN];
+    tensor_shape_str(logits, sl, sizeof sl);
+    if (logits->ndim != 2)
+        return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "cross_entropy: logits must be (N, V), got %s",
+                               sl);
+    int64_t N = logits->shape[0];
+    int V = logits->shape[1];
+    if (n != N)
+        return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE,
+                               "cross_entropy: %lld targets for logits %s, expected %lld",
+                               (long long)n, sl, (long long)N);
+    if (!indices_ok(ctx, "cross_entropy", "target", targets, n, -1, V) ||
+        !has_data(ctx, "cross_entropy", "logits", logits))
+        return NULL;
+    int shape[1] = {(int)N};
+    Tensor *out = op_node(ctx, OP_CROSS_ENTROPY, 1, shape, logits, NULL, NULL);
+    if (!out)
+        return NULL;
+    CeSaved s = {0};
+    if (saves(out)) {
+        if (!(out->aux = tensor_ctx_alloc(ctx, 3 * (size_t)N * sizeof(float))))
+            return NULL;
+        s = ce_saved(out->aux, N);
+        memcpy(s.target, targets, (size_t)N * sizeof *targets);
+    }
+    if (ctx->meta)
+        return out;
+#pragma omp parallel for schedule(static) if (N * V > PAR_MIN_WORK)
+    for (int64_t r = 0; r < N; r++) {
+        const float *x = logits->data + r * V;
+        float mx, ls;
+        ce_row_stats(x, V, &mx, &ls);
+        out->data[r] = targets[r] < 0 ? 0.0f : (mx - x[targets[r]]) + ls;
+        if (s.max) {
+            s.max[r] = mx;
+            s.logsum[r] = ls;
+        }
+    }
+    return out;
+}
+
+/* d logits += g (softmax(x) - onehot(target)); ignored rows get nothing */
+void cross_entropy_backward(Tensor *out)
+{
+    Tensor *logits = out->src[0];
+    int64_t N = logits->shape[0];
+    int V = logits->shape[1];
+    CeSaved s = ce_saved(out->aux, N);
+    float *dl = op_grad(logits); // (N, V)
+    if (!dl)
+        return;
+#pragma omp parallel for schedule(static) if (N * V > PAR_MIN_WORK)
+    for (int64_t r = 0; r < N; r++) {
+        if (s.target[r] < 0)
+            continue;
+        const float *x = logits->data + r * V;
+        float *d = dl + r * V, g = out->grad[r], mx = s.max[r], ls = s.logsum[r];
+#pragma omp simd
+        for (int j = 0; j < V; j++)
+            d[j] += g * fast_expf((x[j] - mx) - ls);
+        d[s.target[r]] -= g;
+    }
+}
+
+/* ---- attention ---------------------------------------------------------- */
+
+/* Per head (b, h), with q, k, v its slices of qkv (row stride 3C):
+ *   P = softmax(mask(q k^T / sqrt(HS)))   (T, T), causal
+ *   out = P v                              (T, HS), row stride C
+ * One task per head. Query rows go in blocks of ATTN_ROWS, and block
+ * [i0, i1) multiplies only keys [0, i1): the masked upper triangle is
+ * mostly never computed, which halves the work for long T. */
+typedef struct AttnDims {
+    int B, T, C, NH, HS;
+    float scale;
+} AttnDims;
+
+static AttnDims attn_dims(const Tensor *qkv, int n_head)
+{
+    AttnDims d = {.B = qkv->shape[0], .T = qkv->shape[1], .C = qkv->shape[2] / 3, .NH = n_head};
+    d.HS = d.C / n_head;
+    d.scale = 1.0f / sqrtf((float)d.HS);
+    return d;
+}
+
+/* qkv offset of head bh's q at time 0 */
+static int64_t attn_head_offset(AttnDims d, int64_t bh)
+{
+    return (bh / d.NH) * d.T * 3 * d.C + (bh % d.NH) * d.HS;
+}
+
+/* scores of query i (keys 0..i live) -> probabilities; zeros up to `width` */
+static void causal_softmax_row(float *p, int i, int width)
+{
+    float mx = -INFINITY; /* a NaN score is skipped here but poisons the sum below */
+    for (int j = 0; j <= i; j++)
+        mx = p[j] > mx ? p[j] : mx;
+    float sum = 0; /* at most T terms in [0, 1], the largest 1 */
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j <= i; j++) {
+        p[j] = fast_expf(p[j] - mx);
+        sum += p[j];
+    }
+    float inv = 1.0f / sum;
+#pragma omp simd
+    for (int j = 0; j <= i; j++)
+        p[j] *= inv;
+    for (int j = i + 1; j < width; j++)
+        p[j] = 0.0f;
+}
+
+/* One head: out (T, HS) from q (row stride 3C). p receives the probabilities:
+ * all (T, T) of them when p_whole (saved for backward), else it is one
+ * (ATTN_ROWS, T) block reused for every block of rows. */
+static void attention_head(float *out, float *p, bool p_whole, const float *q, AttnDims d)
+{
+    int ld = 3 * d.C, T = d.T;
+    const float *k = q + d.C, *v = q + 2 * d.C;
+    for (int i0 = 0; i0 < T; i0 += ATTN_ROWS) {
+        int i1 = i0 + ATTN_ROWS < T ? i0 + ATTN_ROWS : T, m = i1 - i0;
+        float *pb = p_whole ? p + (int64_t)i0 * T : p; // (m, T), row stride T
+        gemm(false, true, m, i1, d.HS, d.scale, q + (int64_t)i0 * ld, ld, k, ld, 0.0f, pb, T);
+        for (int i = i0; i < i1; i++)
+            causal_softmax_row(pb + (int64_t)(i - i0) * T, i, p_whole ? T : i1);
+        gemm(false, false, m, d.HS, i1, 1.0f, pb, T, v, ld, 0.0f, out + (int64_t)i0 * d.C, d.C);
+    }
+}
+
+/* Runs every head; att (B, NH, T, T) or NULL, then a block per thread. */
+static int attention_forward(float *out, float *att, const float *qkv, AttnDims d)
+{
+    int64_t n_heads = (int64_t)d.B * d.NH, TT = (int64_t)d.T * d.T;
+    int failed = 0, saved = blas_enter();
+#pragma omp parallel
+    {
+        float *scratch = att ? NULL : malloc((size_t)ATTN_ROWS * d.T * sizeof(float));
+        if (!att && !scratch) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < n_heads; bh++)
+            if (att || scratch)
+                attention_head(out + (bh / d.NH) * d.T * d.C + (bh % d.NH) * d.HS,
+                               att ? att + bh * TT : scratch, att != NULL,
+                               qkv + attn_head_offset(d, bh), d);
+        free(scratch);
+    }
+    blas_leave(saved);
+    return failed ? -1 : 0;
+}
+
+Tensor *ag_attention(TensorCtx *ctx, Tensor *qkv, int n_head)
+{
+    if (!qkv)
+        return NULL;
+    char sq[SHAPE_LEN];
+    tensor_shape_str(qkv, sq, sizeof sq);
+    if (qkv->ndim != 3 || qkv->shape[2] % 3 != 0)
+        return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "attention: qkv must be (B, T, 3C), got %s",
+                               sq);
+    if (n_head <= 0 || (qkv->shape[2] / 3) % n_head != 0)
+        return tensor_ctx_fail(ctx, TENSOR_ERR_ARG,
+                               "attention: %d heads do not divide C = %d of qkv %s", n_head,
+                               qkv->shape[2] / 3, sq);
+    if (!has_data(ctx, "attention", "qkv", qkv))
+        return NULL;
+    int shape[3] = {qkv->shape[0], qkv->shape[1], qkv->shape[2] / 3};
+    Tensor *out = op_node(ctx, OP_ATTENTION, 3, shape, qkv, NULL, NULL);
+    if (!out)
+        return NULL;
+    out->iparam[0] = n_head;
+    AttnDims d = attn_dims(qkv, n_head);
+    size_t att_bytes = (size_t)d.B * d.NH * d.T * d.T * sizeof(float);
+    if (saves(out) && !(out->aux = tensor_ctx_alloc(ctx, att_bytes)))
+        return NULL;
+    if (ctx->meta || out->size == 0)
+        return out;
+    if (attention_forward(out->data, out->aux, qkv->data, d) != 0)
+        return tensor_ctx_fail(ctx, TENSOR_ERR_NOMEM, "attention: out of memory for scratch");
+    return out;
+}
+
+/* dS = P (dP - rowsum(P dP)) for query i, in place over dP; zeros up to width */
+static void softmax_backward_row(float *dp, const float *p, int i, int width)
+{
+    float dot = 0;
+#pragma omp simd reduction(+ : dot)
+    for (int j = 0; j <= i; j++)
+        dot += p[j] * dp[j];
+#pragma omp simd
+    for (int j = 0; j <= i; j++)
+        dp[j] = p[j] * (dp[j] - dot);
+    for (int j = i + 1; j < width; j++)
+        dp[j] = 0.0f;
+}
+
+/* One head's backward, block by block: ds is (ATTN_ROWS, T) scratch, go the
+ * head's dout (row stride C), dq its slice of dqkv (row stride 3C). */
+static void attention_head_backward(float *dq, float *ds, const float *p, const float *go,
+                                    const float *q, AttnDims d)
+{
+    int ld = 3 * d.C, T = d.T;
+    const float *k = q + d.C, *v = q + 2 * d.C;
+    float *dk = dq + d.C, *dv = dq + 2 * d.C;
+    for (int i0 = 0; i0 < T; i0 += ATTN_ROWS) {
+        int i1 = i0 + ATTN_ROWS < T ? i0 + ATTN_ROWS : T, m = i1 - i0;
+        const float *pb = p + (int64_t)i0 * T, *gb = go + (int64_t)i0 * d.C;
+        // dP = dout v^T ; dv += P^T dout
+        gemm(false, true, m, i1, d.HS, 1.0f, gb, d.C, v, ld, 0.0f, ds, T);
+        gemm(true, false, i1, d.HS, m, 1.0f, pb, T, gb, d.C, 1.0f, dv, ld);
+        for (int i = i0; i < i1; i++)
+            softmax_backward_row(ds + (int64_t)(i - i0) * T, pb + (int64_t)(i - i0) * T, i, i1);
+        // dq += scale dS k ; dk += scale dS^T q
+        gemm(false, false, m, d.HS, i1, d.scale, ds, T, k, ld, 1.0f, dq + (int64_t)i0 * ld, ld);
+        gemm(true, false, i1, d.HS, m, d.scale, ds, T, q + (int64_t)i0 * ld, ld, 1.0f, dk, ld);
+    }
+}
+
+void attention_backward(Tensor *out)
+{
+    Tensor *qkv = out->src[0];
+    AttnDims d = attn_dims(qkv, out->iparam[0]);
+    int64_t n_heads = (int64_t)d.B * d.NH, TT = (int64_t)d.T * d.T;
+    float *dqkv = op_grad(qkv); // (B, T, 3C)
+    if (!dqkv || out->size == 0)
+        return;
+    int failed = 0, saved = blas_enter();
+#pragma omp parallel
+    {
+        float *ds = malloc((size_t)ATTN_ROWS * d.T * sizeof(float)); // (ATTN_ROWS, T)
+        if (!ds) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < n_heads; bh++) {
+            int64_t off = attn_head_offset(d, bh);
+            const float *go = out->grad + (bh / d.NH) * d.T * d.C + (bh % d.NH) * d.HS;
+            if (ds)
+                attention_head_backward(dqkv + off, ds, (const float *)out->aux + bh * TT, go,
+                                        qkv->data + off, d);
+        }
+        free(ds);
+    }
+    blas_leave(saved);
+    if (failed)
+        tensor_ctx_fail(out->ctx, TENSOR_ERR_NOMEM, "attention: backward out of memory");
+}

@@ -93,6 +93,7 @@ typedef enum OpKind {
     OP_TRANSPOSE, /* iparam[0], iparam[1] = the swapped dims; materialised */
     OP_SLICE,     /* iparam[0] = dim, iparam[1] = start, iparam[2] = length */
     OP_CONCAT,    /* along iparam[0], of src[0] and src[1] */
+    OP_SORT,      /* ascending along iparam[0]; the permutation (int32) in aux */
     /* linear algebra */
     OP_MATMUL, /* (M,K)@(K,N), (B,M,K)@(B,K,N), (B,M,K)@(K,N) */
     OP_LINEAR, /* x (..., K) @ W(N, K)^T + b(N) */

@@ -1,0 +1,227 @@
+/*
+ * cli_bench.c — `prefrun bench`: the full DPO training step (policy forward
+ * and backward on chosen + rejected, reference forward, the Lua loss,
+ * clipping, AdamW) timed on fixed model sizes, against the OpenBLAS sgemm
+ * peak measured in the same process with the same threads.
+ *
+ * FLOPs per step, as the issue counts them (Kaplan et al. 2020's 6N rule
+ * plus attention), with N = 12 L C² + V C:
+ *     policy     (6 N + 12 L T C) · 2BT     forward + backward
+ *     reference  (2 N +  4 L T C) · 2BT     forward only
+ * Tokens per step: 2BT (chosen and rejected rows).
+ */
+#include <cblas.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "cli.h"
+#include "config.h"
+#include "fsutil.h"
+#include "prefrun_config.h"
+#include "rng.h"
+#include "train.h"
+
+typedef struct BenchModel {
+    const char *name;
+    int V, T, C, L, H, B;
+} BenchModel;
+
+static const BenchModel bench_models[] = {
+    {"tiny", 256, 64, 128, 4, 4, 16},
+    {"small", 256, 128, 256, 6, 8, 8},
+};
+#define N_MODELS (int)(sizeof bench_models / sizeof bench_models[0])
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double step_flops(const BenchModel *m)
+{
+    double L = m->L, T = m->T, C = m->C, tokens = 2.0 * m->B * m->T;
+    double N = 12 * L * C * C + (double)m->V * C;
+    return (6 * N + 12 * L * T * C) * tokens + (2 * N + 4 * L * T * C) * tokens;
+}
+
+/* Best of `reps` large square sgemms: the machine's attainable peak. */
+static double sgemm_peak(int n, int reps)
+{
+    float *a = malloc((size_t)n * n * sizeof *a), *b = malloc((size_t)n * n * sizeof *b);
+    float *c = malloc((size_t)n * n * sizeof *c);
+    double best = 0;
+    if (a && b && c) {
+        for (size_t i = 0; i < (size_t)n * n; i++) {
+            a[i] = (float)(i % 7) * 0.1f;
+            b[i] = (float)(i % 5) * 0.1f;
+        }
+        for (int r = 0; r < reps + 1; r++) { /* the first call warms caches and threads */
+            double t0 = now_seconds();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n,
+                        0.0f, c, n);
+            double dt = now_seconds() - t0;
+            if (r > 0 && 2.0 * n * n * n / dt > best)
+                best = 2.0 * n * n * n / dt;
+        }
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
+/* A (2B, T) block of random tokens; the last 3/4 of each row is response. */
+static void make_batch(const BenchModel *m, int32_t *ids, int32_t *targets, float *mask)
+{
+    Rng r;
+    rng_seed(&r, 7);
+    int rows = 2 * m->B, prompt = m->T / 4;
+    for (int n = 0; n < rows; n++)
+        for (int t = 0; t < m->T; t++)
+            ids[n * m->T + t] = (int32_t)rng_below(&r, (uint32_t)m->V);
+    for (int n = 0; n < rows; n++)
+        for (int t = 0; t < m->T; t++) {
+            bool resp = t + 1 >= prompt && t + 1 < m->T;
+            targets[n * m->T + t] = resp ? ids[n * m->T + t + 1] : -1;
+            mask[n * m->T + t] = resp ? 1.0f : 0.0f;
+        }
+}
+
+static void model_config(const BenchModel *m, Config *cfg)
+{
+    config_defaults(cfg);
+    cfg->vocab = m->V;
+    cfg->context = m->T;
+    cfg->width = m->C;
+    cfg->layers = m->L;
+    cfg->heads = m->H;
+    cfg->per_device_train_batch_size = m->B;
+    cfg->per_device_eval_batch_size = m->B;
+    cfg->learning_rate = 1e-4;
+}
+
+typedef struct BenchResult {
+    double step_s, tokens_per_s, flops_per_s;
+} BenchResult;
+
+/* Warm-up steps, then the median-free mean of `steps` timed steps. */
+static int bench_model(const BenchModel *m, const char *loss, int steps, BenchResult *out)
+{
+    char err[1024];
+    Config cfg;
+    model_config(m, &cfg);
+    size_t n = 2 * (size_t)m->B * m->T;
+    int32_t *ids = malloc(n * sizeof *ids), *targets = malloc(n * sizeof *targets);
+    float *mask = malloc(n * sizeof *mask);
+    TrainBench *b = ids && targets && mask ? train_bench_new(&cfg, loss, err, sizeof err) : NULL;
+    int rc = b ? 0 : -1;
+    if (!b)
+        fprintf(stderr, "prefrun bench: %s: %s\n", m->name, ids ? err : "out of memory");
+    else
+        make_batch(m, ids, targets, mask);
+    for (int i = 0; rc == 0 && i < 2; i++)
+        rc = train_bench_step(b, ids, targets, mask, m->B, m->T, err, sizeof err);
+    double t0 = now_seconds();
+    for (int i = 0; rc == 0 && i < steps; i++)
+        rc = train_bench_step(b, ids, targets, mask, m->B, m->T, err, sizeof err);
+    double dt = (now_seconds() - t0) / steps;
+    if (rc != 0 && b)
+        fprintf(stderr, "prefrun bench: %s: %s\n", m->name, err);
+    *out = (BenchResult){dt, (double)n / dt, step_flops(m) / dt};
+    train_bench_free(b);
+    free(ids);
+    free(targets);
+    free(mask);
+    return rc;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: prefrun bench [--config tiny|small|all] [--threads N] [--steps N]\n\n"
+            "Times the full DPO training step (policy forward + backward on chosen and\n"
+            "rejected, reference forward, the Lua loss, clipping, AdamW) and prints\n"
+            "tokens/s (chosen + rejected tokens), model FLOP/s, and that as a share of\n"
+            "the OpenBLAS sgemm peak measured in the same run with the same threads.\n"
+            "FLOPs/step = (6N + 12LTC)*2BT + (2N + 4LTC)*2BT, N = 12LC^2 + VC.\n\n"
+            "  --config NAME   tiny (V=256 T=64 C=128 L=4 H=4 B=16), small (V=256 T=128\n"
+            "                  C=256 L=6 H=8 B=8), or all (default)\n"
+            "  --threads N     OpenMP and OpenBLAS threads (default: all cores)\n"
+            "  --steps N       timed steps per config after 2 warm-up steps (default 10)\n"
+            "  --loss FILE     the loss script (default: losses/sigmoid.lua, TRL's DPO)\n\n"
+            "example:\n  prefrun bench --config small --threads 2\n");
+}
+
+void cli_train_reexec_passive(void); /* cli_train.c: OMP_WAIT_POLICY=passive */
+
+int cmd_bench(int argc, char **argv)
+{
+    cli_train_reexec_passive();
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"threads", required_argument, NULL, 't'},
+        {"steps", required_argument, NULL, 's'},  {"loss", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    const char *which = "all", *loss = PREFRUN_SOURCE_ROOT "/losses/sigmoid.lua";
+    int threads = 0, steps = 10, c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        char *end = NULL;
+        switch (c) {
+        case 'c': which = optarg; break;
+        case 'l': loss = optarg; break;
+        case 't': threads = (int)strtol(optarg, &end, 10); break;
+        case 's': steps = (int)strtol(optarg, &end, 10); break;
+        case 'h': usage(stdout); return EXIT_OK;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+        if (end && (*end || end == optarg || threads < 0 || steps < 1)) {
+            fprintf(stderr, "prefrun bench: bad number '%s'\n", optarg);
+            return EXIT_USAGE;
+        }
+    }
+    bool all = strcmp(which, "all") == 0, known = all;
+    for (int i = 0; i < N_MODELS; i++)
+        known = known || strcmp(which, bench_models[i].name) == 0;
+    if (!known || optind < argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (!fsutil_exists(loss)) {
+        fprintf(stderr, "prefrun bench: loss script %s not found (give --loss FILE)\n", loss);
+        return EXIT_INPUT;
+    }
+    threads = train_set_threads(threads);
+    double peak = sgemm_peak(2048, 3);
+    const char *coretype = getenv("OPENBLAS_CORETYPE");
+    printf("prefrun bench: %d threads, OPENBLAS_CORETYPE=%s, sgemm peak %.1f GFLOP/s "
+           "(2048^3, best of 3)\n",
+           threads, coretype ? coretype : "(unset)", peak / 1e9);
+    printf("%-6s %4s %4s %4s %2s %2s %3s %9s %10s %9s %8s\n", "config", "V", "T", "C", "L", "H",
+           "B", "step ms", "tokens/s", "GFLOP/s", "of peak");
+    int rc = EXIT_OK;
+    for (int i = 0; i < N_MODELS; i++) {
+        const BenchModel *m = &bench_models[i];
+        BenchResult r;
+        if (!all && strcmp(which, m->name) != 0)
+            continue;
+        if (bench_model(m, loss, steps, &r) != 0) {
+            rc = EXIT_FAILED;
+            continue;
+        }
+        printf("%-6s %4d %4d %4d %2d %2d %3d %9.2f %10.0f %9.2f %7.1f%%\n", m->name, m->V, m->T,
+               m->C, m->L, m->H, m->B, r.step_s * 1e3, r.tokens_per_s, r.flops_per_s / 1e9,
+               100 * r.flops_per_s / peak);
+        fflush(stdout);
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("peak RSS %.1f MiB\n", (double)ru.ru_maxrss / 1024.0);
+    return rc;
+}

@@ -1,0 +1,232 @@
+/*
+ * test_config.c — defaults (with their TRL/HF sources), YAML loading and its
+ * error messages (file, line, key, expected type), --set overrides and the
+ * loss-param rule, derived values, and the YAML round trip.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "fsutil.h"
+#include "prefrun_config.h"
+#include "testlib.h"
+
+static char err[512];
+
+static const char *fixture(const char *name)
+{
+    static char path[1024];
+    const char *root = getenv("PREFRUN_ROOT");
+    snprintf(path, sizeof path, "%s/tests/data/%s", root ? root : PREFRUN_SOURCE_ROOT, name);
+    return path;
+}
+
+static int load(Config *cfg, const char *text)
+{
+    return config_load_yaml_text(cfg, text, strlen(text), "run.yaml", err, sizeof err);
+}
+
+#define CHECK_ERR(call, frag)                                                                      \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        CHECKF(rc_ != 0, "%s succeeded, expected an error with \"%s\"", #call, frag);              \
+        CHECKF(strstr(err, frag), "error \"%s\" lacks \"%s\"", err, frag);                         \
+    } while (0)
+
+static void defaults_follow_trl(void)
+{
+    Config c;
+    config_defaults(&c);
+    /* HF TrainingArguments / TRL DPOConfig values */
+    CHECK(c.per_device_train_batch_size == 8 && c.per_device_eval_batch_size == 8);
+    CHECK(c.gradient_accumulation_steps == 1 && c.lr_scheduler_type == CONFIG_SCHEDULE_LINEAR);
+    CHECK(c.adam_beta1 == 0.9 && c.adam_beta2 == 0.999 && c.adam_epsilon == 1e-8);
+    CHECK(c.weight_decay == 0.0 && c.max_grad_norm == 1.0 && c.warmup_ratio == 0.0);
+    CHECK(c.num_train_epochs == 3.0 && c.max_steps == -1 && c.seed == 42);
+    CHECK(!c.precompute_ref_log_probs && !c.dataloader_drop_last && !c.skip_invalid);
+    CHECK(c.nan_policy == CONFIG_NAN_STOP && c.n_loss_params == 0);
+    CHECK(config_finalize(&c, err, sizeof err) == 0);
+    /* max_length follows the context, the prompt budget is half, as 512 of TRL's 1024 */
+    CHECK(c.max_length == c.context && c.max_prompt_length == c.context / 2);
+}
+
+static void key_table_is_complete(void)
+{
+    CHECK(config_key_count() > 30);
+    for (int i = 0; i < config_key_count(); i++) {
+        CHECK(config_key_name(i) && config_key_type(i) && config_key_help(i));
+        for (int j = 0; j < i; j++)
+            CHECK(strcmp(config_key_name(i), config_key_name(j)) != 0);
+    }
+    CHECK(config_key_name(config_key_count()) == NULL);
+}
+
+static void yaml_file_loads(void)
+{
+    Config c;
+    config_defaults(&c);
+    CHECKF(config_load_yaml(&c, fixture("run_ok.yaml"), err, sizeof err) == 0, "%s", err);
+    CHECK(c.learning_rate == 3.0e-4 && c.lr_scheduler_type == CONFIG_SCHEDULE_COSINE);
+    CHECK(c.per_device_train_batch_size == 16 && c.layers == 4 && c.width == 128);
+    CHECK(c.skip_invalid && strcmp(c.train_file, "data/train.jsonl") == 0 && c.seed == 7);
+    CHECK(c.n_loss_params == 2);
+    const ConfigLossParam *beta = config_loss_param(&c, "beta");
+    CHECK(beta && beta->value == 0.2 && config_loss_param(&c, "tau")->value == 0.05);
+    CHECK(c.heads == 4 && c.adam_beta2 == 0.999); /* untouched keys keep defaults */
+}
+
+static void yaml_errors_name_file_line_key(void)
+{
+    Config c;
+    config_defaults(&c);
+    CHECK_ERR(config_load_yaml(&c, fixture("bad_unknown.yaml"), err, sizeof err),
+              "bad_unknown.yaml:3: unknown key \"lerning_rate\"");
+    CHECK_ERR(config_load_yaml(&c, fixture("bad_type.yaml"), err, sizeof err),
+              "bad_type.yaml:3: key \"learning_rate\": expected a number, got \"fast\"");
+    CHECK_ERR(config_load_yaml(&c, fixture("bad_syntax.yaml"), err, sizeof err),
+              "bad_syntax.yaml:3:");
+    CHECK(strstr(err, "invalid YAML"));
+    CHECK_ERR(config_load_yaml(&c, "/nonexistent/run.yaml", err, sizeof err),
+              "/nonexistent/run.yaml");
+}
+
+static void yaml_wrong_types(void)
+{
+    Config c;
+    config_defaults(&c);
+    CHECK_ERR(load(&c, "layers: \"2\"\n"),
+              "run.yaml:1: key \"layers\": expected an integer, got the quoted string \"2\"");
+    CHECK_ERR(load(&c, "\nlayers: 2.5\n"), "run.yaml:2: key \"layers\": expected an integer");
+    CHECK_ERR(load(&c, "skip_invalid: yes\n"), "key \"skip_invalid\": expected true or false");
+    CHECK_ERR(load(&c, "lr_scheduler_type: cosin\n"),
+              "expected one of linear, cosine, constant, got \"cosin\"");
+    CHECK_ERR(load(&c, "width:\n  - 64\n"),
+              "run.yaml:2: key \"width\": expected an integer, got a list");
+    CHECK_ERR(load(&c, "learning_rate: ~\n"), "key \"learning_rate\": expected a number");
+    CHECK_ERR(load(&c, "learning_rate: .nan\n"), "expected a number");
+    CHECK_ERR(load(&c, "seed: -1\n"), "key \"seed\": expected a non-negative integer");
+    CHECK_ERR(load(&c, "layers: 0\n"), "key \"layers\": 0 is out of range");
+    CHECK_ERR(load(&c, "loss:\n  beta: big\n"),
+              "run.yaml:2: loss param \"beta\": expected a number");
+    CHECK_ERR(load(&c, "model:\n  layers: 2\n"), "run.yaml:2: unknown key \"model.layers\"");
+    CHECK_ERR(load(&c, "- layers\n"), "run.yaml:1: the file is a list, expected a mapping");
+    CHECK_ERR(load(&c, "layers: 2\nwidth: 8\nlayers: 3\n"), "run.yaml:3: duplicate key \"layers\"");
+    CHECK_ERR(load(&c, "layers: 2\n---\nlayers: 3\n"), "a second YAML document");
+    CHECK_ERR(load(&c, "layers: 2\n\twidth: 4\n"), "invalid YAML");
+    /* a failed load changes nothing, not even the keys before the bad one */
+    Config fresh;
+    config_defaults(&fresh);
+    CHECK_ERR(load(&c, "layers: 7\nwidth: nope\n"), "width");
+    CHECK(c.layers == fresh.layers && memcmp(&c, &fresh, sizeof c) == 0);
+}
+
+static void yaml_empty_and_comments(void)
+{
+    Config c, d;
+    config_defaults(&c);
+    config_defaults(&d);
+    CHECK(load(&c, "") == 0 && load(&c, "# only a comment\n") == 0);
+    CHECK(memcmp(&c, &d, sizeof c) == 0);
+    CHECK(load(&c, "loss: {beta: 0.5}\nsave_total_limit: 3 # keep three\n") == 0);
+    CHECK(config_loss_param(&c, "beta")->value == 0.5 && c.save_total_limit == 3);
+}
+
+static void set_overrides(void)
+{
+    Config c;
+    config_defaults(&c);
+    CHECK(config_set(&c, "learning_rate=5e-4", err, sizeof err) == 0 && c.learning_rate == 5e-4);
+    CHECK(config_set(&c, "output_dir=runs/a b", err, sizeof err) == 0 &&
+          strcmp(c.output_dir, "runs/a b") == 0);
+    CHECK(config_set(&c, "nan_policy=skip", err, sizeof err) == 0 &&
+          c.nan_policy == CONFIG_NAN_SKIP);
+    CHECK(config_set(&c, "seed=18446744073709551615", err, sizeof err) == 0 &&
+          c.seed == UINT64_MAX);
+    /* loss params: loss.NAME always; a plain NAME that is not a config key too */
+    CHECK(config_set(&c, "loss.beta=0.3", err, sizeof err) == 0);
+    CHECK(config_set(&c, "tau=0.07", err, sizeof err) == 0);
+    CHECK(config_set(&c, "beta=0.4", err, sizeof err) == 0); /* replaces, keeps the order */
+    CHECK(c.n_loss_params == 2 && strcmp(c.loss_params[0].name, "beta") == 0 &&
+          c.loss_params[0].value == 0.4 && c.loss_params[1].value == 0.07);
+    CHECK_ERR(config_set(&c, "learning_rate=fast", err, sizeof err),
+              "--set learning_rate=fast: key \"learning_rate\": expected a number, got \"fast\"");
+    CHECK_ERR(config_set(&c, "beta=high", err, sizeof err),
+              "--set beta=high: loss param \"beta\": expected a number");
+    CHECK_ERR(config_set(&c, "layers", err, sizeof err), "expected KEY=VALUE");
+    CHECK_ERR(config_set(&c, "=3", err, sizeof err), "expected KEY=VALUE");
+    CHECK_ERR(config_set(&c, "model.layers=3", err, sizeof err), "loss param \"model.layers\"");
+    CHECK_ERR(config_set(&c, "layers=", err, sizeof err), "expected an integer");
+}
+
+static void finalize_checks_relations(void)
+{
+    Config c;
+    config_defaults(&c);
+    c.max_length = 40;
+    CHECK(config_finalize(&c, err, sizeof err) == 0 && c.max_prompt_length == 20);
+    config_defaults(&c);
+    c.heads = 3;
+    CHECK_ERR(config_finalize(&c, err, sizeof err), "heads (3) must divide width (64)");
+    config_defaults(&c);
+    c.max_length = 100;
+    CHECK_ERR(config_finalize(&c, err, sizeof err), "max_length (100) exceeds the context (64)");
+    config_defaults(&c);
+    c.vocab = 256;
+    CHECK_ERR(config_finalize(&c, err, sizeof err), "at least 257");
+    config_defaults(&c);
+    c.max_prompt_length = 64;
+    CHECK_ERR(config_finalize(&c, err, sizeof err), "max_prompt_length");
+}
+
+static void yaml_round_trip_is_exact(void)
+{
+    Config c, back;
+    config_defaults(&c);
+    c.learning_rate = 0.1 + 0.2; /* needs all 17 digits */
+    c.weight_decay = 1e-300;
+    c.seed = UINT64_MAX;
+    c.sandbox_instructions = 123456789012345LL;
+    c.lr_scheduler_type = CONFIG_SCHEDULE_CONSTANT;
+    c.dataloader_drop_last = true;
+    snprintf(c.train_file, sizeof c.train_file, "dir with: colon/\"q\"\\ \x01\ttab é.jsonl");
+    config_set_loss_param(&c, "beta", 1.0 / 3.0, err, sizeof err);
+    config_set_loss_param(&c, "neg", -2.5e-7, err, sizeof err);
+    char *y = config_to_yaml(&c);
+    config_defaults(&back);
+    CHECKF(y && load(&back, y) == 0, "%s", err);
+    CHECK(back.learning_rate == c.learning_rate && back.weight_decay == c.weight_decay);
+    CHECK(back.seed == c.seed && back.sandbox_instructions == c.sandbox_instructions);
+    CHECK(back.lr_scheduler_type == c.lr_scheduler_type && back.dataloader_drop_last);
+    CHECK(strcmp(back.train_file, c.train_file) == 0);
+    CHECK(back.n_loss_params == 2 && back.loss_params[0].value == 1.0 / 3.0 &&
+          back.loss_params[1].value == -2.5e-7);
+    char *y2 = config_to_yaml(&back);
+    CHECK(y2 && strcmp(y, y2) == 0);
+    /* saved atomically, read back from disk */
+    char dir[] = "/tmp/prefrun_cfgXXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/config.yaml", dir);
+    CHECKF(config_save_yaml(&c, path, err, sizeof err) == 0, "%s", err);
+    config_defaults(&back);
+    CHECKF(config_load_yaml(&back, path, err, sizeof err) == 0, "%s", err);
+    char *y3 = config_to_yaml(&back);
+    CHECK(y3 && strcmp(y, y3) == 0);
+    free(y);
+    free(y2);
+    free(y3);
+    fsutil_remove_tree(dir, err, sizeof err);
+}
+
+int main(void)
+{
+    RUN(defaults_follow_trl);
+    RUN(key_table_is_complete);
+    RUN(yaml_file_loads);
+    RUN(yaml_errors_name_file_line_key);
+    RUN(yaml_wrong_types);
+    RUN(yaml_empty_and_comments);
+    RUN(set_overrides);
+    RUN(finalize_checks_relations);
+    RUN(yaml_round_trip_is_exact);
+    return tl_done();
+}

@@ -1,0 +1,954 @@
+/*
+ * test_ops_nn.c — the network ops of src/ops_nn.c against plain double
+ * references: matmul, linear, gather, embedding, layernorm, cross-entropy and
+ * causal attention.
+ *
+ * Each op is gradchecked (tests/gradcheck.h: forward against the reference,
+ * gradients against central differences of it) at ordinary random inputs and,
+ * where the op has a numerically hard regime, at extreme ones. Then: products
+ * against a naive triple loop at awkward sizes, causality, error messages,
+ * the no_grad and shape-only modes, and bit-identical results for 1 and 2
+ * OpenMP threads.
+ *
+ * Letters: B batch, T time, C channels, NH heads, HS = C / NH, M K N matmul
+ * dims, R rows, V vocabulary.
+ */
+#include <float.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gradcheck.h"
+#include "ops.h"
+
+/* ---- input helpers ------------------------------------------------------ */
+
+static GcInput input(int ndim, const int *shape, double lo, double hi, uint64_t seed)
+{
+    GcInput g = {.ndim = ndim, .differentiable = true};
+    memcpy(g.shape, shape, (size_t)ndim * sizeof *shape);
+    int64_t n = tensor_numel(ndim, shape);
+    g.values = malloc((size_t)(n ? n : 1) * sizeof(double));
+    gc_fill(g.values, n, lo, hi, seed);
+    return g;
+}
+
+/* runs the check and frees the inputs */
+static void check_spec(GcSpec *s)
+{
+    gradcheck(s);
+    for (int k = 0; k < s->n_in; k++)
+        free(s->in[k].values);
+}
+
+static Tensor *rand_tensor(TensorCtx *ctx, int ndim, const int *shape, double lo, double hi,
+                           uint64_t seed)
+{
+    Tensor *t = tensor_new(ctx, ndim, shape);
+    Rng r;
+    rng_seed(&r, seed);
+    for (int64_t i = 0; i < t->size; i++)
+        t->data[i] = (float)(lo + (hi - lo) * rng_uniform(&r));
+    return t;
+}
+
+/* A leaf that wants a gradient. */
+static Tensor *leaf(TensorCtx *ctx, int ndim, const int *shape, double lo, double hi,
+                    uint64_t seed)
+{
+    Tensor *t = rand_tensor(ctx, ndim, shape, lo, hi, seed);
+    tensor_requires_grad(t);
+    return t;
+}
+
+static void rand_ids(int32_t *ids, int64_t n, int V, uint64_t seed)
+{
+    Rng r;
+    rng_seed(&r, seed);
+    for (int64_t i = 0; i < n; i++)
+        ids[i] = (int32_t)rng_below(&r, (uint32_t)V);
+}
+
+/* ---- references (double, written plainly) ------------------------------- */
+
+typedef struct MatmulArg {
+    int batch, M, K, N;
+    bool shared_b; /* (B, M, K) @ (K, N) */
+} MatmulArg;
+
+static void ref_matmul(const double *const *in, double *out, const void *arg)
+{
+    const MatmulArg *a = arg;
+    for (int b = 0; b < a->batch; b++) {
+        const double *A = in[0] + (int64_t)b * a->M * a->K;
+        const double *Bm = in[1] + (a->shared_b ? 0 : (int64_t)b * a->K * a->N);
+        double *Cm = out + (int64_t)b * a->M * a->N;
+        for (int i = 0; i < a->M; i++)
+            for (int j = 0; j < a->N; j++) {
+                double s = 0;
+                for (int k = 0; k < a->K; k++)
+                    s += A[i * a->K + k] * Bm[k * a->N + j];
+                Cm[i * a->N + j] = s;
+            }
+    }
+}
+
+static Tensor *op_matmul(TensorCtx *ctx, Tensor **in, const void *arg)
+{
+    (void)arg;
+    return ag_matmul(ctx, in[0], in[1]);
+}
+
+typedef struct LinearArg {
+    int R, K, N;
+    bool bias;
+} LinearArg;
+
+static void ref_linear(const double *const *in, double *out, const void *arg)
+{
+    const LinearArg *a = arg;
+    for (int r = 0; r < a->R; r++)
+        for (int n = 0; n < a->N; n++) {
+            double s = a->bias ? in[2][n] : 0;
+            for (int k = 0; k < a->K; k++)
+                s += in[0][r * a->K + k] * in[1][n * a->K + k];
+            out[r * a->N + n] = s;
+        }
+}
+
+static Tensor *op_linear(TensorCtx *ctx, Tensor **in, const void *arg)
+{
+    const LinearArg *a = arg;
+    return ag_linear(ctx, in[0], in[1], a->bias ? in[2] : NULL);
+}
+
+typedef struct IndexArg {
+    int64_t n; /* indices */
+    int V, C;
+    const int32_t *idx;
+    int ndim; /* of the ids, for embedding */
+    int shape[TENSOR_MAX_DIMS];
+} IndexArg;
+
+static void ref_gather(const double *const *in, double *out, const void *arg)
+{
+    const IndexArg *a = arg;
+    for (int64_t i = 0; i < a->n; i++)
+        out[i] = in[0][i * a->V + a->idx[i]];
+}
+
+static Tensor *op_gather(TensorCtx *ctx, Tensor **in, const void *arg)
+{
+    const IndexArg *a = arg;
+    return ag_gather(ctx, in[0], a->idx, a->n);
+}
+
+static void ref_embedding(const double *const *in, double *out, const void *arg)
+{
+    const IndexArg *a = arg;
+    for (int64_t i = 0; i < a->n; i++)
+        for (int c = 0; c < a->C; c++)
+            out[i * a->C + c] = in[0][(int64_t)a->idx[i] * a->C + c];
+}
+
+static Tensor *op_embedding(TensorCtx *ctx, Tensor **in, const void *arg)
+{
+    const IndexArg *a = arg;
+    return ag_embedding(ctx, in[0], a->idx, a->ndim, a->shape);
+}
+
+/* per-row loss, with -1 targets ignored (loss 0) */
+static void ref_cross_entropy(const double *const *in, double *out, const void *arg)
+{
+    const IndexArg *a = arg;
+    for (int64_t r = 0; r < a->n; r++) {
+        const double *x = in[0] + r * a->V;
+        double mx = x[0], s = 0;
+        for (int j = 1; j < a->V; j++)
+            mx = x[j] > mx ? x[j] : mx;
+        for (int j = 0; j < a->V; j++)
+            s += exp(x[j] - mx);
+        out[r] = a->idx[r] < 0 ? 0 : mx + log(s) - x[a->idx[r]];
+    }
+}
+
+static Tensor *op_cross_entropy(TensorCtx *ctx, Tensor **in, const void *arg)
+{
+    const IndexArg *a = arg;
+    return ag_cross_entropy(ctx, in[0], a->idx, a->n);
+}
+
+typedef struct LayernormArg {
+    int R, C;
+    float eps;
+} LayernormArg;
+
+static void ref_layernorm(const double *const *in, double *out, const void *arg)
+{
+    const LayernormArg *a = arg;
+    for (int r = 0; r < a->R; r++) {
+        const double *x = in[0] + r * a->C;
+        double mean = 0, var = 0;
+        for (int c = 0; c < a->C; c++)
+            mean += x[c] / a->C;
+        for (int c = 0; c < a->C; c++)
+            var += (x[c] - mean) * (x[c] - mean) / a->C;
+        for (int c = 0; c < a->C; c++)
+            out[r * a->C + c] = (x[c] - mean) / sqrt(var + a->eps) * in[1][c] + in[2][c];
+    }
+}
+
+static Tensor *op_layernorm(TensorCtx *ctx, Tensor **in, const void *arg)
+{
+    const LayernormArg *a = arg;
+    return ag_layernorm(ctx, in[0], in[1], in[2], a->eps);
+}
+
+typedef struct AttnArg {
+    int B, T, C, NH;
+} AttnArg;
+
+/* softmax(q k^T / sqrt(HS)) v per head, key positions <= query position */
+static void ref_attention(const double *const *in, double *out, const void *arg)
+{
+    const AttnArg *a = arg;
+    int HS = a->C / a->NH, C3 = 3 * a->C;
+    double *w = malloc((size_t)a->T * sizeof *w);
+    for (int b = 0; b < a->B; b++)
+        for (int h = 0; h < a->NH; h++)
+            for (int t = 0; t < a->T; t++) {
+                const double *q = in[0] + ((int64_t)b * a->T + t) * C3 + h * HS;
+                double mx = -INFINITY, s = 0;
+                for (int u = 0; u <= t; u++) {
+                    const double *k = in[0] + ((int64_t)b * a->T + u) * C3 + a->C + h * HS;
+                    w[u] = 0;
+                    for (int i = 0; i < HS; i++)
+                        w[u] += q[i] * k[i] / sqrt((double)HS);
+                    mx = w[u] > mx ? w[u] : mx;
+                }
+                for (int u = 0; u <= t; u++)
+                    s += (w[u] = exp(w[u] - mx));
+                double *o = out + ((int64_t)b * a->T + t) * a->C + h * HS;
+                for (int i = 0; i < HS; i++) {
+                    o[i] = 0;
+                    for (int u = 0; u <= t; u++)
+                        o[i] += w[u] / s * in[0][((int64_t)b * a->T + u) * C3 + 2 * a->C + h * HS + i];
+                }
+            }
+    free(w);
+}
+
+static Tensor *op_attention(TensorCtx *ctx, Tensor **in, const void *arg)
+{
+    const AttnArg *a = arg;
+    return ag_attention(ctx, in[0], a->NH);
+}
+
+/* ---- gradchecks --------------------------------------------------------- */
+
+static void gradcheck_matmul(int batch, int M, int K, int N, bool shared_b, int a_ndim)
+{
+    MatmulArg arg = {batch, M, K, N, shared_b};
+    int sa[3] = {batch, M, K}, sb[3] = {batch, K, N};
+    const int *pa = a_ndim == 3 ? sa : sa + 1;
+    const int *pb = shared_b || a_ndim == 2 ? sb + 1 : sb;
+    GcSpec s = {.name = "matmul", .op = op_matmul, .ref = ref_matmul, .arg = &arg, .n_in = 2};
+    s.in[0] = input(a_ndim, pa, -1, 1, 11);
+    s.in[1] = input(pb == sb ? 3 : 2, pb, -1, 1, 12);
+    check_spec(&s);
+}
+
+static void test_matmul_2d_gradcheck(void) { gradcheck_matmul(1, 5, 7, 3, true, 2); }
+static void test_matmul_batched_gradcheck(void) { gradcheck_matmul(2, 3, 5, 4, false, 3); }
+static void test_matmul_shared_rhs_gradcheck(void) { gradcheck_matmul(3, 4, 6, 5, true, 3); }
+
+static void gradcheck_linear(bool bias)
+{
+    LinearArg arg = {6, 5, 4, bias};
+    int sx[3] = {2, 3, 5}, sw[2] = {4, 5}, sb[1] = {4};
+    GcSpec s = {.name = bias ? "linear+bias" : "linear", .op = op_linear, .ref = ref_linear,
+                .arg = &arg, .n_in = bias ? 3 : 2};
+    s.in[0] = input(3, sx, -1, 1, 21);
+    s.in[1] = input(2, sw, -1, 1, 22);
+    if (bias)
+        s.in[2] = input(1, sb, -1, 1, 23);
+    check_spec(&s);
+}
+
+static void test_linear_bias_gradcheck(void) { gradcheck_linear(true); }
+static void test_linear_no_bias_gradcheck(void) { gradcheck_linear(false); }
+
+static void gradcheck_gather(double range, uint64_t seed)
+{
+    int32_t idx[6];
+    rand_ids(idx, 6, 7, seed);
+    IndexArg arg = {.n = 6, .V = 7, .idx = idx};
+    int sx[3] = {2, 3, 7};
+    GcSpec s = {.name = "gather", .op = op_gather, .ref = ref_gather, .arg = &arg, .n_in = 1};
+    s.in[0] = input(3, sx, -range, range, seed);
+    check_spec(&s);
+}
+
+static void test_gather_gradcheck(void) { gradcheck_gather(2, 31); }
+/* gather passes values through: logits of size 100 must come back exact */
+static void test_gather_extreme_gradcheck(void) { gradcheck_gather(100, 32); }
+
+static void test_embedding_gradcheck(void)
+{
+    int32_t ids[8] = {3, 1, 3, 0, 4, 3, 1, 1}; /* repeats: the scatter-add must sum them */
+    IndexArg arg = {.n = 8, .V = 5, .C = 6, .idx = ids, .ndim = 2, .shape = {2, 4}};
+    int sw[2] = {5, 6};
+    GcSpec s = {.name = "embedding", .op = op_embedding, .ref = ref_embedding, .arg = &arg,
+                .n_in = 1};
+    s.in[0] = input(2, sw, -1, 1, 41);
+    check_spec(&s);
+}
+
+static void gradcheck_layernorm(double lo, double hi, double rtol, double atol)
+{
+    LayernormArg arg = {6, 9, 1e-5f};
+    int sx[3] = {2, 3, 9}, sc[1] = {9};
+    GcSpec s = {.name = "layernorm", .op = op_layernorm, .ref = ref_layernorm, .arg = &arg,
+                .n_in = 3, .rtol = rtol, .atol = atol};
+    s.in[0] = input(3, sx, lo, hi, 51);
+    s.in[1] = input(1, sc, 0.5, 1.5, 52);
+    s.in[2] = input(1, sc, -1, 1, 53);
+    check_spec(&s);
+}
+
+static void test_layernorm_gradcheck(void) { gradcheck_layernorm(-2, 2, 0, 0); }
+
+/* Inputs of size 1e3: the output is still O(1) but d/dx shrinks to
+ * O(rstd) = O(1e-3), so the absolute tolerance shrinks with it (1e-7, float
+ * rounding of values of that size); the relative one stays at the default. */
+static void test_layernorm_large_scale_gradcheck(void) { gradcheck_layernorm(-1e3, 1e3, 0, 1e-7); }
+
+/* Rows around 1e3 with spread 1: float32 holds x only to ulp(1e3) = 6e-5, so
+ * the float mean is off by up to 3e-5 against the unit spread and the output
+ * by ~1e-4 absolute; 3e-4 allows that, a wrong formula is off by O(1). */
+static void test_layernorm_offset_gradcheck(void) { gradcheck_layernorm(999, 1001, 1e-3, 3e-4); }
+
+static void gradcheck_cross_entropy(double range, double rtol, double atol, uint64_t seed)
+{
+    int32_t targets[5];
+    rand_ids(targets, 5, 7, seed);
+    targets[2] = -1; /* ignored: loss 0 and no gradient */
+    IndexArg arg = {.n = 5, .V = 7, .idx = targets};
+    int sl[2] = {5, 7};
+    GcSpec s = {.name = "cross_entropy", .op = op_cross_entropy, .ref = ref_cross_entropy,
+                .arg = &arg, .n_in = 1, .rtol = rtol, .atol = atol};
+    s.in[0] = input(2, sl, -range, range, seed);
+    check_spec(&s);
+}
+
+static void test_cross_entropy_gradcheck(void) { gradcheck_cross_entropy(3, 0, 0, 61); }
+
+/* Logits up to |100|: exp overflows without the max trick. The gradient is a
+ * probability, which float holds to ~1e-7 relative plus the rounding of
+ * (x - max) at 200 (ulp 1.5e-5), hence atol 1e-6 / rtol 1e-4 rather than
+ * the defaults; the loss itself is up to ~200, relative 1e-4 is ~3 ulp. */
+static void test_cross_entropy_extreme_gradcheck(void)
+{
+    gradcheck_cross_entropy(100, 1e-4, 1e-6, 62);
+}
+
+/* Uniform logits: loss = log V exactly (closed form). */
+static void test_cross_entropy_uniform_is_log_v(void)
+{
+    TensorCtx *ctx = tensor_ctx_new(0);
+    int sl[2] = {3, 10};
+    Tensor *x = tensor_full(ctx, 2, sl, 4.25f);
+    int32_t t[3] = {0, 9, -1};
+    Tensor *loss = ag_cross_entropy(ctx, x, t, 3);
+    CHECK(loss != NULL);
+    if (loss) {
+        CHECK_NEAR(loss->data[0], log(10.0), 1e-6);
+        CHECK_NEAR(loss->data[1], log(10.0), 1e-6);
+        CHECK(loss->data[2] == 0.0f);
+    }
+    tensor_ctx_free(ctx);
+}
+
+static void gradcheck_attention(int B, int T, int C, int NH, double range, uint64_t seed)
+{
+    AttnArg arg = {B, T, C, NH};
+    int sq[3] = {B, T, 3 * C};
+    GcSpec s = {.name = "attention", .op = op_attention, .ref = ref_attention, .arg = &arg,
+                .n_in = 1};
+    s.in[0] = input(3, sq, -range, range, seed);
+    check_spec(&s);
+}
+
+static void test_attention_gradcheck(void) { gradcheck_attention(2, 5, 8, 2, 1, 71); }
+/* HS = 5, an odd head size, and T = 1 (a single position attends to itself) */
+static void test_attention_odd_sizes_gradcheck(void)
+{
+    gradcheck_attention(1, 7, 15, 3, 1.5, 72);
+    gradcheck_attention(3, 1, 4, 1, 1, 73);
+}
+/* T = 67 crosses ops_nn.c's causal block of 64 query rows: the second block
+ * must see every key up to its own rows, and no later one. */
+static void test_attention_long_gradcheck(void) { gradcheck_attention(1, 67, 4, 2, 1, 75); }
+/* Large scores (|q.k| / sqrt(HS) up to ~50) make the softmax nearly one-hot. */
+static void test_attention_sharp_gradcheck(void) { gradcheck_attention(1, 6, 8, 2, 5, 74); }
+
+/* ---- products against a naive loop -------------------------------------- */
+
+/* float32 product error is bounded by K u sum_k |a_ik b_kj| (Higham, Accuracy
+ * and Stability of Numerical Algorithms, 3.5), u = 2^-24. */
+static void check_matmul_naive(int batch, int M, int K, int N, bool shared_b, int a_ndim)
+{
+    TensorCtx *ctx = tensor_ctx_new(0);
+    int sa[3] = {batch, M, K}, sb[3] = {batch, K, N};
+    Tensor *a = rand_tensor(ctx, a_ndim, a_ndim == 3 ? sa : sa + 1, -1, 1, 81);
+    Tensor *b = rand_tensor(ctx, shared_b ? 2 : 3, shared_b ? sb + 1 : sb, -1, 1, 82);
+    Tensor *c = ag_matmul(ctx, a, b);
+    CHECKF(c != NULL, "matmul failed: %s", tensor_ctx_error(ctx));
+    for (int bi = 0; c && bi < batch; bi++)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                const float *A = a->data + (int64_t)bi * M * K;
+                const float *Bm = b->data + (shared_b ? 0 : (int64_t)bi * K * N);
+                double s = 0, mag = 0;
+                for (int k = 0; k < K; k++) {
+                    s += (double)A[i * K + k] * Bm[k * N + j];
+                    mag += fabs((double)A[i * K + k] * Bm[k * N + j]);
+                }
+                double got = c->data[((int64_t)bi * M + i) * N + j];
+                if (!(fabs(got - s) <= K * 0x1p-24 * mag + 1e-30)) {
+                    CHECKF(0, "(%d,%d,%d,%d) [%d,%d,%d] = %.9g, naive %.9g", batch, M, K, N, bi,
+                           i, j, got, s);
+                    bi = batch;
+                    break;
+                }
+            }
+    tensor_ctx_free(ctx);
+}
+
+static void test_matmul_vs_naive(void)
+{
+    check_matmul_naive(1, 37, 19, 53, true, 2); /* non-square, odd sizes */
+    check_matmul_naive(1, 1, 1, 1, true, 2);
+    check_matmul_naive(1, 64, 64, 64, true, 2);
+    check_matmul_naive(1, 129, 7, 3, true, 2);
+    check_matmul_naive(3, 17, 33, 9, false, 3); /* batched */
+    check_matmul_naive(4, 13, 70, 31, true, 3); /* (B, M, K) @ (K, N) */
+    check_matmul_naive(2, 5, 3, 2, false, 3);
+}
+
+static void test_linear_vs_naive(void)
+{
+    TensorCtx *ctx = tensor_ctx_new(0);
+    int sx[2] = {67, 33}, sw[2] = {29, 33}, sb[1] = {29};
+    Tensor *x = rand_tensor(ctx, 2, sx, -1, 1, 91), *w = rand_tensor(ctx, 2, sw, -1, 1, 92);
+    Tensor *b = rand_tensor(ctx, 1, sb, -1, 1, 93);
+    Tensor *y = ag_linear(ctx, x, w, b), *y0 = ag_linear(ctx, x, w, NULL);
+    CHECK(y && y0);
+    int bad = 0;
+    for (int r = 0; y && y0 && r < 67 && !bad; r++)
+        for (int n = 0; n < 29 && !bad; n++) {
+            double s = 0, mag = 0;
+            for (int k = 0; k < 33; k++) {
+                s += (double)x->data[r * 33 + k] * w->data[n * 33 + k];
+                mag += fabs((double)x->data[r * 33 + k] * w->data[n * 33 + k]);
+            }
+            double tol = 34 * 0x1p-24 * (mag + fabs(b->data[n]));
+            CHECK_NEAR(y0->data[r * 29 + n], s, tol);
+            CHECK_NEAR(y->data[r * 29 + n], s + b->data[n], tol);
+            bad = tl_case_failed;
+        }
+    tensor_ctx_free(ctx);
+}
+
+static double ulp_of(double v)
+{
+    int e;
+    frexp(v, &e);
+    return ldexp(1.0, e - 24);
+}
+
+/* Float-level accuracy of the loss, which gradcheck's 1e-3 cannot see. loss =
+ * (max - x[t]) + log(sum exp(x - max)) rounds each of its three float terms
+ * (half an ulp of the largest, thrice) and inherits the exponential's error
+ * (ops_nn.c's own exp, within 1 ulp: 1.2e-7 relative, so 1.2e-7 absolute on
+ * the log); twice that is the tolerance. */
+static void test_cross_entropy_accuracy(void)
+{
+    enum { N = 256, V = 50 };
+    TensorCtx *ctx = tensor_ctx_new(0);
+    Tensor *x = rand_tensor(ctx, 2, (int[]){N, V}, -10, 10, 151);
+    static int32_t targets[N];
+    rand_ids(targets, N, V, 152);
+    Tensor *loss = ag_cross_entropy(ctx, x, targets, N);
+    CHECK(loss != NULL);
+    for (int r = 0; loss && r < N; r++) {
+        const float *xr = x->data + r * V;
+        double mx = xr[0], sum = 0;
+        for (int j = 1; j < V; j++)
+            mx = xr[j] > mx ? xr[j] : mx;
+        for (int j = 0; j < V; j++)
+            sum += exp(xr[j] - mx);
+        double want = mx - xr[targets[r]] + log(sum);
+        double big = fmax(fabs(want), fmax(mx - xr[targets[r]], log(sum)));
+        double tol = 3 * ulp_of(big) + 2.4e-7;
+        if (!(fabs(loss->data[r] - want) <= tol)) {
+            CHECKF(0, "row %d: loss %.9g, want %.9g (tol %.3g)", r, loss->data[r], want, tol);
+            break;
+        }
+    }
+    tensor_ctx_free(ctx);
+}
+
+/* The sum of n products and its Higham bound, n u sum |terms| (u = 2^-24),
+ * for comparing a float32 product element with its exact value. */
+typedef struct Dot {
+    double sum, bound;
+} Dot;
+
+static Dot dot(const float *a, int64_t sa, const float *b, int64_t sb, int n)
+{
+    Dot d = {0, 0};
+    for (int i = 0; i < n; i++) {
+        double t = (double)a[i * sa] * b[i * sb];
+        d.sum += t;
+        d.bound += fabs(t);
+    }
+    d.bound *= (n + 1) * 0x1p-24;
+    return d;
+}
+
+/* Products big enough that ops_nn.c splits them into row tasks (more than a
+ * million multiply-adds), forward and backward against exact sums: the
+ * transposed operand of dW = g^T x is offset per task differently from the
+ * plain one, and only a split product shows it. */
+static void test_linear_large_vs_naive(void)
+{
+    enum { R = 300, K = 40, N = 200 };
+    TensorCtx *ctx = tensor_ctx_new(0);
+    int sx[2] = {R, K}, sw[2] = {N, K}, sb[1] = {N};
+    Tensor *x = leaf(ctx, 2, sx, -1, 1, 131), *w = leaf(ctx, 2, sw, -1, 1, 132);
+    Tensor *b = leaf(ctx, 1, sb, -1, 1, 133), *y = ag_linear(ctx, x, w, b);
+    Tensor *g = rand_tensor(ctx, 2, (int[]){R, N}, -1, 1, 134);
+    CHECK(y && ag_backward(ctx, y, g->data) == 0);
+    int bad = !y;
+    for (int r = 0; r < R && !bad; r++)
+        for (int n = 0; n < N && !bad; n++) {
+            Dot d = dot(x->data + r * K, 1, w->data + n * K, 1, K);
+            bad = !(fabs(y->data[r * N + n] - (d.sum + b->data[n])) <= d.bound + 0x1p-23);
+        }
+    CHECKF(!bad, "forward differs from exact sums");
+    for (int r = 0; r < R && !bad; r++)
+        for (int k = 0; k < K && !bad; k++) { /* dx = g W */
+            Dot d = dot(g->data + r * N, 1, w->data + k, K, N);
+            bad = !(fabs(x->grad[r * K + k] - d.sum) <= d.bound);
+        }
+    CHECKF(!bad, "dx differs from exact sums");
+    for (int n = 0; n < N && !bad; n++)
+        for (int k = 0; k < K && !bad; k++) { /* dW = g^T x */
+            Dot d = dot(g->data + n, N, x->data + k, K, R);
+            bad = !(fabs(w->grad[n * K + k] - d.sum) <= d.bound);
+        }
+    CHECKF(!bad, "dW differs from exact sums");
+    for (int n = 0; n < N && !bad; n++) { /* db = column sums of g */
+        float one = 1.0f;
+        Dot d = dot(g->data + n, N, &one, 0, R);
+        bad = !(fabs(b->grad[n] - d.sum) <= d.bound);
+    }
+    CHECKF(!bad, "db differs from exact sums");
+    tensor_ctx_free(ctx);
+}
+
+/* (B, M, K) @ (K, N) collapsed to one split product, and its backward. */
+static void test_matmul_large_vs_naive(void)
+{
+    enum { B = 3, M = 100, K = 50, N = 90 };
+    TensorCtx *ctx = tensor_ctx_new(0);
+    Tensor *a = leaf(ctx, 3, (int[]){B, M, K}, -1, 1, 141);
+    Tensor *bm = leaf(ctx, 2, (int[]){K, N}, -1, 1, 142), *c = ag_matmul(ctx, a, bm);
+    Tensor *g = rand_tensor(ctx, 3, (int[]){B, M, N}, -1, 1, 143);
+    CHECK(c && ag_backward(ctx, c, g->data) == 0);
+    int bad = !c, R = B * M;
+    for (int r = 0; r < R && !bad; r++)
+        for (int n = 0; n < N && !bad; n++) {
+            Dot d = dot(a->data + r * K, 1, bm->data + n, N, K);
+            bad = !(fabs(c->data[r * N + n] - d.sum) <= d.bound);
+        }
+    CHECKF(!bad, "forward differs from exact sums");
+    for (int r = 0; r < R && !bad; r++)
+        for (int k = 0; k < K && !bad; k++) { /* dA = g B^T */
+            Dot d = dot(g->data + r * N, 1, bm->data + k * N, 1, N);
+            bad = !(fabs(a->grad[r * K + k] - d.sum) <= d.bound);
+        }
+    CHECKF(!bad, "dA differs from exact sums");
+    for (int k = 0; k < K && !bad; k++)
+        for (int n = 0; n < N && !bad; n++) { /* dB = A^T g over all B * M rows */
+            Dot d = dot(a->data + k, K, g->data + n, N, R);
+            bad = !(fabs(bm->grad[k * N + n] - d.sum) <= d.bound);
+        }
+    CHECKF(!bad, "dB differs from exact sums");
+    tensor_ctx_free(ctx);
+}
+
+/* ---- causality ---------------------------------------------------------- */
+
+/* Changing the last position's k and v leaves every earlier output
+ * bit-identical, and a gradient seeded on the earlier outputs only reaches
+ * no part of the last position. */
+static void test_attention_is_causal(void)
+{
+    int B = 2, T = 9, C = 12, NH = 3;
+    TensorCtx *ctx = tensor_ctx_new(0);
+    int sq[3] = {B, T, 3 * C};
+    Tensor *qkv = rand_tensor(ctx, 3, sq, -2, 2, 101);
+    tensor_requires_grad(qkv);
+    Tensor *y1 = ag_attention(ctx, qkv, NH);
+    Tensor *qkv2 = tensor_copy(ctx, qkv);
+    for (int b = 0; b < B; b++)
+        for (int c = C; c < 3 * C; c++) /* k and v of position T - 1 */
+            qkv2->data[((int64_t)b * T + T - 1) * 3 * C + c] += 1.5f;
+    Tensor *y2 = ag_attention(ctx, qkv2, NH);
+    CHECK(y1 && y2);
+    if (!y1 || !y2)
+        goto done;
+    for (int b = 0; b < B; b++) {
+        int64_t early = (int64_t)(T - 1) * C, row0 = (int64_t)b * T * C;
+        CHECK(memcmp(y1->data + row0, y2->data + row0, (size_t)early * sizeof(float)) == 0);
+        bool last_changed = false;
+        for (int c = 0; c < C; c++)
+            last_changed |= y1->data[row0 + early + c] != y2->data[row0 + early + c];
+        CHECK(last_changed); /* the check can fail: the change does reach position T - 1 */
+    }
+    float *seed = calloc((size_t)y1->size, sizeof *seed);
+    for (int b = 0; b < B; b++)
+        for (int64_t i = 0; i < (int64_t)(T - 1) * C; i++)
+            seed[(int64_t)b * T * C + i] = 1.0f;
+    CHECK(ag_backward(ctx, y1, seed) == 0);
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < 3 * C; c++)
+            CHECK(qkv->grad[((int64_t)b * T + T - 1) * 3 * C + c] == 0.0f);
+    free(seed);
+done:
+    tensor_ctx_free(ctx);
+}
+
+/* ---- errors ------------------------------------------------------------- */
+
+#define CHECK_ERR(ctx, expr, want)                                                           \
+    do {                                                                                     \
+        tensor_ctx_clear_error(ctx);                                                         \
+        CHECK((expr) == NULL);                                                               \
+        CHECKF(strcmp(tensor_ctx_error(ctx), want) == 0, "error \"%s\", expected \"%s\"",    \
+               tensor_ctx_error(ctx), want);                                                 \
+    } while (0)
+
+static Tensor *zeros(TensorCtx *ctx, int ndim, int d0, int d1, int d2)
+{
+    int s[3] = {d0, d1, d2};
+    return tensor_new(ctx, ndim, s);
+}
+
+static void test_shape_errors(void)
+{
+    TensorCtx *ctx = tensor_ctx_new(0);
+    Tensor *a43 = zeros(ctx, 2, 4, 3, 0), *b52 = zeros(ctx, 2, 5, 2, 0);
+    CHECK_ERR(ctx, ag_matmul(ctx, a43, b52), "matmul: inner dims differ: (4, 3) @ (5, 2)");
+    CHECK_ERR(ctx, ag_matmul(ctx, zeros(ctx, 3, 2, 4, 3), zeros(ctx, 3, 3, 3, 2)),
+              "matmul: batch dims differ: (2, 4, 3) @ (3, 3, 2)");
+    CHECK_ERR(ctx, ag_matmul(ctx, zeros(ctx, 1, 3, 0, 0), zeros(ctx, 2, 3, 2, 0)),
+              "matmul: expected (M, K) @ (K, N), (B, M, K) @ (B, K, N) or (B, M, K) @ (K, N), "
+              "got (3) @ (3, 2)");
+    CHECK_ERR(ctx, ag_linear(ctx, a43, b52, NULL),
+              "linear: x (4, 3) does not fit weight (5, 2): expected x (..., 2)");
+    CHECK_ERR(ctx, ag_linear(ctx, b52, b52, zeros(ctx, 1, 4, 0, 0)),
+              "linear: bias (4) does not fit weight (5, 2): expected (5)");
+    CHECK_ERR(ctx, ag_layernorm(ctx, a43, zeros(ctx, 1, 3, 0, 0), zeros(ctx, 1, 4, 0, 0), 1e-5f),
+              "layernorm: bias (4) does not fit x (4, 3): expected (3)");
+    CHECK_ERR(ctx, ag_layernorm(ctx, a43, zeros(ctx, 1, 3, 0, 0), zeros(ctx, 1, 3, 0, 0), -1.0f),
+              "layernorm: eps must be finite and >= 0, got -1");
+    CHECK_ERR(ctx, ag_attention(ctx, zeros(ctx, 3, 2, 4, 12), 3),
+              "attention: 3 heads do not divide C = 4 of qkv (2, 4, 12)");
+    CHECK_ERR(ctx, ag_attention(ctx, zeros(ctx, 3, 2, 4, 10), 1),
+              "attention: qkv must be (B, T, 3C), got (2, 4, 10)");
+    int32_t idx[4] = {0, 1, 2, 0};
+    CHECK_ERR(ctx, ag_gather(ctx, a43, idx, 3),
+              "gather: 3 indices for x (4, 3), expected 4 (one per row)");
+    CHECK_ERR(ctx, ag_cross_entropy(ctx, zeros(ctx, 3, 1, 4, 3), idx, 4),
+              "cross_entropy: logits must be (N, V), got (1, 4, 3)");
+    /* a NULL source propagates without overwriting the first error */
+    tensor_ctx_clear_error(ctx);
+    tensor_ctx_fail(ctx, TENSOR_ERR_ARG, "first");
+    CHECK(ag_matmul(ctx, NULL, b52) == NULL && ag_linear(ctx, a43, NULL, NULL) == NULL);
+    CHECK(ag_layernorm(ctx, NULL, a43, a43, 0) == NULL && ag_attention(ctx, NULL, 1) == NULL);
+    CHECK(strcmp(tensor_ctx_error(ctx), "first") == 0);
+    tensor_ctx_free(ctx);
+}
+
+static void test_index_errors(void)
+{
+    TensorCtx *ctx = tensor_ctx_new(0);
+    Tensor *x = zeros(ctx, 2, 4, 3, 0), *w = zeros(ctx, 2, 5, 2, 0);
+    int32_t bad_hi[4] = {0, 2, 3, 1}, bad_lo[4] = {0, 1, -1, 2}, ce[4] = {-1, 2, -2, 0};
+    CHECK_ERR(ctx, ag_gather(ctx, x, bad_hi, 4),
+              "gather: index 3 at position 2 out of range [0, 3)");
+    CHECK_ERR(ctx, ag_gather(ctx, x, bad_lo, 4),
+              "gather: index -1 at position 2 out of range [0, 3)");
+    int ids_shape[2] = {2, 2};
+    int32_t ids[4] = {4, 0, 5, 1};
+    CHECK_ERR(ctx, ag_embedding(ctx, w, ids, 2, ids_shape),
+              "embedding: id 5 at position 2 out of range [0, 5)");
+    CHECK_ERR(ctx, ag_cross_entropy(ctx, x, ce, 4),
+              "cross_entropy: target -2 at position 2 out of range [0, 3) (or -1 to ignore)");
+    int32_t ce_hi[4] = {0, 3, 0, 0};
+    CHECK_ERR(ctx, ag_cross_entropy(ctx, x, ce_hi, 4),
+              "cross_entropy: target 3 at position 1 out of range [0, 3) (or -1 to ignore)");
+    CHECK_ERR(ctx, ag_cross_entropy(ctx, x, NULL, 4), "cross_entropy: targets are NULL, 4 expected");
+    int n_before = ctx->n_tape;
+    CHECK_ERR(ctx, ag_gather(ctx, x, bad_hi, 4), "gather: index 3 at position 2 out of range [0, 3)");
+    CHECK(ctx->n_tape == n_before); /* a rejected call makes no node */
+    tensor_ctx_free(ctx);
+}
+
+/* ---- modes -------------------------------------------------------------- */
+
+/* One of each op on small inputs that want gradients; returns how many.
+ * The leaves are the first N_LEAVES tensors of the tape. */
+#define N_LEAVES 6
+static int make_each_op(TensorCtx *ctx, Tensor **outs)
+{
+    static const int32_t ids[4] = {1, 0, 2, 1};
+    int s2[2] = {4, 3}, s3[3] = {1, 4, 6}, sc[1] = {3}, sw[2] = {2, 3}, sm[2] = {3, 5};
+    int sb[1] = {2};
+    Tensor *leaves[N_LEAVES] = {
+        rand_tensor(ctx, 2, s2, -1, 1, 1), rand_tensor(ctx, 2, sw, -1, 1, 2),
+        rand_tensor(ctx, 1, sc, -1, 1, 3), rand_tensor(ctx, 3, s3, -1, 1, 4),
+        rand_tensor(ctx, 2, sm, -1, 1, 5), rand_tensor(ctx, 1, sb, -1, 1, 6),
+    };
+    for (int i = 0; i < N_LEAVES; i++)
+        tensor_requires_grad(leaves[i]);
+    Tensor *x = leaves[0], *w = leaves[1], *v = leaves[2], *q = leaves[3], *m = leaves[4];
+    int ids_shape[1] = {4};
+    outs[0] = ag_gather(ctx, x, ids, 4); /* the ops that save state come first */
+    outs[1] = ag_embedding(ctx, x, ids, 1, ids_shape);
+    outs[2] = ag_layernorm(ctx, x, v, v, 1e-5f);
+    outs[3] = ag_cross_entropy(ctx, x, ids, 4);
+    outs[4] = ag_attention(ctx, q, 2);
+    outs[5] = ag_linear(ctx, x, w, leaves[5]);
+    outs[6] = ag_matmul(ctx, x, m);
+    return 7;
+}
+
+static void test_no_grad_saves_nothing(void)
+{
+    TensorCtx *ctx = tensor_ctx_new(0);
+    Tensor *outs[8] = {0};
+    int n = make_each_op(ctx, outs); /* with grad: the saving ops keep state */
+    for (int i = 0; i < 5; i++)
+        CHECKF(outs[i] && outs[i]->aux != NULL, "op %d saved nothing with grad on", i);
+    tensor_ctx_clear_error(ctx);
+    ctx->no_grad = true;
+    size_t used = ctx->used;
+    n = make_each_op(ctx, outs);
+    for (int i = 0; i < n; i++) {
+        CHECKF(outs[i] != NULL, "op %d failed: %s", i, tensor_ctx_error(ctx));
+        if (!outs[i])
+            continue;
+        CHECKF(outs[i]->aux == NULL, "op %d saved state under no_grad", i);
+        CHECK(outs[i]->src[0] == NULL && !(outs[i]->flags & TENSOR_REQUIRES_GRAD));
+    }
+    CHECK(ctx->used > used); /* outputs were made; only aux must be absent */
+    tensor_ctx_free(ctx);
+}
+
+/* Backward accumulates (+=) into the leaves: a second backward through the
+ * same graph (autograd.c clears the non-leaf grads first) adds the same g
+ * again, so each leaf holds 2g. An op that assigns (=) leaves g. */
+static void test_backward_accumulates(void)
+{
+    for (int op = 0; op < 7; op++) {
+        TensorCtx *ctx = tensor_ctx_new(0);
+        Tensor *outs[8] = {0};
+        make_each_op(ctx, outs);
+        Tensor *out = outs[op];
+        float *seed = malloc((size_t)out->size * sizeof *seed), *first[N_LEAVES];
+        for (int64_t i = 0; i < out->size; i++)
+            seed[i] = (float)(i % 7) - 2.5f;
+        CHECK(ag_backward(ctx, out, seed) == 0);
+        for (int k = 0; k < N_LEAVES; k++) {
+            Tensor *leaf = ctx->tape[k];
+            first[k] = malloc((size_t)leaf->size * sizeof(float));
+            memcpy(first[k], leaf->grad, (size_t)leaf->size * sizeof(float));
+        }
+        CHECK(ag_backward(ctx, out, seed) == 0);
+        for (int k = 0; k < N_LEAVES; k++) {
+            Tensor *leaf = ctx->tape[k];
+            for (int64_t i = 0; i < leaf->size; i++)
+                if (!(fabsf(leaf->grad[i] - 2 * first[k][i]) <= 1e-6f * fabsf(first[k][i]))) {
+                    CHECKF(0, "op %s leaf %d [%lld]: %.9g after two passes, %.9g after one",
+                           ag_op_name(out->op), k, (long long)i, leaf->grad[i], first[k][i]);
+                    break;
+                }
+            free(first[k]);
+        }
+        free(seed);
+        tensor_ctx_free(ctx);
+    }
+}
+
+static void test_meta_shapes_only(void)
+{
+    TensorCtx *ctx = tensor_ctx_new(0);
+    ctx->meta = true;
+    int sq[3] = {2, 16, 48}, sw[2] = {50, 16}, sx[3] = {2, 16, 16};
+    Tensor *qkv = tensor_new(ctx, 3, sq), *w = tensor_new(ctx, 2, sw);
+    Tensor *x = tensor_new(ctx, 3, sx);
+    tensor_requires_grad(qkv);
+    Tensor *att = ag_attention(ctx, qkv, 4);
+    Tensor *lin = ag_linear(ctx, x, w, NULL);
+    CHECK(att && att->data == NULL && att->aux == NULL && att->shape[2] == 16);
+    CHECK(lin && lin->data == NULL && lin->ndim == 3 && lin->shape[2] == 50);
+    tensor_ctx_free(ctx);
+}
+
+/* ---- threads ------------------------------------------------------------ */
+
+/* Each case makes one op at a size where its loops do go parallel (above
+ * ops_nn.c's 32768-element threshold, and past one causal block of 64 rows). */
+typedef Tensor *(*ThreadCase)(TensorCtx *ctx);
+
+static Tensor *case_attention(TensorCtx *ctx)
+{
+    int s[3] = {2, 100, 3 * 48};
+    return ag_attention(ctx, leaf(ctx, 3, s, -2, 2, 111), 6);
+}
+
+static Tensor *case_layernorm(TensorCtx *ctx)
+{
+    int sx[2] = {512, 80}, sc[1] = {80};
+    Tensor *x = leaf(ctx, 2, sx, -2, 2, 112), *w = leaf(ctx, 1, sc, 0.5, 1.5, 113);
+    return ag_layernorm(ctx, x, w, leaf(ctx, 1, sc, -1, 1, 114), 1e-5f);
+}
+
+static Tensor *case_embedding(TensorCtx *ctx)
+{
+    static int32_t ids[600]; /* 600 positions over 40 rows: every row repeats */
+    rand_ids(ids, 600, 40, 7);
+    int sw[2] = {40, 80}, shape[2] = {3, 200};
+    return ag_embedding(ctx, leaf(ctx, 2, sw, -1, 1, 115), ids, 2, shape);
+}
+
+static Tensor *case_cross_entropy(TensorCtx *ctx)
+{
+    static int32_t targets[512];
+    rand_ids(targets, 512, 80, 8);
+    int sl[2] = {512, 80};
+    return ag_cross_entropy(ctx, leaf(ctx, 2, sl, -3, 3, 116), targets, 512);
+}
+
+static Tensor *case_linear(TensorCtx *ctx)
+{
+    int sx[2] = {512, 80}, sw[2] = {40, 80}, sb[1] = {40};
+    Tensor *x = leaf(ctx, 2, sx, -1, 1, 117), *w = leaf(ctx, 2, sw, -1, 1, 118);
+    return ag_linear(ctx, x, w, leaf(ctx, 1, sb, -1, 1, 119));
+}
+
+static Tensor *case_matmul_batched(TensorCtx *ctx)
+{
+    int sa[3] = {4, 64, 48}, sb[3] = {4, 48, 40};
+    return ag_matmul(ctx, leaf(ctx, 3, sa, -1, 1, 120), leaf(ctx, 3, sb, -1, 1, 121));
+}
+
+/* The output and every leaf's gradient after forward and backward (seeded
+ * randomly) under n threads, one after the other in a malloc'ed buffer. */
+static float *run_threads(ThreadCase make, int n_threads, size_t *len)
+{
+    omp_set_num_threads(n_threads);
+    TensorCtx *ctx = tensor_ctx_new(0);
+    Tensor *out = make(ctx);
+    float *buf = NULL;
+    CHECKF(out != NULL, "op failed: %s", tensor_ctx_error(ctx));
+    if (!out)
+        goto done;
+    float *seed = malloc((size_t)out->size * sizeof *seed);
+    Rng r;
+    rng_seed(&r, 5);
+    for (int64_t i = 0; i < out->size; i++)
+        seed[i] = (float)rng_uniform(&r) - 0.5f;
+    CHECK(ag_backward(ctx, out, seed) == 0);
+    free(seed);
+    size_t n = (size_t)out->size;
+    for (int i = 0; i < ctx->n_tape; i++)
+        n += ctx->tape[i]->op == OP_NONE ? (size_t)ctx->tape[i]->size : 0;
+    buf = malloc(n * sizeof *buf);
+    memcpy(buf, out->data, (size_t)out->size * sizeof *buf);
+    *len = (size_t)out->size;
+    for (int i = 0; i < ctx->n_tape; i++) {
+        Tensor *t = ctx->tape[i];
+        if (t->op == OP_NONE) {
+            memcpy(buf + *len, t->grad, (size_t)t->size * sizeof *buf);
+            *len += (size_t)t->size;
+        }
+    }
+done:
+    tensor_ctx_free(ctx);
+    return buf;
+}
+
+static void check_threads(const char *name, ThreadCase make)
+{
+    int before = omp_get_max_threads();
+    size_t n1 = 0, n2 = 0;
+    float *one = run_threads(make, 1, &n1), *two = run_threads(make, 2, &n2);
+    omp_set_num_threads(before);
+    CHECKF(one && two && n1 == n2 && memcmp(one, two, n1 * sizeof *one) == 0,
+           "%s: results differ between 1 and 2 threads", name);
+    free(one);
+    free(two);
+}
+
+static void test_threads_attention(void) { check_threads("attention", case_attention); }
+static void test_threads_layernorm(void) { check_threads("layernorm", case_layernorm); }
+static void test_threads_embedding(void) { check_threads("embedding", case_embedding); }
+static void test_threads_other_ops(void)
+{
+    check_threads("cross_entropy", case_cross_entropy);
+    check_threads("linear", case_linear);
+    check_threads("matmul", case_matmul_batched);
+}
+
+int main(void)
+{
+    RUN(test_matmul_2d_gradcheck);
+    RUN(test_matmul_batched_gradcheck);
+    RUN(test_matmul_shared_rhs_gradcheck);
+    RUN(test_matmul_vs_naive);
+    RUN(test_linear_bias_gradcheck);
+    RUN(test_linear_no_bias_gradcheck);
+    RUN(test_linear_vs_naive);
+    RUN(test_gather_gradcheck);
+    RUN(test_gather_extreme_gradcheck);
+    RUN(test_embedding_gradcheck);
+    RUN(test_layernorm_gradcheck);
+    RUN(test_layernorm_large_scale_gradcheck);
+    RUN(test_layernorm_offset_gradcheck);
+    RUN(test_cross_entropy_gradcheck);
+    RUN(test_cross_entropy_extreme_gradcheck);
+    RUN(test_cross_entropy_uniform_is_log_v);
+    RUN(test_cross_entropy_accuracy);
+    RUN(test_linear_large_vs_naive);
+    RUN(test_matmul_large_vs_naive);
+    RUN(test_attention_gradcheck);
+    RUN(test_attention_odd_sizes_gradcheck);
+    RUN(test_attention_long_gradcheck);
+    RUN(test_attention_sharp_gradcheck);
+    RUN(test_attention_is_causal);
+    RUN(test_shape_errors);
+    RUN(test_index_errors);
+    RUN(test_no_grad_saves_nothing);
+    RUN(test_backward_accumulates);
+    RUN(test_meta_shapes_only);
+    RUN(test_threads_attention);
+    RUN(test_threads_layernorm);
+    RUN(test_threads_embedding);
+    RUN(test_threads_other_ops);
+    return tl_done();
+}
