@@ -57,6 +57,9 @@ static void diag(CheckReport *rep, CheckSeverity sev, const char *code, int line
     va_start(ap, fmt);
     vsnprintf(d->message, sizeof d->message, fmt, ap);
     va_end(ap);
+    for (char *c = d->message; *c; c++) /* script text: no terminal escapes, one line */
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = ' ';
 }
 
 /* The line of an error message "FILE:LINE: ..." when FILE is the checked
@@ -193,6 +196,7 @@ static int probe_ties(Probe *p, int B, uint64_t seed)
 typedef struct Outcome {
     double *loss;     /* (B), or (1) for a batch-level loss */
     double *grad[2];  /* (B) d mean / d policy chosen, rejected */
+    double *tgrad[2]; /* (B) the same w.r.t. the token log-probs, summed over T */
     bool tok_nonzero; /* some d mean / d policy token log-prob is not 0 */
     bool tok_finite;  /* all of them finite */
 } Outcome;
@@ -230,11 +234,12 @@ static int batch_of(TensorCtx *ctx, const Probe *p, LossBatch *b)
     return tensor_ctx_ok(ctx) ? 0 : -1;
 }
 
-static void tok_grads(const Tensor *t, Outcome *o)
+static void tok_grads(const Tensor *t, Outcome *o, double *sums)
 {
     for (int64_t i = 0; t && t->grad && i < t->size; i++) {
         o->tok_nonzero = o->tok_nonzero || t->grad[i] != 0;
         o->tok_finite = o->tok_finite && isfinite(t->grad[i]);
+        sums[i / t->shape[1]] += t->grad[i];
     }
 }
 
@@ -285,8 +290,8 @@ static int evaluate(LossScript *ls, const Probe *p, bool meta, bool seed_ones, O
             o->grad[k][i] = pol[k]->grad ? pol[k]->grad[i] : 0.0;
     o->tok_nonzero = false;
     o->tok_finite = true;
-    tok_grads(b.policy_chosen_token_logps, o);
-    tok_grads(b.policy_rejected_token_logps, o);
+    tok_grads(b.policy_chosen_token_logps, o, o->tgrad[0]);
+    tok_grads(b.policy_rejected_token_logps, o, o->tgrad[1]);
     rc = 0;
 done:
     tensor_ctx_free(ctx);
@@ -299,7 +304,9 @@ static int outcome_alloc(Outcome *o, int B)
     o->loss = calloc((size_t)B, sizeof(double));
     o->grad[0] = calloc((size_t)B, sizeof(double));
     o->grad[1] = calloc((size_t)B, sizeof(double));
-    return o->loss && o->grad[0] && o->grad[1] ? 0 : -1;
+    o->tgrad[0] = calloc((size_t)B, sizeof(double));
+    o->tgrad[1] = calloc((size_t)B, sizeof(double));
+    return o->loss && o->grad[0] && o->grad[1] && o->tgrad[0] && o->tgrad[1] ? 0 : -1;
 }
 
 static void outcome_free(Outcome *o)
@@ -307,6 +314,8 @@ static void outcome_free(Outcome *o)
     free(o->loss);
     free(o->grad[0]);
     free(o->grad[1]);
+    free(o->tgrad[0]);
+    free(o->tgrad[1]);
 }
 
 /* ---- the steps of the check ----------------------------------------------------- */
@@ -477,7 +486,9 @@ static double beta_of(const LossScript *ls)
     return 1.0;
 }
 
-/* loss f and slope df/drho at n points rho, base log-prob -L0 */
+/* loss f and slope df/drho at n points rho, base log-prob -L0; the token
+ * fields are one token each, equal to the sequence fields, so token-level
+ * losses see the same margin */
 static int eval_rho(LossScript *ls, double beta, double L0, const double *rho, int n, double *f,
                     double *df, char *err, size_t errlen)
 {
@@ -486,19 +497,23 @@ static int eval_rho(LossScript *ls, double beta, double L0, const double *rho, i
         Probe p;
         Outcome o;
         int B = per_call, rc = -1;
-        if (probe_alloc(&p, "curve", B, 0) == 0 && outcome_alloc(&o, B) == 0) {
+        if (probe_alloc(&p, "curve", B, 1) == 0 && outcome_alloc(&o, B) == 0) {
             for (int i = 0; i < B; i++) {
                 double x = rho[start + i] / beta;
                 p.seq[F_PC][i] = (float)(-L0 + x / 2);
                 p.seq[F_PR][i] = (float)(-L0 - x / 2);
                 p.seq[F_RC][i] = p.seq[F_RR][i] = (float)-L0;
                 p.seq[F_LC][i] = p.seq[F_LR][i] = 1.0f;
+                for (int f = F_PC; f <= F_RR; f++)
+                    p.tok[K_PC + (f - F_PC)][i] = p.seq[f][i];
+                p.tok[K_MC][i] = p.tok[K_MR][i] = 1.0f;
             }
             rc = evaluate(ls, &p, false, true, &o, err, errlen);
             for (int i = 0; rc == 0 && i < B; i++) {
                 f[start + i] = o.loss[i];
                 /* d/dx of pc = -L0 + x/2, pr = -L0 - x/2; then d/drho = d/dx / beta */
-                df[start + i] = (o.grad[0][i] - o.grad[1][i]) / 2 / beta;
+                df[start + i] =
+                    (o.grad[0][i] + o.tgrad[0][i] - o.grad[1][i] - o.tgrad[1][i]) / 2 / beta;
             }
             outcome_free(&o);
         } else {
@@ -688,10 +703,16 @@ static void check_shape(LossScript *ls, CheckReport *rep)
     if (check_curve(ls, CURVE_RANGE, n, &c, err, sizeof err) != 0) {
         rep->shape.valid = false;
         snprintf(rep->shape.why, sizeof rep->shape.why, "%s", err);
-        return;
+    } else {
+        check_shape_summary(ls, &c, &rep->shape);
+        check_curve_free(&c);
     }
-    check_shape_summary(ls, &c, &rep->shape);
-    check_curve_free(&c);
+    /* a limit hit is an error wherever it happens; anything else only means
+     * the curve's one-token pairs do not suit this loss */
+    if (!rep->shape.valid && is_limit(rep->shape.why))
+        runtime_diag(rep, "limit", loss_path(ls), "on the loss curve", rep->shape.why);
+    else if (!rep->shape.valid)
+        diag(rep, CHECK_INFO, "no_shape_summary", 0, "no shape summary: %s", rep->shape.why);
 }
 
 /* ---- the whole check ------------------------------------------------------------ */

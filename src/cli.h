@@ -13,6 +13,8 @@
 #ifndef PREFRUN_CLI_H
 #define PREFRUN_CLI_H
 
+#include <stdint.h>
+
 enum {
     EXIT_OK = 0,
     EXIT_FAILED = 1,
@@ -27,5 +29,15 @@ int cmd_grad(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_discover(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_pretrain(int argc, char **argv);
+int cmd_frontier(int argc, char **argv);
+
+/* Option parsers of the task's commands (cli_sample.c): 0, or EXIT_USAGE
+ * after a message naming the command, the option and the range. */
+int cli_opt_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int *out);
+int cli_opt_u64(const char *cmd, const char *opt, const char *s, uint64_t *out);
+int cli_opt_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
+                   double *out);
 
 #endif

@@ -7,22 +7,9 @@
 
 #include "cli.h"
 
-static int unavailable(const char *name, const char *issue)
+/* kept for the next command that lands in parts; unused while none is missing */
+__attribute__((unused)) static int unavailable(const char *name, const char *issue)
 {
     fprintf(stderr, "prefrun %s: not available in this build yet (%s)\n", name, issue);
     return EXIT_UNAVAILABLE;
-}
-
-int cmd_eval(int argc, char **argv)
-{
-    (void)argc;
-    (void)argv;
-    return unavailable("eval", "the built-in task and evaluation are not built");
-}
-
-int cmd_discover(int argc, char **argv)
-{
-    (void)argc;
-    (void)argv;
-    return unavailable("discover", "the discovery loop is not built");
 }

@@ -27,6 +27,7 @@
  * THE INTERIM FITNESS ("interim") trains the candidate from scratch for
  * `steps` optimizer steps per seed with train_run (train.h) on the training
  * config's data (the built-in preference data unless train_file is set), and
+ * (0 steps: INTERIM_STEPS) and
  * returns the held-out preference accuracy of the implicit reward,
  * eval_rewards/accuracies = mean over eval pairs of [log pi/pi_ref(chosen) >
  * log pi/pi_ref(rejected)], averaged over the seeds. It does not depend on
@@ -46,11 +47,12 @@
 
 #define FITNESS_MAX_SEEDS 8
 #define FITNESS_CURVE_POINTS 8
+#define INTERIM_STEPS 400 /* the interim fitness's steps per seed when asked for 0 */
 
 typedef struct FitnessOptions {
-    Config cfg;           /* training settings, finalized; seed and max_steps are set per run */
-    int steps;            /* optimizer steps of each run */
-    int n_seeds;          /* runs, one per seed */
+    Config cfg;  /* training settings, finalized; seed and max_steps are set per run */
+    int steps;   /* optimizer steps of each run; 0: the fitness's own default */
+    int n_seeds; /* runs, one per seed */
     uint64_t seeds[FITNESS_MAX_SEEDS];
     const char *work_dir; /* scratch space inside the discovery directory */
 } FitnessOptions;
@@ -83,6 +85,10 @@ typedef struct FitnessKind {
     const char *name;    /* for --fitness and the config's `fitness:` */
     FitnessFn fn;        /* NULL: reserved, not built yet */
     const char *summary; /* one line, for --help and the prompt */
+    /* the loop's cascade budget when the config sets none: each fitness has
+     * its own scale (an accuracy, a reward) and its own cost */
+    int hurdle_steps;  /* steps of the hurdle run; 0: no hurdle */
+    double hurdle_min; /* the hurdle run's fitness must reach this */
 } FitnessKind;
 
 /* The kind named name; NULL with err set when it is unknown or not built. */

@@ -46,8 +46,8 @@ typedef struct PoolLimits {
 
 typedef struct PoolOutcome {
     PoolEnd end;
-    int code;       /* the signal or exit status */
-    char *text;     /* what work returned (NUL-terminated); NULL unless POOL_OK */
+    int code;   /* the signal or exit status */
+    char *text; /* what work returned (NUL-terminated); NULL unless POOL_OK */
     size_t len;
     double seconds; /* wall clock of the job */
     char message[256];

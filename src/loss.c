@@ -70,6 +70,24 @@ int loss_is_batch_level(const LossScript *ls) { return ls->batch_level; }
 int loss_state_count(const LossScript *ls) { return ls->n_state; }
 const char *loss_state_name(const LossScript *ls, int i) { return ls->state[i].key; }
 double loss_state_value(const LossScript *ls, int i) { return ls->state[i].value; }
+
+int loss_set_state(LossScript *ls, const char *key, double value, char *err, size_t errlen)
+{
+    for (int i = 0; i < ls->n_state; i++) {
+        if (strcmp(ls->state[i].key, key) != 0)
+            continue;
+        if (!isfinite(value)) {
+            snprintf(err, errlen, "%s: state.%s: expected a finite number, got %g", ls->path, key,
+                     value);
+            return -1;
+        }
+        ls->state[i].value = value;
+        return 0;
+    }
+    snprintf(err, errlen, "%s: state key '%s' is not declared in the file's state table",
+             ls->path, key);
+    return -1;
+}
 const char *loss_unknown_fields(const LossScript *ls) { return ls->unknown; }
 int loss_line(const LossScript *ls) { return ls->loss_line; }
 
@@ -375,27 +393,34 @@ static void push_kv(lua_State *L, const LossKV *kv, int n)
     }
 }
 
+/* raises "FILE:LINE: loss returned <got>; expected <what the file promises>" */
+static int bad_result(lua_State *L, const LossScript *ls, int B, const char *got, const char *hint)
+{
+    char want[80];
+    if (ls->batch_level)
+        snprintf(want, sizeof want, "a 0-D tensor (the file declares batch_level = true)");
+    else
+        snprintf(want, sizeof want, "a tensor of shape (%d), one loss per pair", B);
+    return luaL_error(L, "%s:%d: loss returned %s; expected %s%s", ls->path, ls->loss_line, got,
+                      want, hint);
+}
+
 /* the loss's result at the top: a live tensor of shape (B), or 0-D */
 static Tensor *check_result(lua_State *L, const LossScript *ls, int B)
 {
     bool stale;
     Tensor *t = lt_get(L, -1, &stale);
-    char want[64], got[64];
-    if (ls->batch_level)
-        snprintf(want, sizeof want, "a 0-D tensor (the file declares batch_level = true)");
-    else
-        snprintf(want, sizeof want, "a tensor of shape (%d), one loss per pair", B);
+    char got[160], shape[64];
     if (stale)
-        luaL_error(L, "%s:%d: loss returned a tensor from an earlier call (%s); expected %s",
-                   ls->path, ls->loss_line, LT_STALE_MSG, want);
+        bad_result(L, ls, B, "a tensor from an earlier call (" LT_STALE_MSG ")", "");
     if (!t)
-        luaL_error(L, "%s:%d: loss returned %s; expected %s", ls->path, ls->loss_line,
-                   lua_isnil(L, -1) ? "nil (a missing return?)" : luaL_typename(L, -1), want);
-    bool ok = ls->batch_level ? t->ndim == 0 : t->ndim == 1 && t->shape[0] == B;
-    if (!ok)
-        luaL_error(L, "%s:%d: loss returned a tensor of shape %s; expected %s%s", ls->path,
-                   ls->loss_line, tensor_shape_str(t, got, sizeof got), want,
-                   ls->batch_level ? "" : " (a scalar needs batch_level = true)");
+        bad_result(L, ls, B, lua_isnil(L, -1) ? "nil (a missing return?)" : luaL_typename(L, -1),
+                   "");
+    if (ls->batch_level ? t->ndim != 0 : t->ndim != 1 || t->shape[0] != B) {
+        snprintf(got, sizeof got, "a tensor of shape %s", tensor_shape_str(t, shape, sizeof shape));
+        bad_result(L, ls, B, got,
+                   ls->batch_level || t->ndim ? "" : " (a scalar needs batch_level = true)");
+    }
     return t;
 }
 

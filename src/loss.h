@@ -87,6 +87,9 @@ const char *loss_default_lib_dir(void);
 int loss_state_count(const LossScript *ls);
 const char *loss_state_name(const LossScript *ls, int i);
 double loss_state_value(const LossScript *ls, int i);
+/* restores a declared state value (a resumed run); an undeclared key or a
+ * non-finite value is an error */
+int loss_set_state(LossScript *ls, const char *key, double value, char *err, size_t errlen);
 
 /* top-level fields of the file's table the contract does not know, as
  * "a, b" ("" when none): loading ignores them, the checker warns */

@@ -172,14 +172,44 @@ static bool arg_keepdim(lua_State *L, int i, const char *fname)
     return lua_toboolean(L, i);
 }
 
+/* Raises unless a tensor of numel elements fits the call's tensor memory.
+ * Shape-only tensors allocate no data, so without this a script doubling a
+ * shape-only tensor would grow its shape until the int dims overflow; with
+ * it every live tensor has at most tensor_bytes / 4 elements, and products of
+ * two such sizes stay far from int64 overflow. */
+static void check_numel(lua_State *L, const char *fname, double numel)
+{
+    if (numel * sizeof(float) > (double)sandbox_tensor_bytes(sandbox_of(L))) {
+        char what[96];
+        snprintf(what, sizeof what, "%s: a tensor of %.0f elements", fname, numel);
+        sandbox_limit_error(L, SANDBOX_LIMIT_TENSOR_BYTES, what);
+    }
+}
+
 /* pushes the result of a core op, or raises its error */
 static int push_result(lua_State *L, Tensor *t, const char *fname)
 {
     if (!t)
         return core_error(L, fname);
+    check_numel(L, fname, (double)t->size);
     sandbox_poll(L); /* the time spent inside the op counts */
     lt_push(L, t);
     return 1;
+}
+
+/* the element count of the broadcast of n tensors, in double (no overflow);
+ * for shapes that do not broadcast any value will do: the op then says so */
+static double bcast_numel(Tensor *const *src, int n)
+{
+    double numel = 1;
+    for (int i = 1; i <= TENSOR_MAX_DIMS; i++) {
+        int d = 1;
+        for (int k = 0; k < n; k++)
+            if (src[k]->ndim >= i && src[k]->shape[src[k]->ndim - i] != 1)
+                d = src[k]->shape[src[k]->ndim - i];
+        numel *= d;
+    }
+    return numel;
 }
 
 /* ---- elementwise: numbers in double, tensors through the core ---------------- */
@@ -307,10 +337,10 @@ static int lt_where(lua_State *L)
         lua_pushvalue(L, lua_tonumber(L, 1) != 0 ? 2 : 3);
         return 1;
     }
-    Tensor *c = arg_tensor(L, 1, "where");
-    Tensor *a = arg_tensor(L, 2, "where");
-    Tensor *b = arg_tensor(L, 3, "where");
-    return push_result(L, ag_where(lt_ctx(L), c, a, b), "where");
+    Tensor *src[3] = {arg_tensor(L, 1, "where"), arg_tensor(L, 2, "where"),
+                      arg_tensor(L, 3, "where")};
+    check_numel(L, "where", bcast_numel(src, 3)); /* three sizes could overflow int64 */
+    return push_result(L, ag_where(lt_ctx(L), src[0], src[1], src[2]), "where");
 }
 
 /* ---- comparisons: 0/1 leaves, no gradient ------------------------------------ */
@@ -465,6 +495,19 @@ static int lt_softmax_any(lua_State *L, const char *fname, bool log_form)
 
 static int lt_softmax(lua_State *L) { return lt_softmax_any(L, "softmax", false); }
 static int lt_log_softmax(lua_State *L) { return lt_softmax_any(L, "log_softmax", true); }
+
+/* sort(x [, dim]): ascending along dim (default the last), NaN last; the
+ * gradient follows each element back to its place */
+static int lt_sort(lua_State *L)
+{
+    if (is_num(L, 1)) {
+        lua_pushvalue(L, 1);
+        return 1;
+    }
+    Tensor *x = arg_tensor(L, 1, "sort");
+    int dim = arg_dim(L, 2, "sort", x, x->ndim - 1);
+    return push_result(L, ag_sort(lt_ctx(L), x, dim), "sort");
+}
 
 /* ---- making and reshaping --------------------------------------------------- */
 
@@ -728,6 +771,7 @@ static const luaL_Reg dsl_funcs[] = {
     {"logsumexp", lt_logsumexp},
     {"softmax", lt_softmax},
     {"log_softmax", lt_log_softmax},
+    {"sort", lt_sort},
     {"detach", lt_detach},
     {"zeros_like", lt_zeros_like},
     {"ones_like", lt_ones_like},

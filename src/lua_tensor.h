@@ -11,7 +11,7 @@
  * Lua conventions: dims are 1-based (1 is the first dim, -1 the last);
  * numbers mix with tensors anywhere and become 0-D constants; a function
  * given only numbers returns a number. The full list is in
- * lua/WRITING_A_LOSS.md; every function checks its arguments before it makes
+ * the README ("Writing a loss"); every function checks its arguments before it makes
  * anything, and errors name the function, the argument and the shapes.
  */
 #ifndef PREFRUN_LUA_TENSOR_H

@@ -21,6 +21,9 @@ static const Command commands[] = {
     {"check", cmd_check, "validate a loss script (schema, shapes, numerics, signal)"},
     {"grad", cmd_grad, "loss values and gradients on given cases, or the loss curve"},
     {"eval", cmd_eval, "reward and KL to the reference of a trained policy"},
+    {"sample", cmd_sample, "sample completions from a checkpoint (KV cache)"},
+    {"pretrain", cmd_pretrain, "build the built-in task's cached reference and pairs"},
+    {"frontier", cmd_frontier, "reward against KL of losses over a sweep of betas"},
     {"discover", cmd_discover, "propose, check, train and score new losses"},
     {"bench", cmd_bench, "time the training step against the sgemm peak"},
 };

@@ -132,8 +132,8 @@ static void bind_fields(Gpt *m)
     m->wpe = t[1];
     for (int l = 0; l < m->cfg.layers; l++) {
         Tensor **s = t + 2 + l * GPT_LAYER_TENSORS;
-        m->h[l] = (GptLayer){s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10],
-                             s[11]};
+        m->h[l] =
+            (GptLayer){s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11]};
     }
     m->lnfw = t[m->n_tensors - 2];
     m->lnfb = t[m->n_tensors - 1];
@@ -185,6 +185,14 @@ Gpt *gpt_new(const GptConfig *cfg, bool trainable, char *err, size_t errlen)
         return NULL;
     }
     tensor_set_name(m->all, "params");
+    for (int i = 0; i < 2; i++) {
+        if (!(m->scratch[i] = tensor_ctx_new(0))) {
+            snprintf(err, errlen, "model: out of memory");
+            gpt_free(m);
+            return NULL;
+        }
+        m->scratch[i]->no_grad = true;
+    }
     return m;
 }
 
@@ -192,6 +200,9 @@ void gpt_free(Gpt *m)
 {
     if (!m)
         return;
+    for (int i = 0; i < 2; i++)
+        if (m->scratch[i])
+            tensor_ctx_free(m->scratch[i]);
     tensor_ctx_free(m->ctx);
     free(m);
 }
@@ -206,9 +217,7 @@ void gpt_init(Gpt *m, uint64_t seed)
         InitKind kind = (InitKind)m->init_kind[i];
         float std = kind == INIT_RESIDUAL ? resid_std : GPT_INIT_STD;
         for (int64_t j = 0; j < t->size; j++)
-            t->data[j] = kind == INIT_ONE    ? 1.0f
-                         : kind == INIT_ZERO ? 0.0f
-                                             : std * rng_normal(&r);
+            t->data[j] = kind == INIT_ONE ? 1.0f : kind == INIT_ZERO ? 0.0f : std * rng_normal(&r);
     }
 }
 
@@ -227,25 +236,54 @@ bool gpt_tensor_decays(const Gpt *m, int i) { return m->tensors[i]->ndim >= 2; }
 /* x (N, T, C) -> x + attn(ln1(x)) + mlp(ln2(...)), pre-LayerNorm */
 static Tensor *block_forward(TensorCtx *ctx, const GptLayer *l, Tensor *x, int NH)
 {
-    Tensor *h = ag_layernorm(ctx, x, l->ln1w, l->ln1b, GPT_LN_EPS);   // (N, T, C)
-    Tensor *qkv = ag_linear(ctx, h, l->qkvw, l->qkvb);                // (N, T, 3C)
-    Tensor *att = ag_attention(ctx, qkv, NH);                         // (N, T, C)
+    Tensor *h = ag_layernorm(ctx, x, l->ln1w, l->ln1b, GPT_LN_EPS);    // (N, T, C)
+    Tensor *qkv = ag_linear(ctx, h, l->qkvw, l->qkvb);                 // (N, T, 3C)
+    Tensor *att = ag_attention(ctx, qkv, NH);                          // (N, T, C)
     x = ag_add(ctx, x, ag_linear(ctx, att, l->attprojw, l->attprojb)); // (N, T, C)
     h = ag_layernorm(ctx, x, l->ln2w, l->ln2b, GPT_LN_EPS);
     Tensor *fc = ag_gelu(ctx, ag_linear(ctx, h, l->fcw, l->fcb));      // (N, T, 4C)
     return ag_add(ctx, x, ag_linear(ctx, fc, l->fcprojw, l->fcprojb)); // (N, T, C)
 }
 
+static Tensor *embed(const Gpt *m, TensorCtx *ctx, const int32_t *ids, int N, int T)
+{
+    int shape[2] = {N, T};
+    Tensor *tok = ag_embedding(ctx, m->wte, ids, 2, shape); // (N, T, C)
+    Tensor *pos = ag_slice(ctx, m->wpe, 0, 0, T);           // (T, C)
+    return ag_add(ctx, tok, pos);                           // (N, T, C)
+}
+
+/* The no_grad forward: block l writes into scratch[(l + 1) % 2] while it
+ * reads block l-1's output from the other, which is then reset. Cross-context
+ * sources are allowed because nothing is recorded. */
+static Tensor *forward_streaming(const Gpt *m, TensorCtx *ctx, const int32_t *ids, int N, int T)
+{
+    TensorCtx *const *s = m->scratch;
+    tensor_ctx_reset(s[0]);
+    tensor_ctx_reset(s[1]);
+    Tensor *x = embed(m, s[0], ids, N, T);
+    for (int l = 0; x && l < m->cfg.layers; l++) {
+        x = block_forward(s[(l + 1) % 2], &m->h[l], x, m->cfg.heads);
+        tensor_ctx_reset(s[l % 2]); /* block l's input: read, no longer needed */
+    }
+    Tensor *out = x ? ag_layernorm(ctx, x, m->lnfw, m->lnfb, GPT_LN_EPS) : NULL;
+    for (int i = 0; i < 2 && !out; i++)
+        if (!tensor_ctx_ok(s[i]))
+            tensor_ctx_fail(ctx, s[i]->status, "%s", tensor_ctx_error(s[i]));
+    tensor_ctx_reset(s[0]);
+    tensor_ctx_reset(s[1]);
+    return out;
+}
+
 Tensor *gpt_forward(const Gpt *m, TensorCtx *ctx, const int32_t *ids, int N, int T)
 {
     if (T <= 0 || T > m->cfg.context || N <= 0)
         return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE,
-                               "model: batch (%d, %d) does not fit: expected 1..%d positions", N,
-                               T, m->cfg.context);
-    int shape[2] = {N, T};
-    Tensor *tok = ag_embedding(ctx, m->wte, ids, 2, shape); // (N, T, C)
-    Tensor *pos = ag_slice(ctx, m->wpe, 0, 0, T);           // (T, C)
-    Tensor *x = ag_add(ctx, tok, pos);                      // (N, T, C)
+                               "model: batch (%d, %d) does not fit: expected 1..%d positions", N, T,
+                               m->cfg.context);
+    if (ctx->no_grad && !ctx->meta)
+        return forward_streaming(m, ctx, ids, N, T);
+    Tensor *x = embed(m, ctx, ids, N, T);
     for (int l = 0; l < m->cfg.layers; l++)
         x = block_forward(ctx, &m->h[l], x, m->cfg.heads);
     return ag_layernorm(ctx, x, m->lnfw, m->lnfb, GPT_LN_EPS);
@@ -257,15 +295,15 @@ Tensor *gpt_token_logps(const Gpt *m, TensorCtx *ctx, const int32_t *ids, const 
     Tensor *h = gpt_forward(m, ctx, ids, N, T); // (N, T, C)
     int rows[2] = {N * T, m->cfg.width}, nt[2] = {N, T};
     Tensor *logits = ag_linear(ctx, ag_reshape(ctx, h, 2, rows), m->wte, NULL); // (NT, V)
-    Tensor *nll = ag_cross_entropy(ctx, logits, targets, (int64_t)N * T);      // (NT)
-    return ag_neg(ctx, ag_reshape(ctx, nll, 2, nt));                           // (N, T)
+    Tensor *nll = ag_cross_entropy(ctx, logits, targets, (int64_t)N * T);       // (NT)
+    return ag_neg(ctx, ag_reshape(ctx, nll, 2, nt));                            // (N, T)
 }
 
 int gpt_pair_logps(const Gpt *m, TensorCtx *ctx, const GptPairBatch *batch, GptPairLogps *out)
 {
     int B = batch->B, T = batch->T;
     Tensor *tok = gpt_token_logps(m, ctx, batch->ids, batch->targets, 2 * B, T); // (2B, T)
-    Tensor *seq = ag_sum(ctx, tok, 1, false);                                   // (2B)
+    Tensor *seq = ag_sum(ctx, tok, 1, false);                                    // (2B)
     out->chosen = ag_slice(ctx, seq, 0, 0, B);
     out->rejected = ag_slice(ctx, seq, 0, B, B);
     out->chosen_tokens = ag_slice(ctx, tok, 0, 0, B);

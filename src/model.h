@@ -23,7 +23,11 @@
  *
  * A frozen model (trainable = false) has no gradient block and its leaves do
  * not require grad, so ops on it record nothing that backward would visit;
- * run it in a no_grad context and nothing is saved for backward either.
+ * run it in a no_grad context and nothing is saved for backward either. In
+ * a no_grad context the forward also streams: each block's activations live
+ * in one of two scratch arenas, reset as soon as the next block has read
+ * them, so only the final LayerNorm and the log-probs land in the caller's
+ * context (for the reference: two blocks' memory instead of L).
  *
  * Letters: B pairs, N = 2B sequences, T positions, C width, L layers,
  * NH heads, V vocabulary, maxT context.
@@ -46,16 +50,16 @@ typedef struct GptConfig {
 } GptConfig;
 
 typedef struct GptLayer {
-    Tensor *ln1w, *ln1b;         // (C)
-    Tensor *qkvw;                // (3C, C)
-    Tensor *qkvb;                // (3C)
-    Tensor *attprojw;            // (C, C)
-    Tensor *attprojb;            // (C)
-    Tensor *ln2w, *ln2b;         // (C)
-    Tensor *fcw;                 // (4C, C)
-    Tensor *fcb;                 // (4C)
-    Tensor *fcprojw;             // (C, 4C)
-    Tensor *fcprojb;             // (C)
+    Tensor *ln1w, *ln1b; // (C)
+    Tensor *qkvw;        // (3C, C)
+    Tensor *qkvb;        // (3C)
+    Tensor *attprojw;    // (C, C)
+    Tensor *attprojb;    // (C)
+    Tensor *ln2w, *ln2b; // (C)
+    Tensor *fcw;         // (4C, C)
+    Tensor *fcb;         // (4C)
+    Tensor *fcprojw;     // (C, 4C)
+    Tensor *fcprojb;     // (C)
 } GptLayer;
 
 #define GPT_LAYER_TENSORS 12
@@ -63,15 +67,16 @@ typedef struct GptLayer {
 typedef struct Gpt {
     GptConfig cfg;
     bool trainable;
-    TensorCtx *ctx; /* owns the blocks and the leaf headers; never reset */
-    Tensor *all;    // (n_params) every parameter, in the order of `tensors`
-    Tensor *wte;    // (V, C) token embedding and LM head
-    Tensor *wpe;    // (maxT, C)
-    GptLayer *h;    // (L)
+    TensorCtx *ctx;      /* owns the blocks and the leaf headers; never reset */
+    Tensor *all;         // (n_params) every parameter, in the order of `tensors`
+    Tensor *wte;         // (V, C) token embedding and LM head
+    Tensor *wpe;         // (maxT, C)
+    GptLayer *h;         // (L)
     Tensor *lnfw, *lnfb; // (C)
     Tensor **tensors;    /* the named leaves in block order: wte, wpe, h.0.*, ..., ln_f.* */
     int n_tensors;
     unsigned char *init_kind; /* (n_tensors) how gpt_init fills each tensor */
+    TensorCtx *scratch[2];    /* no_grad forward: blocks alternate between these */
 } Gpt;
 
 /* A batch of B preference pairs as one (N = 2B, T) token block: rows 0..B-1

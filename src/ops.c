@@ -18,6 +18,7 @@
  *   below. Broadcasting backward rules write a gradient of the output's shape,
  *   and one helper, unbroadcast, sums it into the argument's shape.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,9 +28,26 @@
 #define SHAPE_LEN 64
 #define RUN_CHUNK 8192 /* elements per task when one broadcast run is long */
 
-/* Elementwise loops go parallel above 32768 elements, where a thread's share
- * outweighs the cost of waking it; `n` must be the loop's trip count. */
-#define OMP_FOR_N _Pragma("omp parallel for schedule(static) if (n > 32768)")
+/* PAR_FOR(work, i, count, body): `for (int64_t i = 0; i < count; i++) body`,
+ * split over threads when work (the elements the loop touches) is above
+ * PAR_MIN_ELEMS, where a thread's share outweighs the cost of waking it.
+ * Below it the loop is plain C: an `if (...)` clause on `omp parallel` would
+ * still call into the OpenMP runtime (GOMP_parallel, futex wake-ups) when
+ * false, microseconds per op, which was a third of a small loss call.
+ * Iterations must be independent (elementwise work, whole rows), so the
+ * result is the same bits with any thread count. */
+#define PAR_MIN_ELEMS 32768
+#define PAR_FOR(work, i, count, ...)                                                               \
+    do {                                                                                           \
+        const int64_t par_count_ = (count);                                                        \
+        if ((work) > PAR_MIN_ELEMS) {                                                              \
+            _Pragma("omp parallel for schedule(static)") for (int64_t i = 0; i < par_count_; i++)  \
+                __VA_ARGS__                                                                        \
+        } else {                                                                                   \
+            for (int64_t i = 0; i < par_count_; i++)                                               \
+                __VA_ARGS__                                                                        \
+        }                                                                                          \
+    } while (0)
 
 /* ---- op table ------------------------------------------------------------ */
 
@@ -210,9 +228,8 @@ static void bcast_apply(const Bcast *bc, RunFn fn, float *dst, const float *g, c
                         Tensor *const *src)
 {
     int64_t chunks = (bc->run + RUN_CHUNK - 1) / RUN_CHUNK;
-    int64_t items = bc->n_runs * chunks, n = bc->n_runs * bc->run;
-    OMP_FOR_N
-    for (int64_t it = 0; it < items; it++) {
+    int64_t items = bc->n_runs * chunks;
+    PAR_FOR(bc->n_runs * bc->run, it, items, {
         int64_t r = it / chunks, c0 = (it % chunks) * RUN_CHUNK, off[3];
         int64_t len = bc->run - c0 < RUN_CHUNK ? bc->run - c0 : RUN_CHUNK, at = r * bc->run + c0;
         const float *in[3] = {NULL, NULL, NULL};
@@ -220,7 +237,7 @@ static void bcast_apply(const Bcast *bc, RunFn fn, float *dst, const float *g, c
         for (int k = 0; k < bc->n_in; k++)
             in[k] = src[k]->data + off[k] + c0 * bc->step[k];
         fn(len, dst + at, g ? g + at : NULL, z ? z + at : NULL, in, bc->step);
-    }
+    });
 }
 
 /* Sums d, a gradient laid out like out, into src's grad over the dims that
@@ -264,11 +281,21 @@ static void bcast_backward(Tensor *out, int k, RunFn rule)
         unbroadcast(src, d, out);
 }
 
-static Tensor *bcast_fail(TensorCtx *ctx, OpKind op, int n, Tensor *const *src)
+/* rc is tensor_broadcast_shape's: -1 the shapes do not broadcast, -2 they
+ * broadcast to nd, shape, which is too large to be a tensor */
+static Tensor *bcast_fail(TensorCtx *ctx, OpKind op, int n, Tensor *const *src, int rc, int nd,
+                          const int *shape)
 {
-    char s[3][SHAPE_LEN];
+    char s[3][SHAPE_LEN], so[SHAPE_LEN];
     for (int k = 0; k < n; k++)
         tensor_shape_str(src[k], s[k], SHAPE_LEN);
+    if (rc == -2)
+        return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE,
+                               "%s: shapes %s, %s%s%s broadcast to %s, more than the %lld "
+                               "elements a tensor may hold",
+                               ag_op_name(op), s[0], s[1], n > 2 ? ", " : "", n > 2 ? s[2] : "",
+                               tensor_dims_str(nd, shape, so, sizeof so),
+                               (long long)TENSOR_MAX_NUMEL);
     if (n == 2)
         return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "%s: shapes %s and %s do not broadcast",
                                ag_op_name(op), s[0], s[1]);
@@ -284,11 +311,16 @@ static Tensor *bcast_op(TensorCtx *ctx, OpKind op, int n, Tensor *const *src, Ru
         return NULL;
     int nd = src[0]->ndim, shape[TENSOR_MAX_DIMS], prev[TENSOR_MAX_DIMS];
     memcpy(shape, src[0]->shape, sizeof shape);
+    int too_large = 0;
     for (int k = 1; k < n; k++) {
         memcpy(prev, shape, sizeof prev); /* tensor_broadcast_shape must not alias */
-        if (tensor_broadcast_shape(nd, prev, src[k]->ndim, src[k]->shape, &nd, shape) != 0)
-            return bcast_fail(ctx, op, n, src);
+        int rc = tensor_broadcast_shape(nd, prev, src[k]->ndim, src[k]->shape, &nd, shape);
+        if (rc == -1)
+            return bcast_fail(ctx, op, n, src, rc, nd, shape);
+        too_large = too_large || rc == -2; /* go on: a later mismatch is the better message */
     }
+    if (too_large)
+        return bcast_fail(ctx, op, n, src, -2, nd, shape);
     Tensor *out = op_node(ctx, op, nd, shape, src[0], src[1], n > 2 ? src[2] : NULL);
     if (!out || ctx->meta)
         return out;
@@ -422,11 +454,10 @@ typedef void (*UnaryFn)(int64_t n, float *o, const float *a, const float *p);
     static void name##_fwd(int64_t n, float *o, const float *a, const float *p)                    \
     {                                                                                              \
         (void)p;                                                                                   \
-        OMP_FOR_N                                                                                  \
-        for (int64_t i = 0; i < n; i++) {                                                          \
+        PAR_FOR(n, i, n, {                                                                         \
             const float x = a[i];                                                                  \
             o[i] = (FWD);                                                                          \
-        }                                                                                          \
+        });                                                                                        \
     }                                                                                              \
     static void name##_backward(Tensor *out)                                                       \
     {                                                                                              \
@@ -436,12 +467,11 @@ typedef void (*UnaryFn)(int64_t n, float *o, const float *a, const float *p);
         const float *a = out->src[0]->data, *z = out->data, *g = out->grad, *p = out->fparam;      \
         int64_t n = out->size;                                                                     \
         (void)z, (void)g, (void)p;                                                                 \
-        OMP_FOR_N                                                                                  \
-        for (int64_t i = 0; i < n; i++) {                                                          \
+        PAR_FOR(n, i, n, {                                                                         \
             const float x = a[i];                                                                  \
             (void)x;                                                                               \
             d[i] += (DX);                                                                          \
-        }                                                                                          \
+        });                                                                                        \
     }
 
 static Tensor *unary_op(TensorCtx *ctx, OpKind op, Tensor *a, UnaryFn fwd, float p0, float p1)
@@ -608,10 +638,7 @@ typedef void (*RowFn)(const Tensor *a, Tensor *out, float *dst, Rows v, int64_t 
 static void for_rows(const Tensor *a, Tensor *out, float *dst, int d, RowFn fn)
 {
     Rows v = rows_of(a, d);
-    int64_t n = a->size;
-    OMP_FOR_N
-    for (int64_t r = 0; r < v.outer * v.inner; r++)
-        fn(a, out, dst, v, r);
+    PAR_FOR(a->size, r, v.outer * v.inner, { fn(a, out, dst, v, r); });
 }
 
 static void row_backward(Tensor *out, RowFn fn)
@@ -803,9 +830,7 @@ static Tensor *view_node(TensorCtx *ctx, OpKind op, int nd, const int *shape, Te
 
 static void add_into(float *d, const float *g, int64_t n)
 {
-    OMP_FOR_N
-    for (int64_t i = 0; i < n; i++)
-        d[i] += g[i];
+    PAR_FOR(n, i, n, { d[i] += g[i]; });
 }
 
 /* shape with its one -1 (if any) resolved against a->size; false with the error set */
@@ -818,13 +843,15 @@ static bool reshape_resolve(TensorCtx *ctx, const Tensor *a, int nd, const int *
     }
     int free_dim = -1;
     bool fit = true;
-    int64_t known = 1;
+    int64_t known = 1; /* product of the given dims, kept <= TENSOR_MAX_NUMEL */
     for (int i = 0; i < nd; i++) {
         out[i] = shape[i];
         if (shape[i] == -1 && free_dim < 0)
             free_dim = i;
         else if (shape[i] < 0)
             fit = false;
+        else if (shape[i] > 0 && known > TENSOR_MAX_NUMEL / shape[i])
+            fit = false; /* (2^31 - 1)^4 overflows int64: no tensor has that many */
         else
             known *= shape[i];
     }
@@ -996,6 +1023,15 @@ Tensor *ag_concat(TensorCtx *ctx, Tensor *a, Tensor *b, int dim)
     int d = op_dim(ctx, "concat", a, dim);
     if (d < 0 || !concat_check(ctx, a, b, d))
         return NULL;
+    if (a->shape[d] > INT_MAX - b->shape[d]) { /* a dim is an int */
+        char sa[SHAPE_LEN], sb[SHAPE_LEN];
+        return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE,
+                               "concat: shapes %s and %s along dim %d give a dim of %lld, more "
+                               "than %d",
+                               tensor_shape_str(a, sa, sizeof sa),
+                               tensor_shape_str(b, sb, sizeof sb), d,
+                               (long long)a->shape[d] + b->shape[d], INT_MAX);
+    }
     int shape[TENSOR_MAX_DIMS];
     memcpy(shape, a->shape, sizeof shape);
     shape[d] = a->shape[d] + b->shape[d];
@@ -1055,9 +1091,11 @@ Tensor *ag_sort(TensorCtx *ctx, Tensor *a, int dim)
     if (d < 0)
         return NULL;
     Tensor *out = op_node(ctx, OP_SORT, a->ndim, a->shape, a, NULL, NULL);
-    if (!out || ctx->meta)
-        return out;
+    if (!out)
+        return NULL;
     out->iparam[0] = d;
+    if (ctx->meta)
+        return out;
     Rows v = rows_of(a, d);
     int32_t *perm = tensor_ctx_alloc(ctx, (size_t)(a->size ? a->size : 1) * sizeof *perm);
     if (!perm)

@@ -36,27 +36,33 @@
 #include "ops_internal.h"
 
 #define SHAPE_LEN 64
-#define COL_BLOCK 16          /* columns per task in column-split sums: a cache line */
-#define GEMM_SPLIT_MACS 1e6   /* smaller products run as one call: a task must pay for waking */
-#define GEMM_TASK_ROWS 64     /* at least this many rows per task ... */
-#define GEMM_MAX_TASKS 8      /* ... and at most this many tasks per product */
-#define ATTN_ROWS 64          /* query rows per causal block in attention */
-#define PAR_MIN_WORK 32768    /* elements below which a loop stays on one thread */
+#define COL_BLOCK 16        /* columns per task in column-split sums: a cache line */
+#define GEMM_SPLIT_MACS 1e6 /* smaller products run as one call: a task must pay for waking */
+#define GEMM_TASK_ROWS 64   /* at least this many rows per task ... */
+#define GEMM_MAX_TASKS 8    /* ... and at most this many tasks per product */
+#define ATTN_ROWS 64        /* query rows per causal block in attention */
+#define PAR_MIN_WORK 32768  /* elements below which a loop stays on one thread */
 
 /* ---- helpers ------------------------------------------------------------ */
 
+/* OpenBLAS to one thread for the duration of an op; returns what to restore.
+ * Only a pthreads OpenBLAS needs it: an OpenMP one already runs single-
+ * threaded inside our parallel regions, and its set_num_threads would set
+ * the OpenMP pool's size too. */
 static int blas_enter(void)
 {
+    if (openblas_get_parallel() != 1) /* 0 sequential, 1 pthreads, 2 OpenMP */
+        return 0;
     int n = openblas_get_num_threads();
     if (n != 1)
         openblas_set_num_threads(1);
     return n;
 }
 
-static void blas_leave(int n)
+static void blas_leave(int saved)
 {
-    if (n != 1)
-        openblas_set_num_threads(n);
+    if (saved > 1)
+        openblas_set_num_threads(saved);
 }
 
 /* Row-major C = alpha op(A) op(B) + beta C on one thread, with the
@@ -72,8 +78,8 @@ static void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float
                 c[(int64_t)i * ldc + j] = beta == 0 ? 0 : beta * c[(int64_t)i * ldc + j];
         return;
     }
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m,
-                n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
+                k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 /* Rows of C per task: from the shape alone, a multiple of 16 (the kernels'
@@ -91,8 +97,8 @@ static int gemm_task_rows(int m, int n, int k)
 /* gemm split by rows of C over the OpenMP threads. When fill is given, each
  * row of C is first set to it (n entries) and the product added: the bias of
  * linear, written by the task that then accumulates onto it. */
-static void gemm_par(bool ta, bool tb, int m, int n, int k, const float *a, int lda,
-                     const float *b, int ldb, float beta, float *c, int ldc, const float *fill)
+static void gemm_par(bool ta, bool tb, int m, int n, int k, const float *a, int lda, const float *b,
+                     int ldb, float beta, float *c, int ldc, const float *fill)
 {
     int rows = gemm_task_rows(m, n, k), tasks = (m + rows - 1) / rows;
     int saved = blas_enter();
@@ -129,8 +135,9 @@ static bool indices_ok(TensorCtx *ctx, const char *op, const char *what, const i
     }
     for (int64_t i = 0; i < n; i++)
         if (idx[i] < lo || idx[i] >= hi) {
-            tensor_ctx_fail(ctx, TENSOR_ERR_ARG, "%s: %s %d at position %lld out of range [0, %d)%s",
-                            op, what, idx[i], (long long)i, hi, lo < 0 ? " (or -1 to ignore)" : "");
+            tensor_ctx_fail(ctx, TENSOR_ERR_ARG,
+                            "%s: %s %d at position %lld out of range [0, %d)%s", op, what, idx[i],
+                            (long long)i, hi, lo < 0 ? " (or -1 to ignore)" : "");
             return false;
         }
     return true;
@@ -140,13 +147,11 @@ static bool indices_ok(TensorCtx *ctx, const char *op, const char *what, const i
  * gradient, or a shape-only context (which has no backward). */
 static bool saves(const Tensor *out) { return op_saves(out) && !out->ctx->meta; }
 
-/* A copy of n indices in out's context for backward; NULL when backward will
- * not run, or on OOM (with the error set). */
-static int32_t *save_indices(Tensor *out, const int32_t *idx, int64_t n)
+/* A copy of n > 0 indices in ctx, for backward: the caller's array may be
+ * freed after the call. NULL on OOM, with the error set. */
+static int32_t *copy_indices(TensorCtx *ctx, const int32_t *idx, int64_t n)
 {
-    if (!saves(out) || n == 0)
-        return NULL;
-    int32_t *copy = tensor_ctx_alloc(out->ctx, (size_t)n * sizeof *copy);
+    int32_t *copy = tensor_ctx_alloc(ctx, (size_t)n * sizeof *copy);
     if (copy)
         memcpy(copy, idx, (size_t)n * sizeof *copy);
     return copy;
@@ -161,9 +166,12 @@ static void colsum_add(float *dst, const float *g, int64_t R, int N) // g (R, N)
     for (int blk = 0; blk < n_blocks; blk++) {
         int c0 = blk * COL_BLOCK, w = N - c0 < COL_BLOCK ? N - c0 : COL_BLOCK;
         double acc[COL_BLOCK] = {0};
-        for (int64_t r = 0; r < R; r++)
+        for (int64_t r = 0; r < R; r++) {
+            const float *gr = g + r * N + c0;
+#pragma omp simd
             for (int j = 0; j < w; j++)
-                acc[j] += g[r * N + c0 + j];
+                acc[j] += gr[j];
+        }
         for (int j = 0; j < w; j++)
             dst[c0 + j] += (float)acc[j];
     }
@@ -186,17 +194,20 @@ static inline float u2f(uint32_t u)
 /* exp(x) within 1 ulp (Cephes' expf polynomial), in a form gcc vectorises
  * under `omp simd` without -ffast-math: softmax rows and cross-entropy spend
  * most of their time here, and libm's expf is a call per element. Below
- * -87.34 it returns 0 (libm: a subnormal), above 88.38 +inf; NaN stays NaN. */
+ * -87.34 it returns 0 (libm: a subnormal); above log(FLT_MAX), +inf; NaN
+ * stays NaN. Checked against exp() in double at every float. */
 static inline float fast_expf(float x)
 {
+    const uint32_t lo = 0xC2AEAC50u; /* -87.3365: exp is 2^-126, the least normal */
+    const int32_t hi = 0x42B17218;   /* 88.7228: log(FLT_MAX) */
     uint32_t ux = f2u(x);
-    uint32_t nan = (ux & 0x7fffffffu) > 0x7f800000u;
-    uint32_t under = ux > 0xC2AEAC50u;        /* x < -87.3365, -inf, negative NaN */
-    uint32_t over = (int32_t)ux > 0x42B0C0A5; /* x > 88.3763, +inf, positive NaN */
+    uint32_t is_nan = (ux & 0x7fffffffu) > 0x7f800000u;
+    uint32_t under = ux > lo;         /* x < lo, -inf, negative NaN */
+    uint32_t over = (int32_t)ux > hi; /* x > hi, +inf, positive NaN */
     /* clamp by two integer minimums: a branch here would be threaded by gcc
      * into separate paths that it then cannot vectorise */
-    uint32_t uc = ux < 0xC2AEAC50u ? ux : 0xC2AEAC50u;
-    int32_t ic = (int32_t)uc < 0x42B0C0A5 ? (int32_t)uc : 0x42B0C0A5;
+    uint32_t uc = ux < lo ? ux : lo;
+    int32_t ic = (int32_t)uc < hi ? (int32_t)uc : hi;
     float c = u2f((uint32_t)ic);
     float t = c * 1.44269504088896341f + 12582912.0f; /* round(c / ln 2) + 1.5 * 2^23 */
     float n = t - 12582912.0f;
@@ -208,11 +219,32 @@ static inline float fast_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    float y = p * u2f((f2u(t) - 0x4B400000u + 127u) << 23); /* p 2^n */
+    /* p 2^n as p 2^(n/2) 2^(n - n/2): n runs to 128, past the largest exponent */
+    int32_t ni = (int32_t)(f2u(t) - 0x4B400000u), n1 = ni / 2;
+    float y = p * u2f((uint32_t)(n1 + 127) << 23) * u2f((uint32_t)(ni - n1 + 127) << 23);
     /* special cases by masks, for the same reason as the clamp */
-    uint32_t keep = (over | under | nan) - 1u; /* all ones for an ordinary x */
-    uint32_t repl = (-(over & ~nan & 1u) & 0x7f800000u) | (-nan & ux);
+    uint32_t keep = (over | under | is_nan) - 1u; /* all ones for an ordinary x */
+    uint32_t repl = (-(over & ~is_nan & 1u) & 0x7f800000u) | (-is_nan & ux);
     return u2f((f2u(y) & keep) | repl);
+}
+
+/* max of p[0..n), NaN entries skipped (a NaN still reaches the caller's sum
+ * of exp(p - max)). Eight running maxima rather than `omp simd reduction`:
+ * gcc keeps that reduction's vector in memory, ten times slower. */
+static float row_max(const float *p, int n)
+{
+    float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                  -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; l++)
+            m[l] = p[j + l] > m[l] ? p[j + l] : m[l];
+    for (; j < n; j++)
+        m[0] = p[j] > m[0] ? p[j] : m[0];
+    float mx = m[0];
+    for (int l = 1; l < 8; l++)
+        mx = m[l] > mx ? m[l] : mx;
+    return mx;
 }
 
 /* ---- matmul ------------------------------------------------------------- */
@@ -334,7 +366,8 @@ static bool linear_check(TensorCtx *ctx, const Tensor *x, const Tensor *w, const
         return false;
     }
     if (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0])) {
-        tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "linear: bias %s does not fit weight %s: expected (%d)",
+        tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE,
+                        "linear: bias %s does not fit weight %s: expected (%d)",
                         tensor_shape_str(bias, sb, sizeof sb), sw, w->shape[0]);
         return false;
     }
@@ -402,7 +435,7 @@ Tensor *ag_gather(TensorCtx *ctx, Tensor *x, const int32_t *idx, int64_t n)
     Tensor *out = op_node(ctx, OP_GATHER, x->ndim - 1, x->shape, x, NULL, NULL);
     if (!out)
         return NULL;
-    if (saves(out) && n > 0 && !(out->aux = save_indices(out, idx, n)))
+    if (saves(out) && n > 0 && !(out->aux = copy_indices(ctx, idx, n)))
         return NULL;
     if (ctx->meta)
         return out;
@@ -452,7 +485,7 @@ Tensor *ag_embedding(TensorCtx *ctx, Tensor *w, const int32_t *ids, int ndim, co
     Tensor *out = op_node(ctx, OP_EMBEDDING, ndim + 1, out_shape, w, NULL, NULL);
     if (!out)
         return NULL;
-    if (saves(out) && n > 0 && !(out->aux = save_indices(out, ids, n)))
+    if (saves(out) && n > 0 && !(out->aux = copy_indices(ctx, ids, n)))
         return NULL;
     if (ctx->meta)
         return out;
@@ -482,6 +515,7 @@ void embedding_backward(Tensor *out)
         for (int64_t i = 0; i < n; i++) {
             float *dst = dw + (int64_t)ids[i] * C;
             const float *src = g + i * C;
+#pragma omp simd
             for (int c = c0; c < c1; c++)
                 dst[c] += src[c];
         }
@@ -504,8 +538,9 @@ static bool layernorm_check(TensorCtx *ctx, const Tensor *x, const Tensor *w, co
     const char *name[2] = {"weight", "bias"};
     for (int i = 0; i < 2; i++)
         if (p[i]->ndim != 1 || p[i]->shape[0] != C) {
-            tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "layernorm: %s %s does not fit x %s: expected (%d)",
-                            name[i], tensor_shape_str(p[i], sp, sizeof sp), sx, C);
+            tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE,
+                            "layernorm: %s %s does not fit x %s: expected (%d)", name[i],
+                            tensor_shape_str(p[i], sp, sizeof sp), sx, C);
             return false;
         }
     if (!(eps >= 0) || isinf(eps)) {
@@ -601,6 +636,7 @@ static void layernorm_backward_wb(float *dw, float *db, const float *x, const fl
         for (int64_t r = 0; r < R; r++) {
             const float *xr = x + r * C + c0, *gr = g + r * C + c0;
             float mean = stats[r], rstd = stats[R + r];
+#pragma omp simd
             for (int j = 0; j < wd; j++) {
                 aw[j] += (double)gr[j] * ((xr[j] - mean) * rstd);
                 ab[j] += gr[j];
@@ -654,9 +690,7 @@ static CeSaved ce_saved(void *aux, int64_t N)
 /* the row's max and log(sum exp(x - max)) */
 static void ce_row_stats(const float *x, int V, float *max_out, float *logsum_out)
 {
-    float mx = -INFINITY; /* a NaN logit is skipped here but poisons the sum below */
-    for (int j = 0; j < V; j++)
-        mx = x[j] > mx ? x[j] : mx;
+    float mx = row_max(x, V);
     double sum = 0;
 #pragma omp simd reduction(+ : sum)
     for (int j = 0; j < V; j++)
@@ -672,8 +706,8 @@ Tensor *ag_cross_entropy(TensorCtx *ctx, Tensor *logits, const int32_t *targets,
     char sl[SHAPE_LEN];
     tensor_shape_str(logits, sl, sizeof sl);
     if (logits->ndim != 2)
-        return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "cross_entropy: logits must be (N, V), got %s",
-                               sl);
+        return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE,
+                               "cross_entropy: logits must be (N, V), got %s", sl);
     int64_t N = logits->shape[0];
     int V = logits->shape[1];
     if (n != N)
@@ -763,9 +797,7 @@ static int64_t attn_head_offset(AttnDims d, int64_t bh)
 /* scores of query i (keys 0..i live) -> probabilities; zeros up to `width` */
 static void causal_softmax_row(float *p, int i, int width)
 {
-    float mx = -INFINITY; /* a NaN score is skipped here but poisons the sum below */
-    for (int j = 0; j <= i; j++)
-        mx = p[j] > mx ? p[j] : mx;
+    float mx = row_max(p, i + 1);
     float sum = 0; /* at most T terms in [0, 1], the largest 1 */
 #pragma omp simd reduction(+ : sum)
     for (int j = 0; j <= i; j++) {
@@ -797,14 +829,16 @@ static void attention_head(float *out, float *p, bool p_whole, const float *q, A
     }
 }
 
-/* Runs every head; att (B, NH, T, T) or NULL, then a block per thread. */
+/* Every head, one task each: out (B, T, C) from qkv (B, T, 3C), saving the
+ * probabilities in att (B, NH, T, T) unless it is NULL. -1 on OOM. */
 static int attention_forward(float *out, float *att, const float *qkv, AttnDims d)
 {
     int64_t n_heads = (int64_t)d.B * d.NH, TT = (int64_t)d.T * d.T;
     int failed = 0, saved = blas_enter();
 #pragma omp parallel
     {
-        float *scratch = att ? NULL : malloc((size_t)ATTN_ROWS * d.T * sizeof(float));
+        float *scratch = // (ATTN_ROWS, T): one block of probabilities when none are saved
+            att ? NULL : malloc((size_t)ATTN_ROWS * d.T * sizeof(float));
         if (!att && !scratch) {
 #pragma omp atomic write
             failed = 1;

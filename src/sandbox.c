@@ -46,7 +46,7 @@ struct Sandbox {
     TensorCtx *ctx;  /* the call's tensor context, NULL between calls */
     uint32_t serial;
     SandboxLimit tripped;
-    char trip_msg[WHERE_LEN + 256];
+    char trip_msg[WHERE_LEN + TENSOR_ERR_LEN + 160];
 };
 
 static double now_seconds(void)
@@ -78,6 +78,7 @@ TensorCtx *sandbox_ctx(const Sandbox *sb) { return sb->armed ? sb->ctx : NULL; }
 uint32_t sandbox_serial(const Sandbox *sb) { return sb->serial; }
 SandboxLimit sandbox_tripped(const Sandbox *sb) { return sb->tripped; }
 size_t sandbox_lua_bytes(const Sandbox *sb) { return sb->used; }
+size_t sandbox_tensor_bytes(const Sandbox *sb) { return sb->lim.tensor_bytes; }
 
 /* ---- limits and their messages ------------------------------------------- */
 

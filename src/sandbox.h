@@ -90,6 +90,8 @@ void sandbox_poll(lua_State *L);            /* raises if tripped or past the dea
 /* trips the sandbox and raises "FILE:LINE: what (limit hit: <limit>)" */
 int sandbox_limit_error(lua_State *L, SandboxLimit limit, const char *what);
 
+/* the tensor bytes one call may make (its limit) */
+size_t sandbox_tensor_bytes(const Sandbox *sb);
 /* the limit that tripped the sandbox, or SANDBOX_LIMIT_NONE */
 SandboxLimit sandbox_tripped(const Sandbox *sb);
 /* bytes of Lua heap in use now */

@@ -6,15 +6,21 @@
  * the last step's total, so a steady training loop allocates nothing after
  * its first step. The tape is a plain array that grows by doubling and is
  * kept across resets.
+ *
+ * Every node passes through tensor_header, which enforces the size limit of
+ * tensor.h (dims >= 0, at most TENSOR_MAX_NUMEL elements) before anything is
+ * allocated: the one place that keeps shape arithmetic inside int64.
  */
 #include "tensor.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define ARENA_ALIGN 64
 #define ARENA_MIN_CHUNK (1u << 20)
+#define SHAPE_STR_LEN 64 /* "(d0, d1, d2, d3)": 4 dims of up to 11 characters */
 
 typedef struct ArenaChunk {
     struct ArenaChunk *next; /* older chunk */
@@ -141,15 +147,31 @@ void *tensor_ctx_fail(TensorCtx *ctx, TensorStatus status, const char *fmt, ...)
 
 int64_t tensor_numel(int ndim, const int *shape)
 {
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++)
+    int64_t n = 1, nonzero = 1; /* nonzero: the product the limit applies to */
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            return -1;
+        if (shape[i] == 0) {
+            n = 0;
+            continue;
+        }
+        /* nonzero <= 2^40 and shape[i] < 2^31: the product is < 2^71, so test
+         * by division before multiplying */
+        if (nonzero > TENSOR_MAX_NUMEL / shape[i])
+            return -1;
+        nonzero *= shape[i];
         n *= shape[i];
+    }
     return n;
 }
 
 static int tape_push(TensorCtx *ctx, Tensor *t)
 {
     if (ctx->n_tape == ctx->tape_cap) {
+        if (ctx->tape_cap > INT_MAX / 2) { /* 2^30 nodes: 256 GiB of headers, never reached */
+            tensor_ctx_fail(ctx, TENSOR_ERR_NOMEM, "the tape is full (%d nodes)", ctx->n_tape);
+            return -1;
+        }
         int cap = ctx->tape_cap ? ctx->tape_cap * 2 : 256;
         Tensor **tape = realloc(ctx->tape, (size_t)cap * sizeof *tape);
         if (!tape) {
@@ -172,15 +194,24 @@ static Tensor *tensor_header(TensorCtx *ctx, OpKind op, int ndim, const int *sha
                                TENSOR_MAX_DIMS);
     for (int i = 0; i < ndim; i++)
         if (shape[i] < 0)
-            return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "tensor: dim %d has negative size %d",
-                                   i, shape[i]);
+            return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "tensor: dim %d has negative size %d", i,
+                                   shape[i]);
+    /* checked here, before any allocation, so a meta context (which allocates
+     * no data and so meets no byte cap) refuses an impossible shape too */
+    int64_t numel = tensor_numel(ndim, shape);
+    if (numel < 0) {
+        char s[SHAPE_STR_LEN];
+        return tensor_ctx_fail(
+            ctx, TENSOR_ERR_SHAPE, "tensor: shape %s has too many elements (at most 2^40 = %lld)",
+            tensor_dims_str(ndim, shape, s, sizeof s), (long long)TENSOR_MAX_NUMEL);
+    }
     Tensor *t = tensor_ctx_alloc(ctx, sizeof *t);
     if (!t)
         return NULL;
     t->ndim = ndim;
     for (int i = 0; i < ndim; i++)
         t->shape[i] = shape[i];
-    t->size = tensor_numel(ndim, shape);
+    t->size = numel;
     t->op = op;
     t->ctx = ctx;
     if (tape_push(ctx, t) != 0)
@@ -258,14 +289,19 @@ bool tensor_same_shape(const Tensor *a, const Tensor *b)
     return true;
 }
 
-const char *tensor_shape_str(const Tensor *t, char *buf, size_t len)
+const char *tensor_dims_str(int ndim, const int *shape, char *buf, size_t len)
 {
     size_t n = (size_t)snprintf(buf, len, "(");
-    for (int i = 0; i < t->ndim && n < len; i++)
-        n += (size_t)snprintf(buf + n, len - n, i ? ", %d" : "%d", t->shape[i]);
+    for (int i = 0; i < ndim && n < len; i++)
+        n += (size_t)snprintf(buf + n, len - n, i ? ", %d" : "%d", shape[i]);
     if (n < len)
         snprintf(buf + n, len - n, ")");
     return buf;
+}
+
+const char *tensor_shape_str(const Tensor *t, char *buf, size_t len)
+{
+    return tensor_dims_str(t->ndim, t->shape, buf, len);
 }
 
 int tensor_broadcast_shape(int na, const int *sa, int nb, const int *sb, int *nout, int *sout)
@@ -279,10 +315,8 @@ int tensor_broadcast_shape(int na, const int *sa, int nb, const int *sb, int *no
         sout[i] = da == 1 ? db : da;
     }
     *nout = n;
-    return 0;
+    /* (N, 1) and (1, N) are valid for N up to 2^31 - 1; (N, N) may not be */
+    return tensor_numel(n, sout) < 0 ? -2 : 0;
 }
 
-void tensor_set_name(Tensor *t, const char *name)
-{
-    snprintf(t->name, sizeof t->name, "%s", name);
-}
+void tensor_set_name(Tensor *t, const char *name) { snprintf(t->name, sizeof t->name, "%s", name); }

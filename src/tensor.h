@@ -40,6 +40,14 @@
  *
  * Storage is float32, contiguous, row-major, 0- to 4-D. Shapes below are
  * written (d0, d1, ...) in comments.
+ *
+ * Size limit. A shape is valid when its dims are >= 0 and the product of its
+ * nonzero dims is at most TENSOR_MAX_NUMEL (2^40, 4 TiB of float32: more than
+ * any machine holds, far below int64's 2^63). Every tensor, meta ones
+ * included, is checked at creation, so code that multiplies a tensor's dims
+ * (any subset of them, times sizeof(double)) cannot overflow int64 or size_t.
+ * Zero dims count as 1 in the limit so that the partial products of an empty
+ * tensor's dims (rows_of in ops.c) are bounded too.
  */
 #ifndef PREFRUN_TENSOR_H
 #define PREFRUN_TENSOR_H
@@ -50,6 +58,7 @@
 #include <stdint.h>
 
 #define TENSOR_MAX_DIMS 4
+#define TENSOR_MAX_NUMEL ((int64_t)1 << 40) /* see "Size limit" above */
 #define TENSOR_NAME_LEN 32
 #define TENSOR_ERR_LEN 320
 
@@ -188,8 +197,14 @@ int tensor_ensure_grad(Tensor *t); /* allocates a zero grad in t's context */
 bool tensor_same_shape(const Tensor *a, const Tensor *b);
 /* writes "(2, 3)" style text; returns buf */
 const char *tensor_shape_str(const Tensor *t, char *buf, size_t len);
-/* numpy broadcasting of two shapes; -1 when they do not broadcast */
+/* writes "(2, 3)" style text for a bare shape; returns buf */
+const char *tensor_dims_str(int ndim, const int *shape, char *buf, size_t len);
+/* numpy broadcasting of two valid shapes: 0, or -1 when they do not
+ * broadcast, or -2 when they do but the result is over TENSOR_MAX_NUMEL
+ * (sout then holds that shape, for the message) */
 int tensor_broadcast_shape(int na, const int *sa, int nb, const int *sb, int *nout, int *sout);
+/* the element count of a shape, or -1 when the shape is not valid (a
+ * negative dim, or over TENSOR_MAX_NUMEL: see "Size limit"); never overflows */
 int64_t tensor_numel(int ndim, const int *shape);
 void tensor_set_name(Tensor *t, const char *name);
 

@@ -7,7 +7,8 @@
  *     micro-batch's activations and loss graph live in step_ctx, which is
  *     reset after the micro-batch, so memory is flat after the first step;
  *   - the reference runs in ref_ctx, a no_grad context reset right after its
- *     log-probs are copied out: no tape sources, nothing saved for backward;
+ *     log-probs are copied out: no tape sources, nothing saved for backward,
+ *     and its blocks stream through the model's two scratch arenas (model.h);
  *   - everything a resumed run needs to write the same metrics as an
  *     uninterrupted one is in the checkpoint: weights, AdamW moments and step
  *     count, the data order's (epoch, pos), the counters and the partial sums
@@ -37,7 +38,7 @@
 #include "model.h"
 #include "ops.h"
 #include "optim.h"
-#include "rng.h"
+#include "sample.h"
 #include "toydata.h"
 
 #define PATH_LEN 1024
@@ -58,9 +59,9 @@ typedef struct StepBatch {
 /* Reference log-probs of a dataset by pair index (precompute_ref_log_probs). */
 typedef struct RefCache {
     bool ready;
-    int stride;      /* positions per row: the config's context */
-    float *seq;      // (n, 2) chosen, rejected
-    float *tok;      // (n, 2, stride)
+    int stride; /* positions per row: the config's context */
+    float *seq; // (n, 2) chosen, rejected
+    float *tok; // (n, 2, stride)
 } RefCache;
 
 /* Reference log-probs of one micro-batch, as tensors of the step context. */
@@ -72,7 +73,7 @@ typedef struct RefLogps {
 /* Sums over the micro-batches of one logging interval (or one evaluation). */
 typedef struct MetricSums {
     double loss, chosen, rejected, accuracy, margin, logp_chosen, logp_rejected;
-    double weight; /* micro-batches (training) or pairs (evaluation) summed */
+    double weight;        /* micro-batches (training) or pairs (evaluation) summed */
     double grad_norm, lr; /* of the interval's last step */
     double tokens;
 } MetricSums;
@@ -225,8 +226,8 @@ static int plan_steps(Trainer *tr, char *err, size_t errlen)
     int64_t per_epoch = data_order_batches_per_epoch(&tr->order) / c->gradient_accumulation_steps;
     if (per_epoch < 1)
         per_epoch = 1;
-    tr->total_steps = c->max_steps > 0 ? c->max_steps
-                                       : (int64_t)ceil(c->num_train_epochs * (double)per_epoch);
+    tr->total_steps =
+        c->max_steps > 0 ? c->max_steps : (int64_t)ceil(c->num_train_epochs * (double)per_epoch);
     if (tr->total_steps < 1) {
         snprintf(err, errlen, "train: the run has no steps (num_train_epochs %g, max_steps %d)",
                  c->num_train_epochs, c->max_steps);
@@ -254,6 +255,8 @@ static int build_model(Trainer *tr, char *err, size_t errlen)
     if (!tr->policy)
         return -1;
     gpt_init(tr->policy, c->seed);
+    if (tr->opt->init_model && sample_model_read(tr->policy, tr->opt->init_model, err, errlen))
+        return -1;
     /* the reference is the initial policy: a frozen copy made before step 1 */
     tr->ref = gpt_clone_frozen(tr->policy, err, errlen);
     if (!tr->ref)
@@ -265,7 +268,8 @@ static int build_model(Trainer *tr, char *err, size_t errlen)
     }
     int64_t off = 0;
     for (int i = 0; i < tr->policy->n_tensors; i++) {
-        seg[i] = (OptimSegment){off, tr->policy->tensors[i]->size, gpt_tensor_decays(tr->policy, i)};
+        seg[i] =
+            (OptimSegment){off, tr->policy->tensors[i]->size, gpt_tensor_decays(tr->policy, i)};
         off += seg[i].size;
     }
     AdamWConfig ac = {c->adam_beta1, c->adam_beta2, c->adam_epsilon, c->weight_decay};
@@ -378,8 +382,8 @@ static int ref_from_cache(const RefCache *c, const StepBatch *s, TensorCtx *ctx,
 }
 
 /* The frozen reference's forward in ref_ctx (no_grad), copied into ctx. */
-static int ref_forward(Trainer *tr, const StepBatch *s, TensorCtx *ctx, RefLogps *out,
-                       char *err, size_t errlen)
+static int ref_forward(Trainer *tr, const StepBatch *s, TensorCtx *ctx, RefLogps *out, char *err,
+                       size_t errlen)
 {
     tensor_ctx_reset(tr->ref_ctx);
     GptPairBatch pb = {s->B, s->T, s->ids, s->targets};
@@ -470,9 +474,8 @@ static int make_loss_batch(const Trainer *tr, const StepBatch *s, TensorCtx *ctx
         .step = tr->step,
         .progress = (double)tr->step / (double)tr->total_steps,
     };
-    return lb->chosen_lengths && lb->rejected_lengths && lb->chosen_mask && lb->rejected_mask
-               ? 0
-               : -1;
+    return lb->chosen_lengths && lb->rejected_lengths && lb->chosen_mask && lb->rejected_mask ? 0
+                                                                                              : -1;
 }
 
 /* The weighted sum of the scripts (loss_eval_weighted: (B), or 0-D when a
@@ -612,8 +615,8 @@ static void grad_report(const Trainer *tr, double norm, char *err, size_t errlen
             break;
         }
     }
-    snprintf(err, errlen, "gradient is not finite at %s (norm %g): first in %s: %s", where, norm,
-             name, what);
+    snprintf(err, errlen, "gradient is not finite at %s (norm %s): first in %s: %s", where,
+             isnan(norm) ? "NaN" : "Inf", name, what);
 }
 
 /* ---- the step ------------------------------------------------------------ */
@@ -676,26 +679,37 @@ static double epoch_now(const Trainer *tr)
     return (double)tr->order.epoch + (double)tr->order.pos / (double)tr->order.n;
 }
 
-/* One JSON object per line, keys in a fixed order; %.10g keeps every metric
- * exact to float precision and identical text for identical numbers. */
+/* ", "KEY": value" with %.10g (exact to float precision, and the same text
+ * for the same number); JSON has no NaN or Inf, so those are written null. */
+static void json_num(FILE *f, const char *prefix, const char *key, double v)
+{
+    if (isfinite(v))
+        fprintf(f, ", \"%s%s\": %.10g", prefix, key, v);
+    else
+        fprintf(f, ", \"%s%s\": null", prefix, key);
+}
+
+/* One JSON object per line, keys in a fixed order (TRL's names). */
 static void write_metrics(Trainer *tr, const char *prefix, const MetricSums *m, bool train,
                           double tok_per_sec)
 {
     double w = m->weight > 0 ? m->weight : 1;
     FILE *f = tr->metrics;
-    fprintf(f, "{\"%sloss\": %.10g", prefix, m->loss / w);
-    if (train)
-        fprintf(f, ", \"grad_norm\": %.10g, \"learning_rate\": %.10g", m->grad_norm, m->lr);
-    fprintf(f,
-            ", \"%srewards/chosen\": %.10g, \"%srewards/rejected\": %.10g, "
-            "\"%srewards/accuracies\": %.10g, \"%srewards/margins\": %.10g, "
-            "\"%slogps/chosen\": %.10g, \"%slogps/rejected\": %.10g",
-            prefix, m->chosen / w, prefix, m->rejected / w, prefix, m->accuracy / w, prefix,
-            m->margin / w, prefix, m->logp_chosen / w, prefix, m->logp_rejected / w);
+    fprintf(f, "{\"epoch\": %.6g", epoch_now(tr));
+    json_num(f, prefix, "loss", m->loss / w);
+    if (train) {
+        json_num(f, "", "grad_norm", m->grad_norm);
+        json_num(f, "", "learning_rate", m->lr);
+    }
+    json_num(f, prefix, "rewards/chosen", m->chosen / w);
+    json_num(f, prefix, "rewards/rejected", m->rejected / w);
+    json_num(f, prefix, "rewards/accuracies", m->accuracy / w);
+    json_num(f, prefix, "rewards/margins", m->margin / w);
+    json_num(f, prefix, "logps/chosen", m->logp_chosen / w);
+    json_num(f, prefix, "logps/rejected", m->logp_rejected / w);
     if (train && tr->skipped > 0)
         fprintf(f, ", \"skipped_batches\": %lld", (long long)tr->skipped);
-    fprintf(f, ", \"tokens_per_sec\": %.1f, \"epoch\": %.6g, \"step\": %lld}\n", tok_per_sec,
-            epoch_now(tr), (long long)tr->step);
+    fprintf(f, ", \"tokens_per_sec\": %.1f, \"step\": %lld}\n", tok_per_sec, (long long)tr->step);
     fflush(f);
 }
 
@@ -787,24 +801,27 @@ static int evaluate(Trainer *tr, char *err, size_t errlen)
     tensor_ctx_reset(ctx);
     if (rc != 0)
         return -1;
-    double el = now_seconds() - t0;
+    double el = now_seconds() - t0, w = m.weight > 0 ? m.weight : 1;
     write_metrics(tr, "eval_", &m, false, el > 0 ? tokens / el : 0);
+    if (!tr->opt->quiet)
+        fprintf(tr->progress, "%seval at step %lld: loss %.4f  acc %.3f  margin %.4f\n",
+                tr->tty ? "\n" : "", (long long)tr->step, m.loss / w, m.accuracy / w, m.margin / w);
     return 0;
 }
 
 /* ---- checkpoints --------------------------------------------------------- */
 
-static const char *const sum_names[] = {"sum_loss",    "sum_chosen",      "sum_rejected",
-                                        "sum_accuracy", "sum_margin",      "sum_logp_chosen",
+static const char *const sum_names[] = {"sum_loss",          "sum_chosen", "sum_rejected",
+                                        "sum_accuracy",      "sum_margin", "sum_logp_chosen",
                                         "sum_logp_rejected", "sum_weight", "last_grad_norm",
-                                        "last_lr",     "sum_tokens"};
+                                        "last_lr",           "sum_tokens"};
 #define N_SUMS (int)(sizeof sum_names / sizeof sum_names[0])
 
 static double *sum_field(MetricSums *m, int i)
 {
-    double *f[N_SUMS] = {&m->loss,          &m->chosen,        &m->rejected, &m->accuracy,
-                         &m->margin,        &m->logp_chosen,   &m->logp_rejected,
-                         &m->weight,        &m->grad_norm,     &m->lr,       &m->tokens};
+    double *f[N_SUMS] = {&m->loss,      &m->chosen,      &m->rejected,      &m->accuracy,
+                         &m->margin,    &m->logp_chosen, &m->logp_rejected, &m->weight,
+                         &m->grad_norm, &m->lr,          &m->tokens};
     return f[i];
 }
 
@@ -833,7 +850,12 @@ static int save_state(Trainer *tr, const char *dir, char *err, size_t errlen)
     for (int i = 0; i < N_SUMS; i++)
         ckpt_state_set(&s, sum_names[i], *sum_field(&tr->sums, i));
     ckpt_state_set(&s, "adam_t", (double)tr->adam->t);
-    for (int i = 0; i < tr->n_loss; i++) /* saved for inspection; see train.h on resume */
+    for (int i = 0; i < tr->n_loss; i++) { /* --resume without --loss-weights reuses them */
+        char name[CKPT_VALUE_NAME_LEN];
+        snprintf(name, sizeof name, "loss_weight.%d", i);
+        ckpt_state_set(&s, name, tr->weight[i]);
+    }
+    for (int i = 0; i < tr->n_loss; i++) /* restored by load_checkpoint */
         for (int k = 0; k < loss_state_count(tr->loss[i]); k++) {
             char name[CKPT_VALUE_NAME_LEN];
             snprintf(name, sizeof name, "loss%d.state.%s", i, loss_state_name(tr->loss[i], k));
@@ -910,6 +932,16 @@ static int load_checkpoint(Trainer *tr, const char *dir, char *err, size_t errle
     for (int i = 0; i < N_SUMS; i++)
         *sum_field(&tr->sums, i) = ckpt_state_get(&s, sum_names[i], 0);
     tr->adam->t = (int64_t)ckpt_state_get(&s, "adam_t", (double)s.step);
+    /* a stateful loss (bco_pair's running mean) continues where it stopped */
+    for (int i = 0; i < tr->n_loss; i++)
+        for (int k = 0; k < loss_state_count(tr->loss[i]); k++) {
+            char name[CKPT_VALUE_NAME_LEN];
+            const char *key = loss_state_name(tr->loss[i], k);
+            snprintf(name, sizeof name, "loss%d.state.%s", i, key);
+            double v = ckpt_state_get(&s, name, loss_state_value(tr->loss[i], k));
+            if (loss_set_state(tr->loss[i], key, v, err, errlen) != 0)
+                return -1;
+        }
     snprintf(tr->last_ckpt, sizeof tr->last_ckpt, "%s", dir);
     return 0;
 }
@@ -974,9 +1006,10 @@ static int resume_run(Trainer *tr, char *err, size_t errlen)
     int64_t step;
     int rc = ckpt_find_latest(tr->run_dir, dir, sizeof dir, &step, err, errlen);
     if (rc == 1)
-        snprintf(err, errlen, "--resume %s: the run has no checkpoint to resume from",
-                 tr->run_dir);
-    return rc == 0 ? load_checkpoint(tr, dir, err, errlen) : -1;
+        snprintf(err, errlen, "--resume %s: the run has no checkpoint to resume from", tr->run_dir);
+    if (rc != 0 || load_checkpoint(tr, dir, err, errlen) != 0)
+        return -1;
+    return 0;
 }
 
 static TrainStatus setup(Trainer *tr, char *err, size_t errlen)
@@ -1021,8 +1054,7 @@ static void nan_stop_message(const Trainer *tr, char *err, size_t errlen)
 {
     size_t k = strlen(err);
     if (tr->last_ckpt[0])
-        snprintf(err + k, errlen - k, "; the run stopped; last good checkpoint: %s",
-                 tr->last_ckpt);
+        snprintf(err + k, errlen - k, "; the run stopped; last good checkpoint: %s", tr->last_ckpt);
     else
         snprintf(err + k, errlen - k, "; the run stopped before its first checkpoint");
 }
@@ -1047,7 +1079,9 @@ static TrainStatus loop(Trainer *tr, TrainResult *res, char *err, size_t errlen)
                         tr->tty ? "\n" : "", err);
         }
         log_step(tr, res);
+        double t0 = now_seconds();
         TrainStatus st = after_step(tr, err, errlen);
+        tr->t_interval += now_seconds() - t0; /* evaluation and saving are not throughput */
         if (st != TRAIN_OK)
             return st;
     }
@@ -1063,6 +1097,7 @@ TrainStatus train_run(const TrainOptions *opt, TrainResult *res, char *err, size
     if (st == TRAIN_OK)
         st = loop(&tr, res, err, errlen);
     res->steps = tr.step;
+    res->first_step = tr.step_at_start;
     res->total_steps = tr.total_steps;
     res->skipped_batches = tr.skipped;
     res->seconds = now_seconds() - t0;
@@ -1084,8 +1119,11 @@ TrainBench *train_bench_new(const Config *cfg, const char *loss_path, char *err,
         snprintf(err, errlen, "bench: out of memory");
         return NULL;
     }
-    b->opt = (TrainOptions){.cfg = *cfg, .n_losses = 1, .loss_paths = {loss_path},
-                            .loss_weights = {1.0}, .quiet = true};
+    b->opt = (TrainOptions){.cfg = *cfg,
+                            .n_losses = 1,
+                            .loss_paths = {loss_path},
+                            .loss_weights = {1.0},
+                            .quiet = true};
     b->tr = (Trainer){.opt = &b->opt, .cfg = *cfg, .total_steps = INT32_MAX};
     b->tr.sched = (LrSchedule){LR_CONSTANT, cfg->learning_rate, 0, INT32_MAX};
     if (load_losses(&b->tr, err, errlen) != 0 || build_model(&b->tr, err, errlen) != 0 ||

@@ -36,7 +36,7 @@
 
 typedef enum TrainStatus {
     TRAIN_OK = 0,
-    TRAIN_FAILED = 1, /* ran and failed: NaN/Inf, a loss script error */
+    TRAIN_FAILED = 1,    /* ran and failed: NaN/Inf, a loss script error */
     TRAIN_BAD_INPUT = 3, /* data, config, loss file or checkpoint unusable */
 } TrainStatus;
 
@@ -45,14 +45,17 @@ typedef struct TrainOptions {
     int n_losses;
     const char *loss_paths[TRAIN_MAX_LOSSES];
     double loss_weights[TRAIN_MAX_LOSSES];
-    const char *run_dir; /* required */
-    bool resume;         /* continue the run in run_dir from its latest checkpoint */
-    bool quiet;          /* no progress output */
-    FILE *progress;      /* where progress goes; NULL: stderr */
+    const char *run_dir;    /* required */
+    bool resume;            /* continue the run in run_dir from its latest checkpoint */
+    bool quiet;             /* no progress output */
+    FILE *progress;         /* where progress goes; NULL: stderr */
+    const char *init_model; /* NULL: gpt_init from the seed; else the policy (and so the
+                               reference) starts from this model file (the task's reference) */
 } TrainOptions;
 
 typedef struct TrainResult {
     int64_t steps;           /* optimizer steps done */
+    int64_t first_step;      /* steps already done when this process started (resume) */
     int64_t total_steps;     /* planned */
     int64_t skipped_batches; /* nan_policy = skip */
     double last_loss;        /* mean loss of the last logging interval */

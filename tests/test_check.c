@@ -83,6 +83,28 @@ static void dpo_is_clean(void)
     CHECK(rep.n_params == 1 && strcmp(rep.param_names[0], "beta") == 0);
 }
 
+/* a token-level DPO (log-probs summed over masked tokens) checks like DPO:
+ * the curve's one-token pairs carry the same margin */
+static void token_level_loss_has_dpo_shape(void)
+{
+    const char *path =
+        fx_write("return { name = 'tok', params = { beta = 0.1 }, loss = function(b, p)\n"
+                 "  local pc = sum(b.policy_chosen_token_logps * b.chosen_mask, 2)\n"
+                 "  local pr = sum(b.policy_rejected_token_logps * b.rejected_mask, 2)\n"
+                 "  local rc = sum(b.reference_chosen_token_logps * b.chosen_mask, 2)\n"
+                 "  local rr = sum(b.reference_rejected_token_logps * b.rejected_mask, 2)\n"
+                 "  return -logsigmoid(p.beta * ((pc - pr) - (rc - rr)))\n"
+                 "end }\n");
+    CheckOptions opt = {0};
+    check_run(path, &opt, &rep);
+    CHECK(rep.ok && rep.n_diags == 0);
+    print_diags(&rep);
+    CHECK(rep.shape.valid);
+    CHECK_NEAR(rep.shape.f0, log(2), 1e-6);
+    CHECK_NEAR(rep.shape.slope0, -0.5, 1e-5);
+    unlink(path);
+}
+
 typedef struct Verdict {
     const char *name;
     const char *text; /* the loss file; NULL: use file */
@@ -122,7 +144,7 @@ static const Verdict verdicts[] = {
     {"detached", LOSS("  return -logsigmoid(detach(z))"), NULL, NULL, false, "no_signal",
      CHECK_ERROR, 1, "detached"},
     {"limit", NULL, "tests/data/hostile/loop_loss.lua", NULL, false, "limit", CHECK_ERROR, 7,
-     "instruction budget exhausted"},
+     "instruction budget exhausted (limit hit: 2000000 instructions per call)"},
     {"unknown param", NULL, "tests/data/loss/dpo.lua", "gamma=1", false, "unknown_param",
      CHECK_ERROR, 0, "unknown parameter 'gamma'"},
     {"missing file", NULL, "tests/data/loss/no_such_file.lua", NULL, false, "io", CHECK_ERROR, 0,
@@ -142,7 +164,7 @@ static void verdicts_and_diagnostics(void)
     for (size_t i = 0; i < sizeof verdicts / sizeof verdicts[0]; i++) {
         const Verdict *v = &verdicts[i];
         const char *path = v->text ? fx_write(v->text) : fx_path(v->file);
-        CheckOptions opt = {0};
+        CheckOptions opt = {.limits = {.instructions = 2000000}}; /* loops stop fast */
         char err[128];
         if (v->set)
             CHECK(check_parse_set(&opt, v->set, err, sizeof err) == 0);
@@ -212,6 +234,7 @@ int main(void)
 {
     RUN(discopop_shape_summary);
     RUN(dpo_is_clean);
+    RUN(token_level_loss_has_dpo_shape);
     RUN(verdicts_and_diagnostics);
     RUN(json_has_the_documented_shape);
     return tl_done();

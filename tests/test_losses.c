@@ -29,8 +29,17 @@
  *                       equal pairs) where batch statistics vanish.
  * and across the library: every .lua file in losses/ has a case here (a new
  * loss without tests fails), every header names its source, use() composes
- * library files, bco_pair's older running-mean form keeps its state, and
- * DiscoPOP has the published shape (f(0), f'(0), its stationary points).
+ * library files, bco_pair's older running-mean form keeps its state,
+ * DiscoPOP has the published shape (f(0), f'(0), its stationary points), and
+ * AOT pairs quantiles, not pairs (a worked example).
+ *
+ * Losses that sort across the batch (AOT, .sort_keys): value k belongs to the
+ * k-th quantile, which the reference finds with its own sort, and the
+ * gradient follows the permutation back to the pairs. A tie between two
+ * pairs' sorted keys is a kink, where a central difference is no gradient, so
+ * every batch such a loss sees is checked to have distinct keys (the B = 4
+ * equal pairs are exempt: see sort_keys_tie), and its extreme batch is
+ * batch_extreme_distinct (batch_extreme repeats a log-ratio).
  *
  * Inputs are built so float32 holds them exactly: log-probs on a 1/64 grid
  * (|x| < 2^12), the chosen policy log-prob offset by 1/128, so every logit
@@ -167,6 +176,20 @@ static RefBatch batch_equal(void)
     for (int i = 1; i < 4; i++) {
         rb.pc[i] = rb.pc[0], rb.pr[i] = rb.pr[0], rb.rc[i] = rb.rc[0], rb.rr[i] = rb.rr[0];
         rb.lc[i] = rb.lc[0], rb.lr[i] = rb.lr[0];
+    }
+    return rb;
+}
+
+/* batch_extreme with pair i's log-ratios moved apart by i/16 (chosen up,
+ * rejected down), for the losses that sort them (AOT): batch_extreme repeats
+ * -1000 + o among the chosen and 0 among the rejected log-ratios, ties where
+ * such a loss has a kink. |logits| still reach 1000, log-ratios 2000. */
+static RefBatch batch_extreme_distinct(void)
+{
+    RefBatch rb = batch_extreme();
+    for (int i = 0; i < rb.B; i++) {
+        rb.pc[i] += (real)i / 16;
+        rb.pr[i] -= (real)i / 16;
     }
     return rb;
 }
@@ -491,6 +514,69 @@ static void ref_dbaql(const RefBatch *b, const Params *p, const real *fz, real *
     }
 }
 
+/* AOT's two sorted sides (its own insertion sort, ascending): a and c are
+ * sorted separately and delta[k] = a_(k) - c_(k), k-th smallest against k-th
+ * smallest. Ties do not matter to the values; the tests keep the sorted keys
+ * distinct where the gradient is checked (see check_sort_keys). */
+static void sort_ascending(real *x, int n)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && x[j - 1] > x[j]; j--) {
+            real t = x[j];
+            x[j] = x[j - 1];
+            x[j - 1] = t;
+        }
+}
+
+/* the keys an AOT loss sorts, (B) each: aot sorts the policy margins against
+ * the reference margins; aot_unpaired the chosen against the rejected
+ * log-ratios */
+typedef void (*SortKeysFn)(const RefBatch *b, real *a, real *c);
+
+static void keys_aot(const RefBatch *b, real *a, real *c)
+{
+    for (int i = 0; i < b->B; i++)
+        a[i] = b->pc[i] - b->pr[i], c[i] = b->rc[i] - b->rr[i];
+}
+
+static void keys_aot_unpaired(const RefBatch *b, real *a, real *c)
+{
+    for (int i = 0; i < b->B; i++)
+        a[i] = dch(b, i), c[i] = drj(b, i);
+}
+
+static void sorted_delta(const RefBatch *b, SortKeysFn keys, real *delta)
+{
+    real a[MAXB], c[MAXB];
+    keys(b, a, c);
+    sort_ascending(a, b->B);
+    sort_ascending(c, b->B);
+    for (int k = 0; k < b->B; k++)
+        delta[k] = a[k] - c[k];
+}
+
+/* AOT (TRL aot / aot_unpaired): -(1-e) log s(b delta_k) - e log s(-b delta_k),
+ * one value per quantile k */
+static void ref_aot_keys(const RefBatch *b, const Params *p, SortKeysFn keys, real *out)
+{
+    real beta = P(p, "beta"), e = P(p, "label_smoothing"), delta[MAXB];
+    sorted_delta(b, keys, delta);
+    for (int k = 0; k < b->B; k++)
+        out[k] = -(1 - e) * logsig(beta * delta[k]) - e * logsig(-beta * delta[k]);
+}
+
+static void ref_aot(const RefBatch *b, const Params *p, const real *fz, real *out)
+{
+    (void)fz;
+    ref_aot_keys(b, p, keys_aot, out);
+}
+
+static void ref_aot_unpaired(const RefBatch *b, const Params *p, const real *fz, real *out)
+{
+    (void)fz;
+    ref_aot_keys(b, p, keys_aot_unpaired, out);
+}
+
 /* ------------------------------------------------------------------------ */
 /* the case table                                                            */
 
@@ -511,6 +597,11 @@ typedef struct LossCase {
     /* the loss divides raw log-probs (not log-ratios) before differencing
      * them, so their float32 rounding sets the absolute error (SimPO) */
     bool raw_logps;
+    /* the loss sorts these keys across the batch (AOT): its logits are the
+     * sorted differences, and a tie between two pairs' keys is a kink where
+     * finite differences are no gradient, so batches are checked for ties
+     * and the extreme batch is batch_extreme_distinct */
+    SortKeysFn sort_keys;
 } LossCase;
 
 #define BETA(def, alt)                                                                             \
@@ -574,6 +665,14 @@ static const LossCase cases[] = {
                 {"tau", 0.05, 0.2},
                 {"temperature", 0.9, 0.5},
                 {"blend_rate", 1.0, 0.7}}},
+    {.file = "aot",
+     .ref = ref_aot,
+     .params = {BETA(0.1, 0.25), {"label_smoothing", 0, 0.2}},
+     .sort_keys = keys_aot},
+    {.file = "aot_unpaired",
+     .ref = ref_aot_unpaired,
+     .params = {BETA(0.1, 0.25), {"label_smoothing", 0, 0.2}},
+     .sort_keys = keys_aot_unpaired},
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 
@@ -595,11 +694,16 @@ static double tol_scale(const LossCase *c, const Params *p, const RefBatch *rb)
     for (int i = 0; i < p->n; i++)
         if (strcmp(p->name[i], "beta") == 0)
             beta = p->value[i];
+    real delta[MAXB];
+    if (c->sort_keys)
+        sorted_delta(rb, c->sort_keys, delta);
     for (int i = 0; i < rb->B; i++) {
         m = fmax(m, fmax(fabsl(dch(rb, i)), fabsl(drj(rb, i))));
         m = fmax(m, fabsl(logit(rb, i)));
         if (c->raw_logps)
             m = fmax(m, fmax(fabsl(rb->pc[i]), fabsl(rb->pr[i])));
+        if (c->sort_keys) /* AOT's logits, up to |pc - pr| + |rc - rr| */
+            m = fmax(m, fabsl(delta[i]));
     }
     return 1 + beta * m;
 }
@@ -778,6 +882,36 @@ static Params script_params(const LossScript *ls)
     return p;
 }
 
+static bool same_pair(const RefBatch *rb, int i, int j)
+{
+    return rb->pc[i] == rb->pc[j] && rb->pr[i] == rb->pr[j] && rb->rc[i] == rb->rc[j] &&
+           rb->rr[i] == rb->rr[j];
+}
+
+/* For a loss that sorts (c->sort_keys): true when two different pairs have
+ * keys closer than 1/128, the grid every key here lies on. At a tie the loss
+ * has a kink and the central difference (step <= 1e-6 * 4096 < 1/256) averages
+ * two one-sided slopes, which no gradient equals. A batch of identical pairs
+ * is exempt: every quantile then has the same delta, so a perturbed key moves
+ * its own quantile only, on either side, and the difference is a gradient. */
+static bool sort_keys_tie(const LossCase *c, const RefBatch *rb)
+{
+    if (!c->sort_keys)
+        return false;
+    bool identical = true;
+    for (int i = 1; i < rb->B; i++)
+        identical = identical && same_pair(rb, 0, i);
+    if (identical)
+        return false;
+    real a[MAXB], k[MAXB];
+    c->sort_keys(rb, a, k);
+    for (int i = 0; i < rb->B; i++)
+        for (int j = i + 1; j < rb->B; j++)
+            if (fabsl(a[i] - a[j]) < 1.0L / 128 || fabsl(k[i] - k[j]) < 1.0L / 128)
+                return true;
+    return false;
+}
+
 /* loads the case's file, applies one override (name NULL: none), runs the
  * batch, and compares with the reference at the same params */
 static Result check_batch(const LossCase *c, const char *what, const RefBatch *rb,
@@ -785,6 +919,10 @@ static Result check_batch(const LossCase *c, const char *what, const RefBatch *r
 {
     Result fail = {0};
     char err[512] = "";
+    CHECKF(!sort_keys_tie(c, rb),
+           "%s %s: two pairs tie on a key the loss sorts; finite differences are no gradient "
+           "there (a test bug: make the batch's keys distinct)",
+           c->file, what);
     LossScript *ls = load_case(c->file, err, sizeof err);
     CHECKF(ls != NULL, "%s: loss_load failed: %s", c->file, err);
     if (!ls)
@@ -870,7 +1008,8 @@ static void loss_overrides(void)
 
 static void loss_extremes(void)
 {
-    RefBatch ext = batch_extreme(), one = batch_single(), eq = batch_equal();
+    RefBatch ext = cur->sort_keys ? batch_extreme_distinct() : batch_extreme();
+    RefBatch one = batch_single(), eq = batch_equal();
     check_batch(cur, "extreme batch (|logits| = 1000)", &ext, NULL, 0);
     if (!cur->no_rho1000)
         check_batch(cur, "extreme batch at beta = 1 (|rho| = 1000)", &ext, "beta", 1);
@@ -1089,6 +1228,69 @@ static void discopop_has_published_shape(void)
     loss_free(ls);
 }
 
+/* AOT by hand, beta = 1, eps = 0, B = 3: the k-th smallest key on one side
+ * meets the k-th smallest on the other, whatever pairs they came from, and
+ * each gradient goes back to the pair that held that quantile. Values are
+ * -log s(delta_k) and d mean / d key = -s(-delta_k) / 3 at the key's
+ * quantile; 1e-6: float32 rounding of values below 1. */
+static void aot_matches_quantiles_not_pairs(void)
+{
+    const struct {
+        const char *file;
+        RefBatch rb;
+        real delta[3];        /* per quantile */
+        int pc_q[3], pr_q[3]; /* the quantile each pair's pc / pr feeds (d delta / d pr = -1) */
+    } ex[2] = {
+        /* margins pc - pr = (2, -1, 0.5) sort to (-1, 0.5, 2) from pairs (1, 2, 0);
+         * reference margins (0, 1, -1) to (-1, 0, 1) from pairs (2, 0, 1):
+         * delta = (0, 0.5, 1), where pair by pair (DPO) it would be (2, -2, 1.5).
+         * pr enters through the margin, so each pair's pc and pr share a quantile */
+        {"aot",
+         {.B = 3,
+          .pc = {-8, -11, -9.5},
+          .pr = {-10, -10, -10},
+          .rc = {-20, -19, -21},
+          .rr = {-20, -20, -20},
+          .lc = {1, 1, 1},
+          .lr = {1, 1, 1}},
+         {0, 0.5, 1},
+         {2, 0, 1},
+         {2, 0, 1}},
+        /* chosen log-ratios (3, -1, 1) sort to (-1, 1, 3) from pairs (1, 2, 0);
+         * rejected (-2, 2, 0.5) to (-2, 0.5, 2) from pairs (0, 2, 1):
+         * delta = (1, 0.5, 1), where pair by pair it would be (5, -3, 0.5) */
+        {"aot_unpaired",
+         {.B = 3,
+          .pc = {-7, -11, -9},
+          .pr = {-12, -8, -9.5},
+          .rc = {-10, -10, -10},
+          .rr = {-10, -10, -10},
+          .lc = {1, 1, 1},
+          .lr = {1, 1, 1}},
+         {1, 0.5, 1},
+         {2, 0, 1},
+         {0, 2, 1}},
+    };
+    for (int e = 0; e < 2; e++) {
+        char err[512] = "";
+        LossScript *ls = load_case(ex[e].file, err, sizeof err);
+        CHECKF(ls != NULL, "%s: loss_load failed: %s", ex[e].file, err);
+        if (!ls)
+            continue;
+        CHECK(loss_set_param(ls, "beta", 1, err, sizeof err) == 0);
+        Result r = run_script(ls, &ex[e].rb);
+        CHECKF(r.ok, "%s: loss_eval failed: %s", ex[e].file, r.err);
+        for (int k = 0; r.ok && k < 3; k++) {
+            CHECK_NEAR(r.loss[k], -logsig(ex[e].delta[k]), 1e-6);
+            real d_pc = -sig(-ex[e].delta[ex[e].pc_q[k]]) / 3;
+            real d_pr = sig(-ex[e].delta[ex[e].pr_q[k]]) / 3;
+            CHECK_NEAR(r.gpc[k], d_pc, 1e-6);
+            CHECK_NEAR(r.gpr[k], d_pr, 1e-6);
+        }
+        loss_free(ls);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 
 int main(void)
@@ -1115,6 +1317,7 @@ int main(void)
     RUN(use_composes_library_losses);
     RUN(bco_pair_running_mean_keeps_state);
     RUN(discopop_has_published_shape);
+    RUN(aot_matches_quantiles_not_pairs);
     char path[600];
     snprintf(path, sizeof path, "%s/rpo.lua", tmp_dir);
     unlink(path);

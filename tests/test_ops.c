@@ -18,6 +18,7 @@
  *     carry an absolute error of a few 1e-8 times the values around them.
  * A case that needs a different tolerance says so beside it.
  */
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -821,7 +822,8 @@ static void grad_sort_each_dim(void)
                    (Sh){.kind = OP_SORT, .dim = -1, .in = {S3(2, 3, 4)}, .out = S3(2, 3, 4)});
     check_shape_op("sort dim 1 of (2,3,4)",
                    (Sh){.kind = OP_SORT, .dim = 1, .in = {S3(2, 3, 4)}, .out = S3(2, 3, 4)});
-    check_shape_op("sort a batch (7)", (Sh){.kind = OP_SORT, .dim = 0, .in = {S1(7)}, .out = S1(7)});
+    check_shape_op("sort a batch (7)",
+                   (Sh){.kind = OP_SORT, .dim = 0, .in = {S1(7)}, .out = S1(7)});
 }
 
 static void sort_is_stable_with_nan_last(void)
@@ -1088,6 +1090,76 @@ static void shape_errors_name_the_op_and_both_shapes(void)
                 "reshape: cannot view (2, 3) (6 elements) as (7, 1)");
 }
 
+/* the op on meta tensors (shapes only, as the loss checker runs them: no
+ * data, so no byte cap) returns NULL with exactly this shape error */
+#define CHECK_META_ERROR(m, expr, msg)                                                             \
+    do {                                                                                           \
+        tensor_ctx_clear_error(m);                                                                 \
+        Tensor *r_ = (expr);                                                                       \
+        CHECKF(r_ == NULL, "%s succeeded", #expr);                                                 \
+        CHECKF((m)->status == TENSOR_ERR_SHAPE, "%s: status %d", #expr, (int)(m)->status);         \
+        CHECKF(strcmp(tensor_ctx_error(m), msg) == 0, "%s: message \"%s\", expected \"%s\"",       \
+               #expr, tensor_ctx_error(m), msg);                                                   \
+    } while (0)
+
+/* Shape arithmetic that would overflow int (a dim) or int64 (an element
+ * count) is a shape error naming the op and the shapes; before, concat's dim
+ * and reshape's product wrapped (UB, which the asan build's UBSan reports). */
+static void shapes_that_overflow_are_errors_not_wraparound(void)
+{
+    TensorCtx *m = tensor_ctx_new(0);
+    m->meta = true;
+    Tensor *big = tensor_new(m, 1, (int[]){INT_MAX}), *half = tensor_new(m, 1, (int[]){1 << 30});
+    Tensor *p = tensor_new(m, 4, (int[]){1 << 20, 1, 1 << 20, 1}); /* 2^40 elements each */
+    Tensor *q = tensor_new(m, 4, (int[]){1, 1 << 20, 1, 1 << 20});
+    CHECKF(big && half && p && q, "%s", tensor_ctx_error(m));
+    if (!big || !half || !p || !q) {
+        tensor_ctx_free(m);
+        return;
+    }
+    /* concat: 2^31 - 1 + 2^30 is past INT_MAX; 2^30 + (2^30 - 1) = INT_MAX fits */
+    CHECK_META_ERROR(m, ag_concat(m, big, half, 0),
+                     "concat: shapes (2147483647) and (1073741824) along dim 0 give a dim of "
+                     "3221225471, more than 2147483647");
+    CHECK_META_ERROR(m, ag_concat(m, big, big, -1),
+                     "concat: shapes (2147483647) and (2147483647) along dim 0 give a dim of "
+                     "4294967294, more than 2147483647");
+    tensor_ctx_clear_error(m);
+    Tensor *c = ag_concat(m, half, tensor_new(m, 1, (int[]){(1 << 30) - 1}), 0);
+    CHECKF(c && c->shape[0] == INT_MAX, "%s", tensor_ctx_error(m));
+    /* broadcasting: two tensors of 2^40 elements whose result would hold 2^80 */
+    CHECK_META_ERROR(m, ag_mul(m, p, q),
+                     "mul: shapes (1048576, 1, 1048576, 1), (1, 1048576, 1, 1048576) broadcast to "
+                     "(1048576, 1048576, 1048576, 1048576), more than the 1099511627776 elements a "
+                     "tensor may hold");
+    CHECK_META_ERROR(m, ag_where(m, p, q, tensor_new(m, 1, (int[]){1})),
+                     "where: shapes (1048576, 1, 1048576, 1), (1, 1048576, 1, 1048576), (1) "
+                     "broadcast to (1048576, 1048576, 1048576, 1048576), more than the "
+                     "1099511627776 elements a tensor may hold");
+    CHECK_META_ERROR(m, ag_where(m, p, q, big), /* a mismatch is named before the size */
+                     "where: shapes (1048576, 1, 1048576, 1) (cond), (1, 1048576, 1, 1048576) "
+                     "(a) and (2147483647) (b) do not broadcast");
+    /* reshape: the asked dims multiply past int64 ((2^31 - 1)^4 ~ 2^124) */
+    CHECK_META_ERROR(m, ag_reshape(m, big, 4, (int[]){INT_MAX, INT_MAX, INT_MAX, INT_MAX}),
+                     "reshape: cannot view (2147483647) (2147483647 elements) as (2147483647, "
+                     "2147483647, 2147483647, 2147483647)");
+    CHECK_META_ERROR(m, ag_reshape(m, big, 4, (int[]){-1, INT_MAX, INT_MAX, INT_MAX}),
+                     "reshape: cannot view (2147483647) (2147483647 elements) as (-1, "
+                     "2147483647, 2147483647, 2147483647)");
+    CHECK_META_ERROR(m,
+                     ag_reshape(m, tensor_new(m, 1, (int[]){0}), 3, (int[]){0, INT_MAX, INT_MAX}),
+                     "reshape: cannot view (0) (0 elements) as (0, 2147483647, 2147483647)");
+    /* the largest tensors still go through the ops that keep or shrink them */
+    tensor_ctx_clear_error(m);
+    Tensor *r = ag_reshape(m, p, 2, (int[]){1 << 20, -1});
+    Tensor *s = ag_sum(m, ag_transpose(m, r, 0, 1), 1, false);
+    Tensor *t = ag_sort(m, ag_slice(m, ag_softmax(m, p, 2), 2, 1, 5), 2);
+    CHECKF(r && r->shape[1] == 1 << 20 && s && s->size == 1 << 20 && t && t->shape[2] == 5 &&
+               t->iparam[0] == 2,
+           "%s", tensor_ctx_error(m));
+    tensor_ctx_free(m);
+}
+
 static void argument_errors_name_the_op_and_the_argument(void)
 {
     CHECK_ERROR(ag_sum(tc, mat(2, 3), 2, false), TENSOR_ERR_ARG,
@@ -1320,6 +1392,7 @@ int main(void)
     RUN(minimum_and_maximum_ties_send_gradient_to_a);
     RUN(nan_propagates_through_every_kind_of_op);
     RUN(shape_errors_name_the_op_and_both_shapes);
+    RUN(shapes_that_overflow_are_errors_not_wraparound);
     RUN(argument_errors_name_the_op_and_the_argument);
     RUN(null_propagates_and_keeps_the_first_error);
     RUN(where_with_a_broadcasting_cond_picks_per_element);

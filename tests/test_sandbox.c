@@ -142,6 +142,33 @@ static void bombs_hit_their_limits(void)
         expect_rejected(&bombs[i], &tight);
 }
 
+/* On shape-only tensors nothing is allocated, so nothing runs out: the
+ * binding counts elements instead, before a shape can overflow. */
+static void shape_only_bombs_hit_the_tensor_limit(void)
+{
+    static const char *const files[] = {"tests/data/hostile/mem_tensor.lua",
+                                        "tests/data/hostile/where_overflow.lua"};
+    for (int k = 0; k < 2; k++) {
+        char err[512];
+        LossScript *ls = loss_load(fx_path(files[k]), NULL, &tight, err, sizeof err);
+        CHECKF(ls != NULL, "%s", err);
+        TensorCtx *ctx = tensor_ctx_new(0);
+        ctx->meta = true;
+        FxBatch fb;
+        fx_batch(&fb, ctx, 4);
+        double t0 = fx_now();
+        CHECK(ls && loss_eval(ls, ctx, &fb.b, err, sizeof err) == NULL);
+        CHECKF(strstr(err, "elements (limit hit: 8 MiB of tensors per call)"), "%s: %s", files[k],
+               err);
+        CHECKF(strstr(err, k ? "where_overflow.lua:16: where:" : "mem_tensor.lua:9: cat:"), "%s",
+               err);
+        CHECK(fx_now() - t0 < 1.0);
+        tensor_ctx_free(ctx);
+        loss_free(ls);
+    }
+    fx_good_loss_works();
+}
+
 static void wall_clock_covers_a_spin(void)
 {
     LossLimits lim = tight;
@@ -326,6 +353,7 @@ int main(void)
     RUN(environment_is_the_whitelist);
     RUN(escapes_are_rejected);
     RUN(bombs_hit_their_limits);
+    RUN(shape_only_bombs_hit_the_tensor_limit);
     RUN(wall_clock_covers_a_spin);
     RUN(odd_error_objects_become_messages);
     RUN(wrong_returns_are_named);

@@ -6,6 +6,7 @@
  * ARENA_ALIGN, so a node costs align(sizeof(Tensor)) for its header plus
  * align(4 * size) for its data (a view: the header alone).
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -171,6 +172,72 @@ static void broadcast_shape_follows_numpy_rules(void)
     CHECK(bshape(2, A(2, 0), 2, A(2, 3), FAILS));
     CHECK(bshape(3, A(2, 3, 4), 2, A(3, 1), 3, A(2, 3, 4)));
     CHECK(bshape(3, A(2, 3, 4), 2, A(2, 4), FAILS));
+}
+
+/* The size limit (tensor.h): at most 2^40 elements, zero dims counted as 1.
+ * A shape past it is TENSOR_ERR_SHAPE naming the shape, never an int64
+ * product that wraps (UBSan, in the asan build, would report one). */
+static void numel_is_checked_and_never_overflows(void)
+{
+    const int64_t lim = TENSOR_MAX_NUMEL;
+    CHECK(lim == (int64_t)1 << 40);
+    CHECK(tensor_numel(0, NULL) == 1);
+    CHECK(tensor_numel(3, A(5, 0, 7)) == 0);
+    CHECK(tensor_numel(2, A(1 << 20, 1 << 20)) == lim);   /* the largest allowed */
+    CHECK(tensor_numel(2, A(INT_MAX, 512)) == lim - 512); /* one dim of 2^31 - 1 */
+    CHECK(tensor_numel(2, A(1 << 20, (1 << 20) + 1)) == -1);
+    CHECK(tensor_numel(2, A(INT_MAX, INT_MAX)) == -1);          /* 2^62: fits int64, too big */
+    CHECK(tensor_numel(3, A(INT_MAX, INT_MAX, INT_MAX)) == -1); /* 2^93: int64 would wrap */
+    CHECK(tensor_numel(4, A(INT_MAX, INT_MAX, INT_MAX, INT_MAX)) == -1);
+    CHECK(tensor_numel(3, A(0, INT_MAX, INT_MAX)) == -1); /* zeros count as 1 */
+    CHECK(tensor_numel(2, A(3, -1)) == -1);
+}
+
+static void shapes_over_2_40_elements_are_errors_even_in_meta_mode(void)
+{
+    /* a meta context allocates no data, so no byte cap would stop these; the
+     * shape (2^31, 2^31, 2^31) does not fit an int, (2^31 - 1)^3 is its stand-in */
+    TensorCtx *ctx = tensor_ctx_new(0);
+    ctx->meta = true;
+    CHECK(tensor_new(ctx, 3, A(INT_MAX, INT_MAX, INT_MAX)) == NULL);
+    CHECK(ctx->status == TENSOR_ERR_SHAPE);
+    CHECKF(strcmp(tensor_ctx_error(ctx),
+                  "tensor: shape (2147483647, 2147483647, 2147483647) has too many elements "
+                  "(at most 2^40 = 1099511627776)") == 0,
+           "message: %s", tensor_ctx_error(ctx));
+    CHECK(ctx->used == 0 && ctx->n_tape == 0); /* refused before anything was taken */
+    tensor_ctx_clear_error(ctx);
+    CHECK(tensor_new(ctx, 4, A(INT_MAX, INT_MAX, INT_MAX, INT_MAX)) == NULL);
+    CHECK(ctx->status == TENSOR_ERR_SHAPE);
+    tensor_ctx_clear_error(ctx);
+    CHECK(tensor_new(ctx, 3, A(3, 1 << 20, 1 << 19)) == NULL); /* 1.5 * 2^40 */
+    CHECK(ctx->status == TENSOR_ERR_SHAPE);
+    tensor_ctx_clear_error(ctx);
+    Tensor *t = tensor_new(ctx, 2, A(1 << 20, 1 << 20)); /* exactly the limit: a shape is fine */
+    CHECKF(t && t->size == TENSOR_MAX_NUMEL && !t->data, "%s", tensor_ctx_error(ctx));
+    tensor_ctx_free(ctx);
+
+    /* a context with data refuses the shape too, before asking for 4 TiB */
+    ctx = tensor_ctx_new(0);
+    CHECK(tensor_new(ctx, 2, A(1 << 20, (1 << 20) + 1)) == NULL);
+    CHECK(ctx->status == TENSOR_ERR_SHAPE && ctx->used == 0);
+    CHECKF(strstr(tensor_ctx_error(ctx), "(1048576, 1048577)"), "message: %s",
+           tensor_ctx_error(ctx));
+    tensor_ctx_free(ctx);
+}
+
+static void broadcast_shape_reports_a_result_over_the_limit(void)
+{
+    int n = 0, out[TENSOR_MAX_DIMS];
+    /* valid operands (2^40 elements each) that broadcast to 2^80 */
+    CHECK(tensor_broadcast_shape(4, A(1 << 20, 1, 1 << 20, 1), 4, A(1, 1 << 20, 1, 1 << 20), &n,
+                                 out) == -2);
+    CHECK(n == 4 && out[0] == 1 << 20 && out[1] == 1 << 20 && out[2] == 1 << 20 &&
+          out[3] == 1 << 20);
+    CHECK(tensor_broadcast_shape(2, A(INT_MAX, 1), 2, A(1, INT_MAX), &n, out) == -2);
+    CHECK(tensor_broadcast_shape(2, A(1 << 20, 1), 1, A(1 << 20), &n, out) == 0); /* 2^40 */
+    CHECK(tensor_broadcast_shape(2, A(1 << 20, 1), 1, A(3), &n, out) == 0);
+    CHECK(tensor_broadcast_shape(1, A(4), 1, A(8), &n, out) == -1); /* mismatch stays -1 */
 }
 
 /* ---- modes ----------------------------------------------------------------- */
@@ -374,6 +441,9 @@ int main(void)
     RUN(arena_reset_reuses_memory_over_100_cycles);
     RUN(every_allocation_failure_is_a_clean_error);
     RUN(broadcast_shape_follows_numpy_rules);
+    RUN(numel_is_checked_and_never_overflows);
+    RUN(shapes_over_2_40_elements_are_errors_even_in_meta_mode);
+    RUN(broadcast_shape_reports_a_result_over_the_limit);
     RUN(no_grad_records_nothing_and_costs_only_the_data);
     RUN(meta_mode_allocates_no_data_and_computes_shapes);
     RUN(backward_accumulates_into_leaves_across_steps);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "config.h"
@@ -67,8 +68,13 @@ static const char *write_script(const char *name, const char *text)
 static TrainStatus run(const Config *cfg, const char *loss, const char *dir, bool resume,
                        TrainResult *res, char *err, size_t errlen)
 {
-    TrainOptions o = {.cfg = *cfg, .n_losses = 1, .loss_paths = {loss}, .loss_weights = {1.0},
-                      .run_dir = dir, .resume = resume, .quiet = true};
+    TrainOptions o = {.cfg = *cfg,
+                      .n_losses = 1,
+                      .loss_paths = {loss},
+                      .loss_weights = {1.0},
+                      .run_dir = dir,
+                      .resume = resume,
+                      .quiet = true};
     return train_run(&o, res, err, errlen);
 }
 
@@ -165,27 +171,29 @@ static void test_dpo_learns_toy_preferences(void)
  * lines and the final weights are identical, byte for byte. Logging every 5
  * steps puts the checkpoint mid-interval; accumulation 2 and a precomputed
  * reference cover the rest of the state. */
-static void test_resume_equals_uninterrupted(void)
+static void check_resume_equals_uninterrupted(const Config *cfg, const char *loss,
+                                              const char *tag)
 {
-    Config c;
-    tiny_config(&c);
+    Config c = *cfg;
     c.logging_steps = 5;
     c.save_steps = 12;
     c.gradient_accumulation_steps = 2;
     c.precompute_ref_log_probs = true;
-    char a[512], b[512], err[1024], path[700];
-    path_in(a, sizeof a, "whole");
-    path_in(b, sizeof b, "resumed");
+    char a[512], b[512], err[1024], path[700], name[64];
+    snprintf(name, sizeof name, "%s-whole", tag);
+    path_in(a, sizeof a, name);
+    snprintf(name, sizeof name, "%s-resumed", tag);
+    path_in(b, sizeof b, name);
     TrainResult res;
-    CHECKF(run(&c, dpo_path(), a, false, &res, err, sizeof err) == TRAIN_OK, "%s", err);
-    CHECKF(run(&c, dpo_path(), b, false, &res, err, sizeof err) == TRAIN_OK, "%s", err);
+    CHECKF(run(&c, loss, a, false, &res, err, sizeof err) == TRAIN_OK, "%s", err);
+    CHECKF(run(&c, loss, b, false, &res, err, sizeof err) == TRAIN_OK, "%s", err);
     snprintf(path, sizeof path, "%s/checkpoint-24", b);
     CHECK(fsutil_remove_tree(path, err, sizeof err) == 0); /* `latest` now names nothing */
-    CHECKF(run(&c, dpo_path(), b, true, &res, err, sizeof err) == TRAIN_OK, "%s", err);
+    CHECKF(run(&c, loss, b, true, &res, err, sizeof err) == TRAIN_OK, "%s", err);
     CHECK(res.steps == 24);
     char *ma = metrics_text(a), *mb = metrics_text(b);
     CHECK(ma && mb && strlen(ma) > 500);
-    CHECKF(ma && mb && strcmp(ma, mb) == 0, "metrics differ:\n%s\nvs\n%s", ma ? ma : "",
+    CHECKF(ma && mb && strcmp(ma, mb) == 0, "%s: metrics differ:\n%s\nvs\n%s", tag, ma ? ma : "",
            mb ? mb : "");
     free(ma);
     free(mb);
@@ -198,11 +206,27 @@ static void test_resume_equals_uninterrupted(void)
     CHECK(same_file(pa, pb));
 }
 
+static void test_resume_equals_uninterrupted(void)
+{
+    Config c;
+    tiny_config(&c);
+    check_resume_equals_uninterrupted(&c, dpo_path(), "dpo");
+}
+
+/* A loss with state across steps (BCO's running mean of rewards): the state
+ * saved in the checkpoint is restored, so the resumed run still matches. */
+static void test_resume_restores_loss_state(void)
+{
+    Config c;
+    char err[512];
+    tiny_config(&c);
+    CHECKF(config_set_loss_param(&c, "running_mean", 1, err, sizeof err) == 0, "%s", err);
+    check_resume_equals_uninterrupted(&c, PREFRUN_SOURCE_ROOT "/losses/bco_pair.lua", "bco");
+}
+
 /* The same seed writes the same numbers, bit for bit, with one thread or
  * two (every reduction runs in a fixed order: static schedules, column-split
- * sums, blocked norms); another seed does not. The two-thread run is kept
- * short: in a process where libgomp spins (OMP_WAIT_POLICY unset; the CLI
- * sets it) its idle threads fight OpenBLAS's for the two cores. */
+ * sums, blocked norms); another seed does not. */
 static void test_same_seed_same_numbers(void)
 {
     Config c;
@@ -281,6 +305,35 @@ static void test_nan_skip_counts_the_batch(void)
     CHECK(res.steps == 6 && res.skipped_batches == 1);
     double skipped[4];
     CHECK(metric_series(dir, "skipped_batches", skipped, 4) >= 1 && skipped[0] == 1);
+}
+
+/* A finite loss whose gradient is NaN (d sqrt(x)/dx at 0 is inf, times 0)
+ * stops the run too, naming the step and the first tensor hit. */
+static void test_nan_gradient_stops(void)
+{
+    const char *path = write_script(
+        "nan_grad.lua", "return {\n"
+                        "  name = \"nan_grad\",\n"
+                        "  params = { beta = 0.1 },\n"
+                        "  loss = function(b, p)\n"
+                        "    local z = b.policy_chosen_logps - b.policy_rejected_logps\n"
+                        "    local l = -logsigmoid(p.beta * z)\n"
+                        "    if b.step == 2 then return l + sqrt(z * 0) end\n"
+                        "    return l\n"
+                        "  end,\n"
+                        "}\n");
+    Config c;
+    tiny_config(&c);
+    c.max_steps = 6;
+    char dir[512], err[1024];
+    path_in(dir, sizeof dir, "nan-grad");
+    TrainResult res;
+    CHECK(run(&c, path, dir, false, &res, err, sizeof err) == TRAIN_FAILED);
+    CHECKF(strstr(err, "gradient is not finite at step 3/6") &&
+               strstr(err, "first in wte.weight") && strstr(err, "NaN") &&
+               strstr(err, "before its first checkpoint"),
+           "%s", err);
+    CHECK(res.steps == 2);
 }
 
 /* A script error at b.step == 1 names the step and the script's line. */
@@ -377,8 +430,14 @@ static void test_clip_and_schedules(void)
     CHECK(lr_schedule_parse("Cosine", &k) != 0);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    (void)argc;
+    /* as the CLI does (cli_train.c): libgomp reads its wait policy once, at
+     * load, and its default spinning starves OpenBLAS's threads in the
+     * two-thread run; re-executing with a passive policy keeps it fast */
+    if (!getenv("OMP_WAIT_POLICY") && setenv("OMP_WAIT_POLICY", "passive", 1) == 0)
+        execv("/proc/self/exe", argv);
     snprintf(tmp_root, sizeof tmp_root, "/tmp/prefrun-test-train-XXXXXX");
     if (!mkdtemp(tmp_root)) {
         printf("Bail out! mkdtemp failed\n");
@@ -388,9 +447,11 @@ int main(void)
     RUN(test_clip_and_schedules);
     RUN(test_dpo_learns_toy_preferences);
     RUN(test_resume_equals_uninterrupted);
+    RUN(test_resume_restores_loss_state);
     RUN(test_same_seed_same_numbers);
     RUN(test_nan_stops_with_last_good_checkpoint);
     RUN(test_nan_skip_counts_the_batch);
+    RUN(test_nan_gradient_stops);
     RUN(test_script_error_names_step_and_line);
     RUN(test_unknown_loss_param_is_named);
     char err[256];

@@ -102,6 +102,8 @@ local function reductions()
   near(logsumexp(tensor({ 0, 0 })):item(), math.log(2), 1e-6, "logsumexp")
   list_near(softmax(tensor({ 0, 0 })), { 0.5, 0.5 }, "softmax")
   list_near(log_softmax(tensor({ 0, 0 })), { -math.log(2), -math.log(2) }, "log_softmax")
+  list_near(sort(tensor({ 3, 1, 2 })), { 1, 2, 3 }, "sort")
+  list_near(sort(tensor({ { 2, 1 }, { 0, 5 } }), 1), { { 0, 1 }, { 2, 5 } }, "sort along dim 1")
   list_near(logsumexp(m, 1), { math.log(math.exp(1) + math.exp(3)), math.log(math.exp(2) + math.exp(4)) }, "logsumexp over dim 1")
 end
 

@@ -1,0 +1,52 @@
+/*
+ * fitness.h — the task fitness: the one scalar the discovery loop maximises
+ * on the built-in task (registered as "task" in discover_fitness.c's table;
+ * the FitnessFn contract is in discover_fitness.h).
+ *
+ *     FitnessOptions fo = {.cfg = cfg, .steps = 0, .n_seeds = 2, .seeds = {1, 2},
+ *                          .work_dir = "out/work/g3-1"};
+ *     FitnessResult r;
+ *     fitness_evaluate("out/losses/cand.lua", &fo, &r, err, sizeof err);
+ *
+ * THE FITNESS. For each seed, the candidate trains the policy from the
+ * task's pretrained reference on the task's pairs (task_data.h's settings,
+ * opt->steps optimizer steps when > 0, else the task default) with the
+ * loss param beta = FITNESS_BETA when the loss declares a beta, and the
+ * trained policy is evaluated (eval.h: P = 64 held-out prompts x 4 samples,
+ * the sampling seed = the training seed). The seed's score is
+ *
+ *     reward - FITNESS_LAMBDA * KL
+ *
+ * with reward the policy's mean task reward (in [-1, 1]) and KL the
+ * sequence-level KL(policy || reference) in nats. The fitness is the mean
+ * over seeds. It is the KL-regularised objective that DPO's policy
+ * optimises in theory (E[r] - beta KL), with the coefficient fixed rather
+ * than tied to the loss's own beta, so a loss cannot buy reward with
+ * unbounded drift (the reference scores about 0; DPO at beta 0.1 with the
+ * default budget about +0.3): a loss wins by reaching higher reward at the
+ * same KL, which is the DiscoPOP paper's criterion read off one point
+ * instead of a whole beta sweep (one sweep costs one run per beta; the
+ * frontier command draws it). Measured seed-to-seed spread: README.
+ *
+ * Contract (discover_fitness.h): runs in-process, seeds one after another,
+ * no fork; writes only under opt->work_dir and removes what it wrote;
+ * deterministic in (loss file, options). The training settings come from
+ * the task (model, data, rate, steps); from opt->cfg it takes only threads,
+ * the sandbox limits and nan_policy. The task must be prepared: a first
+ * call builds it (minutes) unless `prefrun pretrain` ran before.
+ */
+#ifndef PREFRUN_FITNESS_H
+#define PREFRUN_FITNESS_H
+
+#include <stddef.h>
+
+#include "discover_fitness.h"
+
+#define FITNESS_BETA 0.1
+#define FITNESS_LAMBDA 0.01
+#define FITNESS_METRIC "reward-0.01*KL@beta0.1"
+
+int fitness_evaluate(const char *loss_path, const FitnessOptions *opt, FitnessResult *out,
+                     char *err, size_t errlen);
+
+#endif
