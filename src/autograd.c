@@ -82,8 +82,10 @@ int ag_backward(TensorCtx *ctx, Tensor *root, const float *seed)
         tensor_ctx_fail(ctx, TENSOR_ERR_META, "backward: a shape-only context has no gradients");
         return -1;
     }
-    if (root->ctx != ctx || root->tape_index >= ctx->n_tape || ctx->tape[root->tape_index] != root) {
-        tensor_ctx_fail(ctx, TENSOR_ERR_BACKWARD, "backward: the root is not a node of this context");
+    if (root->ctx != ctx || root->tape_index >= ctx->n_tape ||
+        ctx->tape[root->tape_index] != root) {
+        tensor_ctx_fail(ctx, TENSOR_ERR_BACKWARD,
+                        "backward: the root is not a node of this context");
         return -1;
     }
     if (!seed && root->size != 1) {

@@ -7,6 +7,7 @@
  * every shape are checked against the file's real size, and the tensors must
  * tile the data area exactly, before any byte of data is used.
  */
+#include "errmsg.h"
 #include "checkpoint.h"
 
 #include <ctype.h>
@@ -31,20 +32,6 @@
 
 /* the reference implementation's limit; a larger "length" is corruption */
 #define ST_MAX_HEADER (100u * 1000u * 1000u)
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static int64_t numel(int ndim, const int64_t *shape)
 {
@@ -77,18 +64,20 @@ static int check_entries(const char *path, const StEntry *e, int n, char *err, s
 {
     for (int i = 0; i < n; i++) {
         if (!e[i].name || !*e[i].name || !strcmp(e[i].name, "__metadata__"))
-            return fail(err, errlen, "%s: tensor %d has no usable name", path, i);
+            return err_fail(err, errlen, "%s: tensor %d has no usable name", path, i);
         if (e[i].ndim < 0 || e[i].ndim > TENSOR_MAX_DIMS)
-            return fail(err, errlen, "%s: tensor \"%s\" has %d dims, expected 0..%d", path,
-                        e[i].name, e[i].ndim, TENSOR_MAX_DIMS);
+            return err_fail(err, errlen, "%s: tensor \"%s\" has %d dims, expected 0..%d", path,
+                            e[i].name, e[i].ndim, TENSOR_MAX_DIMS);
         for (int d = 0; d < e[i].ndim; d++)
             if (e[i].shape[d] < 0)
-                return fail(err, errlen, "%s: tensor \"%s\" has a negative dim", path, e[i].name);
+                return err_fail(err, errlen, "%s: tensor \"%s\" has a negative dim", path,
+                                e[i].name);
         if (!e[i].data && numel(e[i].ndim, e[i].shape) > 0)
-            return fail(err, errlen, "%s: tensor \"%s\" has no data", path, e[i].name);
+            return err_fail(err, errlen, "%s: tensor \"%s\" has no data", path, e[i].name);
         for (int j = 0; j < i; j++)
             if (!strcmp(e[i].name, e[j].name))
-                return fail(err, errlen, "%s: tensor name \"%s\" appears twice", path, e[i].name);
+                return err_fail(err, errlen, "%s: tensor name \"%s\" appears twice", path,
+                                e[i].name);
     }
     return 0;
 }
@@ -149,10 +138,10 @@ int st_save(const char *path, const StEntry *e, int n, const char *const *meta, 
     size_t hlen;
     char *header = build_header(e, n, meta, &hlen);
     if (!header)
-        return fail(err, errlen,
-                    "cannot write %s: out of memory, or a metadata string that is "
-                    "not UTF-8",
-                    path);
+        return err_fail(err, errlen,
+                        "cannot write %s: out of memory, or a metadata string that is "
+                        "not UTF-8",
+                        path);
     FsAtomic *f = fsutil_atomic_open(path, err, errlen);
     if (!f) {
         free(header);
@@ -227,22 +216,23 @@ void st_close(StFile *f)
 static int parse_metadata(StFile *f, json_t *m, char *err, size_t errlen)
 {
     if (!json_is_object(m))
-        return fail(err, errlen, "%s: bad header: \"__metadata__\" is not an object", f->path);
+        return err_fail(err, errlen, "%s: bad header: \"__metadata__\" is not an object", f->path);
     size_t n = json_object_size(m);
     f->meta_keys = calloc(n ? n : 1, sizeof(char *));
     f->meta_values = calloc(n ? n : 1, sizeof(char *));
     if (!f->meta_keys || !f->meta_values)
-        return fail(err, errlen, "%s: out of memory", f->path);
+        return err_fail(err, errlen, "%s: out of memory", f->path);
     const char *k;
     json_t *v;
     json_object_foreach(m, k, v)
     {
         if (!json_is_string(v))
-            return fail(err, errlen, "%s: bad header: metadata \"%s\" is not a string", f->path, k);
+            return err_fail(err, errlen, "%s: bad header: metadata \"%s\" is not a string", f->path,
+                            k);
         f->meta_keys[f->n_meta] = strdup(k);
         f->meta_values[f->n_meta] = strdup(json_string_value(v));
         if (!f->meta_keys[f->n_meta++] || !f->meta_values[f->n_meta - 1])
-            return fail(err, errlen, "%s: out of memory", f->path);
+            return err_fail(err, errlen, "%s: out of memory", f->path);
     }
     return 0;
 }
@@ -261,21 +251,21 @@ static int parse_tensor(StFile *f, const char *name, json_t *info, StTensorInfo 
 {
     const char *p = f->path;
     if (!json_is_object(info))
-        return fail(err, errlen, "%s: bad header: tensor \"%s\" is not an object", p, name);
+        return err_fail(err, errlen, "%s: bad header: tensor \"%s\" is not an object", p, name);
     json_t *dt = json_object_get(info, "dtype"), *sh = json_object_get(info, "shape");
     json_t *off = json_object_get(info, "data_offsets");
     if (!json_is_string(dt) || !dtype_bytes(json_string_value(dt)))
-        return fail(err, errlen, "%s: bad header: tensor \"%s\" has %s dtype", p, name,
-                    dt ? "an unknown" : "no");
+        return err_fail(err, errlen, "%s: bad header: tensor \"%s\" has %s dtype", p, name,
+                        dt ? "an unknown" : "no");
     if (!json_is_array(sh) || json_array_size(sh) > TENSOR_MAX_DIMS)
-        return fail(err, errlen,
-                    "%s: bad header: tensor \"%s\": shape is %s, expected a list of "
-                    "at most %d sizes",
-                    p, name, sh ? "malformed" : "missing", TENSOR_MAX_DIMS);
+        return err_fail(err, errlen,
+                        "%s: bad header: tensor \"%s\": shape is %s, expected a list of "
+                        "at most %d sizes",
+                        p, name, sh ? "malformed" : "missing", TENSOR_MAX_DIMS);
     if (!json_is_array(off) || json_array_size(off) != 2 ||
         !get_u64(json_array_get(off, 0), &t->begin) || !get_u64(json_array_get(off, 1), &t->end))
-        return fail(err, errlen, "%s: bad header: tensor \"%s\": data_offsets is not [begin, end]",
-                    p, name);
+        return err_fail(err, errlen,
+                        "%s: bad header: tensor \"%s\": data_offsets is not [begin, end]", p, name);
     snprintf(t->dtype, sizeof t->dtype, "%s", json_string_value(dt));
     t->ndim = (int)json_array_size(sh);
     uint64_t count = 1;
@@ -283,23 +273,24 @@ static int parse_tensor(StFile *f, const char *name, json_t *info, StTensorInfo 
         uint64_t s;
         if (!get_u64(json_array_get(sh, (size_t)d), &s) || s > (uint64_t)INT32_MAX ||
             (s && count > UINT64_MAX / 16 / s))
-            return fail(err, errlen, "%s: bad header: tensor \"%s\": shape entry %d is invalid", p,
-                        name, d);
+            return err_fail(err, errlen, "%s: bad header: tensor \"%s\": shape entry %d is invalid",
+                            p, name, d);
         t->shape[d] = (int64_t)s;
         count *= s;
     }
     if (t->begin > t->end || t->end > f->data_len)
-        return fail(err, errlen,
-                    "%s: tensor \"%s\": data_offsets [%" PRIu64 ", %" PRIu64 "] out of range "
-                    "(data is %" PRIu64 " bytes; file truncated?)",
-                    p, name, t->begin, t->end, f->data_len);
+        return err_fail(err, errlen,
+                        "%s: tensor \"%s\": data_offsets [%" PRIu64 ", %" PRIu64 "] out of range "
+                        "(data is %" PRIu64 " bytes; file truncated?)",
+                        p, name, t->begin, t->end, f->data_len);
     if (t->end - t->begin != count * (uint64_t)dtype_bytes(t->dtype))
-        return fail(err, errlen,
-                    "%s: tensor \"%s\": data_offsets span %" PRIu64 " bytes, its shape and dtype "
-                    "need %" PRIu64,
-                    p, name, t->end - t->begin, count * (uint64_t)dtype_bytes(t->dtype));
+        return err_fail(err, errlen,
+                        "%s: tensor \"%s\": data_offsets span %" PRIu64
+                        " bytes, its shape and dtype "
+                        "need %" PRIu64,
+                        p, name, t->end - t->begin, count * (uint64_t)dtype_bytes(t->dtype));
     t->name = strdup(name);
-    return t->name ? 0 : fail(err, errlen, "%s: out of memory", p);
+    return t->name ? 0 : err_fail(err, errlen, "%s: out of memory", p);
 }
 
 static int by_begin(const void *a, const void *b)
@@ -316,33 +307,34 @@ static int check_tiling(const StFile *f, char *err, size_t errlen)
     uint64_t at = 0;
     for (int i = 0; i < f->n; i++) {
         if (f->t[i].begin != at)
-            return fail(err, errlen,
-                        "%s: tensor \"%s\" starts at byte %" PRIu64 " of the data, "
-                        "expected %" PRIu64 " (%s)",
-                        f->path, f->t[i].name, f->t[i].begin, at,
-                        f->t[i].begin > at ? "a hole" : "overlapping tensors");
+            return err_fail(err, errlen,
+                            "%s: tensor \"%s\" starts at byte %" PRIu64 " of the data, "
+                            "expected %" PRIu64 " (%s)",
+                            f->path, f->t[i].name, f->t[i].begin, at,
+                            f->t[i].begin > at ? "a hole" : "overlapping tensors");
         at = f->t[i].end;
     }
     if (at != f->data_len)
-        return fail(err, errlen, "%s: %" PRIu64 " bytes of data after the last tensor", f->path,
-                    f->data_len - at);
+        return err_fail(err, errlen, "%s: %" PRIu64 " bytes of data after the last tensor", f->path,
+                        f->data_len - at);
     return 0;
 }
 
 static int parse_header(StFile *f, const char *h, size_t hlen, char *err, size_t errlen)
 {
     if (hlen == 0 || h[0] != '{')
-        return fail(err, errlen, "%s: bad header: does not start with '{'", f->path);
+        return err_fail(err, errlen, "%s: bad header: does not start with '{'", f->path);
     json_error_t jerr;
     json_t *root = json_loadb(h, hlen, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
-        return fail(err, errlen, "%s: bad header: invalid JSON at byte %d: %s", f->path,
-                    jerr.position, jerr.text);
-    int rc = json_is_object(root) ? 0 : fail(err, errlen, "%s: bad header: not an object", f->path);
+        return err_fail(err, errlen, "%s: bad header: invalid JSON at byte %d: %s", f->path,
+                        jerr.position, jerr.text);
+    int rc =
+        json_is_object(root) ? 0 : err_fail(err, errlen, "%s: bad header: not an object", f->path);
     size_t n = json_object_size(root);
     f->t = calloc(n ? n : 1, sizeof *f->t);
     if (!rc && !f->t)
-        rc = fail(err, errlen, "%s: out of memory", f->path);
+        rc = err_fail(err, errlen, "%s: out of memory", f->path);
     const char *name;
     json_t *v;
     json_object_foreach(root, name, v)
@@ -366,7 +358,7 @@ StFile *st_open(const char *path, char *err, size_t errlen)
     StFile *f = calloc(1, sizeof *f);
     if (!f || !(f->path = strdup(path))) {
         free(f);
-        fail(err, errlen, "%s: out of memory", path);
+        err_fail(err, errlen, "%s: out of memory", path);
         return NULL;
     }
     if (fsutil_read_file(path, &f->buf, &f->size, err, errlen)) {
@@ -376,22 +368,22 @@ StFile *st_open(const char *path, char *err, size_t errlen)
     uint64_t hlen = 0;
     int rc = 0;
     if (f->size < 8)
-        rc = fail(err, errlen,
-                  "%s: truncated: %zu bytes, a safetensors file starts with an "
-                  "8-byte header length",
-                  path, f->size);
+        rc = err_fail(err, errlen,
+                      "%s: truncated: %zu bytes, a safetensors file starts with an "
+                      "8-byte header length",
+                      path, f->size);
     if (!rc) {
         memcpy(&hlen, f->buf, 8);
         if (hlen > ST_MAX_HEADER)
-            rc = fail(err, errlen,
-                      "%s: bad header length %" PRIu64 " (over the %u-byte limit; "
-                      "not a safetensors file?)",
-                      path, hlen, ST_MAX_HEADER);
+            rc = err_fail(err, errlen,
+                          "%s: bad header length %" PRIu64 " (over the %u-byte limit; "
+                          "not a safetensors file?)",
+                          path, hlen, ST_MAX_HEADER);
         else if (hlen > f->size - 8)
-            rc = fail(err, errlen,
-                      "%s: truncated: header length %" PRIu64 " but only %zu bytes "
-                      "follow",
-                      path, hlen, f->size - 8);
+            rc = err_fail(err, errlen,
+                          "%s: truncated: header length %" PRIu64 " but only %zu bytes "
+                          "follow",
+                          path, hlen, f->size - 8);
     }
     if (!rc) {
         f->data = f->buf + 8 + hlen;
@@ -443,10 +435,10 @@ int st_read(const StFile *f, const StEntry *e, char *err, size_t errlen)
 {
     const StTensorInfo *t = find(f, e->name);
     if (!t)
-        return fail(err, errlen, "%s: no tensor \"%s\"", f->path, e->name);
+        return err_fail(err, errlen, "%s: no tensor \"%s\"", f->path, e->name);
     if (strcmp(t->dtype, "F32"))
-        return fail(err, errlen, "%s: tensor \"%s\" has dtype %s, expected F32", f->path, e->name,
-                    t->dtype);
+        return err_fail(err, errlen, "%s: tensor \"%s\" has dtype %s, expected F32", f->path,
+                        e->name, t->dtype);
     bool same = t->ndim == e->ndim;
     for (int d = 0; same && d < t->ndim; d++)
         same = t->shape[d] == e->shape[d];
@@ -454,8 +446,8 @@ int st_read(const StFile *f, const StEntry *e, char *err, size_t errlen)
         char got[96], want[96];
         shape_str(t->ndim, t->shape, got, sizeof got);
         shape_str(e->ndim, e->shape, want, sizeof want);
-        return fail(err, errlen, "%s: tensor \"%s\" has shape %s, expected %s", f->path, e->name,
-                    got, want);
+        return err_fail(err, errlen, "%s: tensor \"%s\" has shape %s, expected %s", f->path,
+                        e->name, got, want);
     }
     memcpy(e->data, f->data + t->begin, (size_t)(t->end - t->begin)); /* may be unaligned */
     return 0;
@@ -471,8 +463,8 @@ int st_read_all(const StFile *f, const StEntry *e, int n, bool strict, char *err
         for (int i = 0; i < n && !wanted; i++)
             wanted = !strcmp(e[i].name, f->t[j].name);
         if (!wanted)
-            return fail(err, errlen, "%s: holds tensor \"%s\", which is not expected here", f->path,
-                        f->t[j].name);
+            return err_fail(err, errlen, "%s: holds tensor \"%s\", which is not expected here",
+                            f->path, f->t[j].name);
     }
     return 0;
 }
@@ -549,7 +541,7 @@ int ckpt_state_save(const char *path, const TrainerState *s, char *err, size_t e
     char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(root);
     if (!text)
-        return fail(err, errlen, "cannot write %s: out of memory", path);
+        return err_fail(err, errlen, "cannot write %s: out of memory", path);
     size_t n = strlen(text);
     FsAtomic *f = fsutil_atomic_open(path, err, errlen);
     int rc = -1;
@@ -567,8 +559,8 @@ static int get_int_field(const json_t *root, const char *key, int64_t *out, cons
 {
     const json_t *v = json_object_get(root, key);
     if (!json_is_integer(v))
-        return fail(err, errlen, "%s: field \"%s\" is %s, expected an integer", path, key,
-                    v ? "not an integer" : "missing");
+        return err_fail(err, errlen, "%s: field \"%s\" is %s, expected an integer", path, key,
+                        v ? "not an integer" : "missing");
     *out = json_integer_value(v);
     return 0;
 }
@@ -577,7 +569,7 @@ static int parse_state(const json_t *root, TrainerState *s, const char *path, ch
                        size_t errlen)
 {
     if (!json_is_object(root))
-        return fail(err, errlen, "%s: expected a JSON object", path);
+        return err_fail(err, errlen, "%s: expected a JSON object", path);
     if (get_int_field(root, "step", &s->step, path, err, errlen) ||
         get_int_field(root, "epoch", &s->epoch, path, err, errlen) ||
         get_int_field(root, "epoch_pos", &s->epoch_pos, path, err, errlen) ||
@@ -591,19 +583,20 @@ static int parse_state(const json_t *root, TrainerState *s, const char *path, ch
         if (h)
             s->rng[i] = strtoull(h, &end, 16);
         if (!json_is_array(rng) || json_array_size(rng) != 4 || !h || !*h || *end)
-            return fail(err, errlen, "%s: field \"rng\" is not a list of 4 hex strings", path);
+            return err_fail(err, errlen, "%s: field \"rng\" is not a list of 4 hex strings", path);
     }
     const json_t *values = json_object_get(root, "values"), *v;
     const char *name;
     if (values && !json_is_object(values))
-        return fail(err, errlen, "%s: field \"values\" is not an object", path);
+        return err_fail(err, errlen, "%s: field \"values\" is not an object", path);
     json_object_foreach((json_t *)values, name, v)
     {
         double x;
         if (number_from_json(v, &x))
-            return fail(err, errlen, "%s: value \"%s\" is not a number", path, name);
+            return err_fail(err, errlen, "%s: value \"%s\" is not a number", path, name);
         if (ckpt_state_set(s, name, x))
-            return fail(err, errlen, "%s: too many values, or name \"%s\" too long", path, name);
+            return err_fail(err, errlen, "%s: too many values, or name \"%s\" too long", path,
+                            name);
     }
     return 0;
 }
@@ -619,7 +612,7 @@ int ckpt_state_load(const char *path, TrainerState *s, char *err, size_t errlen)
     json_t *root = json_loadb(text, len, 0, &jerr);
     free(text);
     if (!root)
-        return fail(err, errlen, "%s:%d: invalid JSON: %s", path, jerr.line, jerr.text);
+        return err_fail(err, errlen, "%s:%d: invalid JSON: %s", path, jerr.line, jerr.text);
     int rc = parse_state(root, s, path, err, errlen);
     json_decref(root);
     return rc;
@@ -665,7 +658,7 @@ static int list_checkpoints(const char *run_dir, int64_t **steps, int *n, char *
     *n = 0;
     DIR *d = opendir(run_dir);
     if (!d)
-        return fail(err, errlen, "cannot open %s: %s", run_dir, strerror(errno));
+        return err_fail(err, errlen, "cannot open %s: %s", run_dir, strerror(errno));
     int cap = 0;
     struct dirent *de;
     while ((de = readdir(d))) {
@@ -679,7 +672,7 @@ static int list_checkpoints(const char *run_dir, int64_t **steps, int *n, char *
                 closedir(d);
                 free(*steps);
                 *steps = NULL;
-                return fail(err, errlen, "out of memory");
+                return err_fail(err, errlen, "out of memory");
             }
             *steps = ns;
         }
@@ -715,7 +708,7 @@ static int clean_hidden(const char *run_dir, char *err, size_t errlen)
 {
     DIR *d = opendir(run_dir);
     if (!d)
-        return fail(err, errlen, "cannot open %s: %s", run_dir, strerror(errno));
+        return err_fail(err, errlen, "cannot open %s: %s", run_dir, strerror(errno));
     struct dirent *de;
     int rc = 0;
     while (!rc && (de = readdir(d))) {
@@ -733,13 +726,13 @@ int ckpt_begin(const char *run_dir, int64_t step, char *dir, size_t dirlen, char
                size_t errlen)
 {
     if (step < 0)
-        return fail(err, errlen, "checkpoint step %lld is negative", (long long)step);
+        return err_fail(err, errlen, "checkpoint step %lld is negative", (long long)step);
     if (fsutil_mkdirs(run_dir, err, errlen) || clean_hidden(run_dir, err, errlen))
         return -1;
     char p[PATH_MAX];
     partial_path(p, sizeof p, run_dir, step);
     if (strlen(p) + 32 >= dirlen || strlen(p) + 32 >= sizeof p)
-        return fail(err, errlen, "%s: path too long", run_dir);
+        return err_fail(err, errlen, "%s: path too long", run_dir);
     if (fsutil_mkdirs(p, err, errlen))
         return -1;
     snprintf(dir, dirlen, "%s", p);
@@ -754,7 +747,8 @@ static int publish(const char *partial, const char *final, const char *run_dir, 
 {
     if (!fsutil_is_dir(final)) {
         if (rename(partial, final) != 0)
-            return fail(err, errlen, "cannot rename %s to %s: %s", partial, final, strerror(errno));
+            return err_fail(err, errlen, "cannot rename %s to %s: %s", partial, final,
+                            strerror(errno));
         return 0;
     }
     if (renameat2(AT_FDCWD, partial, AT_FDCWD, final, RENAME_EXCHANGE) == 0)
@@ -764,7 +758,7 @@ static int publish(const char *partial, const char *final, const char *run_dir, 
     if (fsutil_remove_tree(old, err, errlen))
         return -1;
     if (rename(final, old) != 0 || rename(partial, final) != 0)
-        return fail(err, errlen, "cannot replace %s: %s", final, strerror(errno));
+        return err_fail(err, errlen, "cannot replace %s: %s", final, strerror(errno));
     return fsutil_remove_tree(old, err, errlen);
 }
 
@@ -773,12 +767,12 @@ int ckpt_commit(const char *run_dir, int64_t step, int keep_last, char *err, siz
     char partial[PATH_MAX], final[PATH_MAX], p[PATH_MAX + 32];
     partial_path(partial, sizeof partial, run_dir, step);
     if (ckpt_path(final, sizeof final, run_dir, step, NULL))
-        return fail(err, errlen, "%s: path too long", run_dir);
+        return err_fail(err, errlen, "%s: path too long", run_dir);
     const char *need[] = {CKPT_MODEL_FILE, CKPT_STATE_FILE};
     for (int i = 0; i < 2; i++) {
         snprintf(p, sizeof p, "%s/%s", partial, need[i]);
         if (!fsutil_exists(p))
-            return fail(err, errlen, "checkpoint %s is incomplete: no %s", partial, need[i]);
+            return err_fail(err, errlen, "checkpoint %s is incomplete: no %s", partial, need[i]);
     }
     if (fsutil_fsync_dir(partial, err, errlen) ||
         publish(partial, final, run_dir, step, err, errlen) ||
@@ -796,7 +790,7 @@ int ckpt_find_latest(const char *run_dir, char *dir, size_t dirlen, int64_t *ste
                      size_t errlen)
 {
     if (!fsutil_is_dir(run_dir)) {
-        fail(err, errlen, "%s: no such run directory", run_dir);
+        err_fail(err, errlen, "%s: no such run directory", run_dir);
         return 1;
     }
     int64_t s = read_latest(run_dir);
@@ -809,11 +803,11 @@ int ckpt_find_latest(const char *run_dir, char *dir, size_t dirlen, int64_t *ste
         free(steps);
     }
     if (s < 0) {
-        fail(err, errlen, "%s: no complete checkpoint", run_dir);
+        err_fail(err, errlen, "%s: no complete checkpoint", run_dir);
         return 1;
     }
     if (ckpt_path(dir, dirlen, run_dir, s, NULL))
-        return fail(err, errlen, "%s: path too long", run_dir);
+        return err_fail(err, errlen, "%s: path too long", run_dir);
     *step = s;
     return 0;
 }
@@ -834,7 +828,7 @@ int ckpt_prune(const char *run_dir, int keep_last, char *err, size_t errlen)
         snprintf(to, sizeof to, "%s/.checkpoint-%lld.deleting", run_dir, (long long)steps[i]);
         /* hide it first, so a crash mid-removal never leaves a half checkpoint in view */
         if (rename(from, to) != 0)
-            rc = fail(err, errlen, "cannot remove %s: %s", from, strerror(errno));
+            rc = err_fail(err, errlen, "cannot remove %s: %s", from, strerror(errno));
         else
             rc = fsutil_remove_tree(to, err, errlen);
     }

@@ -15,34 +15,42 @@ void cli_train_reexec_passive(void); /* cli_train.c: OMP_WAIT_POLICY=passive */
 
 static void usage(FILE *f)
 {
-    PretrainOptions d;
-    pretrain_defaults(&d);
-    fprintf(f,
-            "usage: prefrun pretrain [--cache DIR] [--force] [--seed S] [--steps N] [options]\n\n"
-            "Pretrains the built-in task's reference model (cross-entropy on the task's\n"
-            "reviews), samples its preference pairs, caches both, and prints the\n"
-            "reference's path. Later runs (and `prefrun train` without --data) reuse the\n"
-            "cache, keyed by task version, seed, model and budget.\n"
-            "Cache: --cache, else $PREFRUN_CACHE, else $XDG_CACHE_HOME/prefrun, else\n"
-            "~/.cache/prefrun.\n\n"
-            "options:\n"
-            "  --cache DIR      cache root\n"
-            "  --force          rebuild the reference and pairs even when cached\n"
-            "  --seed S         task seed: corpus, prompts, pairs (default %llu)\n"
-            "  --steps N        optimizer steps (default %lld)\n"
-            "  --docs N         corpus documents (default %lld)\n"
-            "  --batch B        documents per step (default %d)\n"
-            "  --lr LR          peak learning rate (default %g)\n"
-            "  --width C --layers L --heads H --context T\n"
-            "                   model shape (default %d, %d, %d, %d)\n"
-            "  --threads N      threads (default: all cores)\n"
-            "  --quiet          no progress output\n"
-            "  -h, --help       this text\n\n"
-            "examples:\n"
-            "  prefrun pretrain\n"
-            "  prefrun pretrain --cache /tmp/prefrun-cache --steps 200 --width 32 --layers 1\n",
-            (unsigned long long)d.seed, (long long)d.steps, (long long)d.docs, d.batch, d.lr,
-            d.model.width, d.model.layers, d.model.heads, d.model.context);
+    TaskPrepareOptions t;
+    task_prepare_defaults(&t);
+    const PretrainOptions d = t.pretrain;
+    fprintf(
+        f,
+        "usage: prefrun pretrain [--cache DIR] [--force] [--seed S] [--steps N] [options]\n\n"
+        "Pretrains the built-in task's reference model (cross-entropy on the task's\n"
+        "reviews), samples its preference pairs, caches both, and prints the\n"
+        "reference's path. Later runs (and `prefrun train` without --data) reuse the\n"
+        "cache, keyed by task version, seed, model and budget.\n"
+        "Cache: --cache, else $PREFRUN_CACHE, else $XDG_CACHE_HOME/prefrun, else\n"
+        "~/.cache/prefrun.\n\n"
+        "options:\n"
+        "  --cache DIR      cache root\n"
+        "  --force          rebuild the reference and pairs even when cached\n"
+        "  --seed S         task seed: corpus, prompts, pairs (default %llu)\n"
+        "  --steps N        optimizer steps (default %lld)\n"
+        "  --docs N         corpus documents (default %lld)\n"
+        "  --batch B        documents per step (default %d)\n"
+        "  --lr LR          peak learning rate (default %g)\n"
+        "  --width C --layers L --heads H --context T\n"
+        "                   model shape (default %d, %d, %d, %d)\n"
+        "  --threads N      threads (default: all cores)\n"
+        "  --k K            reference completions per prompt (default %d)\n"
+        "  --train-prompts N, --eval-prompts N\n"
+        "                   prompts the pairs come from (default %d, %d)\n"
+        "  --bt-temp T      Bradley-Terry label noise: the higher-reward completion is\n"
+        "                   chosen with probability sigmoid(dr / T) (default 0: always)\n"
+        "  --quiet          no progress output\n"
+        "  -h, --help       this text\n\n"
+        "examples:\n"
+        "  prefrun pretrain\n"
+        "  prefrun pretrain --cache /tmp/prefrun-cache --steps 200 --width 32 --layers 1\n"
+        "  prefrun pretrain --bt-temp 0.5   # noisy labels, in a pairs directory of their own\n",
+        (unsigned long long)d.seed, (long long)d.steps, (long long)d.docs, d.batch, d.lr,
+        d.model.width, d.model.layers, d.model.heads, d.model.context, t.k, t.n_train, t.n_eval);
 }
 
 typedef struct PretrainArgs {
@@ -60,8 +68,16 @@ static int parse_shape(int c, PretrainArgs *a)
         return cli_opt_int("pretrain", "--layers", optarg, 1, 256, &g->layers);
     case 'H':
         return cli_opt_int("pretrain", "--heads", optarg, 1, 1 << 10, &g->heads);
-    default:
+    case 'T':
         return cli_opt_int("pretrain", "--context", optarg, 2, 1 << 14, &g->context);
+    case 'k':
+        return cli_opt_int("pretrain", "--k", optarg, 2, 64, &a->t.k);
+    case 'p':
+        return cli_opt_int("pretrain", "--train-prompts", optarg, 1, 1 << 16, &a->t.n_train);
+    case 'e':
+        return cli_opt_int("pretrain", "--eval-prompts", optarg, 1, 1 << 16, &a->t.n_eval);
+    default:
+        return cli_opt_double("pretrain", "--bt-temp", optarg, 0, 1e6, &a->t.bt_temp);
     }
 }
 
@@ -116,6 +132,10 @@ static int parse(int argc, char **argv, PretrainArgs *a)
         {"context", required_argument, NULL, 'T'},
         {"threads", required_argument, NULL, 't'},
         {"quiet", no_argument, NULL, 'q'},
+        {"k", required_argument, NULL, 'k'},
+        {"train-prompts", required_argument, NULL, 'p'},
+        {"eval-prompts", required_argument, NULL, 'e'},
+        {"bt-temp", required_argument, NULL, 'B'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -156,10 +176,10 @@ static int run(PretrainArgs *a)
     }
     if (!a->t.quiet)
         fprintf(stderr,
-                "prefrun pretrain: reference %s (%lld steps, validation loss %.4f "
-                "nats/token%s)\nprefrun pretrain: pairs %s, held-out %s\n",
-                r.cached ? "cached" : "built", (long long)r.steps, r.val_loss,
-                r.cached ? "" : ", new", assets.train_file, assets.eval_file);
+                "prefrun pretrain: reference %s (%lld steps in %.0f s, validation loss %.4f "
+                "nats/token)\nprefrun pretrain: pairs %s\nprefrun pretrain: held-out pairs %s\n",
+                r.cached ? "found in the cache" : "built", (long long)r.steps, r.seconds,
+                r.val_loss, assets.train_file, assets.eval_file);
     printf("%s\n", assets.reference);
     return EXIT_OK;
 }

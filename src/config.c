@@ -8,6 +8,7 @@
  * is handled everywhere. Defaults live in config_defaults, each with its
  * source (TRL DPOConfig / HF TrainingArguments, or "prefrun" and why).
  */
+#include "errmsg.h"
 #include "config.h"
 
 #include <ctype.h>
@@ -22,20 +23,6 @@
 
 #include "data.h"
 #include "fsutil.h"
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 void config_defaults(Config *cfg)
 {
@@ -298,8 +285,8 @@ static int apply_key(Config *cfg, const Key *k, Scalar v, const char *where, cha
         break;
     case KEY_STRING:
         if (strlen(v.text) >= CONFIG_PATH_LEN)
-            return fail(err, errlen, "%s: key \"%s\": value is longer than %d bytes", where,
-                        k->name, CONFIG_PATH_LEN - 1);
+            return err_fail(err, errlen, "%s: key \"%s\": value is longer than %d bytes", where,
+                            k->name, CONFIG_PATH_LEN - 1);
         snprintf(field, CONFIG_PATH_LEN, "%s", is_null(v) ? "" : v.text);
         break;
     case KEY_SCHEDULE:
@@ -318,10 +305,10 @@ static int apply_key(Config *cfg, const Key *k, Scalar v, const char *where, cha
     bool numeric = k->type == KEY_INT || k->type == KEY_I64 || k->type == KEY_DOUBLE;
     bool typed = (k->type == KEY_DOUBLE) ? !parse_double(v, &d) : !parse_int(v, &i);
     if (numeric && typed) /* the right type, out of range */
-        return fail(err, errlen, "%s: key \"%s\": %s is out of range [%g, %g]", where, k->name,
-                    v.text, k->lo, k->hi);
-    return fail(err, errlen, "%s: key \"%s\": expected %s, got %s\"%s\"", where, k->name,
-                type_name(k->type), v.quoted ? "the quoted string " : "", v.text);
+        return err_fail(err, errlen, "%s: key \"%s\": %s is out of range [%g, %g]", where, k->name,
+                        v.text, k->lo, k->hi);
+    return err_fail(err, errlen, "%s: key \"%s\": expected %s, got %s\"%s\"", where, k->name,
+                    type_name(k->type), v.quoted ? "the quoted string " : "", v.text);
 }
 
 /* ---- loss params ---- */
@@ -339,8 +326,8 @@ static bool valid_param_name(const char *s)
 int config_set_loss_param(Config *cfg, const char *name, double value, char *err, size_t errlen)
 {
     if (!valid_param_name(name))
-        return fail(err, errlen, "loss param \"%s\": expected a name of letters, digits and _",
-                    name);
+        return err_fail(err, errlen, "loss param \"%s\": expected a name of letters, digits and _",
+                        name);
     for (int i = 0; i < cfg->n_loss_params; i++) {
         if (!strcmp(cfg->loss_params[i].name, name)) {
             cfg->loss_params[i].value = value;
@@ -348,8 +335,8 @@ int config_set_loss_param(Config *cfg, const char *name, double value, char *err
         }
     }
     if (cfg->n_loss_params == CONFIG_MAX_LOSS_PARAMS)
-        return fail(err, errlen, "loss param \"%s\": more than %d loss params", name,
-                    CONFIG_MAX_LOSS_PARAMS);
+        return err_fail(err, errlen, "loss param \"%s\": more than %d loss params", name,
+                        CONFIG_MAX_LOSS_PARAMS);
     ConfigLossParam *p = &cfg->loss_params[cfg->n_loss_params++];
     snprintf(p->name, sizeof p->name, "%s", name);
     p->value = value;
@@ -369,14 +356,15 @@ static int apply_loss_param(Config *cfg, const char *name, Scalar v, const char 
 {
     double d;
     if (!valid_param_name(name))
-        return fail(err, errlen, "%s: loss param \"%s\": expected a name of letters, digits and _",
-                    where, name);
+        return err_fail(err, errlen,
+                        "%s: loss param \"%s\": expected a name of letters, digits and _", where,
+                        name);
     if (parse_double(v, &d))
-        return fail(err, errlen, "%s: loss param \"%s\": expected a number, got %s\"%s\"", where,
-                    name, v.quoted ? "the quoted string " : "", v.text);
+        return err_fail(err, errlen, "%s: loss param \"%s\": expected a number, got %s\"%s\"",
+                        where, name, v.quoted ? "the quoted string " : "", v.text);
     char msg[256];
     if (config_set_loss_param(cfg, name, d, msg, sizeof msg))
-        return fail(err, errlen, "%s: %s", where, msg);
+        return err_fail(err, errlen, "%s: %s", where, msg);
     return 0;
 }
 
@@ -403,17 +391,18 @@ static int mark_seen(Loader *ld, const char *key, int line)
 {
     for (int i = 0; i < ld->n_seen; i++)
         if (!strcmp(ld->seen[i], key))
-            return fail(ld->err, ld->errlen, "%s:%d: duplicate key \"%s\"", ld->name, line, key);
+            return err_fail(ld->err, ld->errlen, "%s:%d: duplicate key \"%s\"", ld->name, line,
+                            key);
     if (ld->n_seen == ld->cap_seen) {
         int cap = ld->cap_seen ? ld->cap_seen * 2 : 32;
         char **s = realloc(ld->seen, (size_t)cap * sizeof *s);
         if (!s)
-            return fail(ld->err, ld->errlen, "%s: out of memory", ld->name);
+            return err_fail(ld->err, ld->errlen, "%s: out of memory", ld->name);
         ld->seen = s;
         ld->cap_seen = cap;
     }
     if (!(ld->seen[ld->n_seen] = strdup(key)))
-        return fail(ld->err, ld->errlen, "%s: out of memory", ld->name);
+        return err_fail(ld->err, ld->errlen, "%s: out of memory", ld->name);
     ld->n_seen++;
     return 0;
 }
@@ -429,10 +418,10 @@ static int load_scalar(Loader *ld, const char *key, const yaml_node_t *val, int 
         return apply_loss_param(ld->cfg, key + 5, v, where, ld->err, ld->errlen);
     const Key *k = find_key(key);
     if (!k)
-        return fail(ld->err, ld->errlen,
-                    "%s:%d: unknown key \"%s\" (the keys are listed by `prefrun train --help`; "
-                    "loss params go under `loss:`)",
-                    ld->name, line, key);
+        return err_fail(ld->err, ld->errlen,
+                        "%s:%d: unknown key \"%s\" (the keys are listed by `prefrun train --help`; "
+                        "loss params go under `loss:`)",
+                        ld->name, line, key);
     return apply_key(ld->cfg, k, v, where, ld->err, ld->errlen);
 }
 
@@ -444,12 +433,12 @@ static int load_mapping(Loader *ld, const yaml_node_t *map, const char *prefix)
         yaml_node_t *vn = yaml_document_get_node(ld->doc, p->value);
         int line = (int)kn->start_mark.line + 1;
         if (kn->type != YAML_SCALAR_NODE)
-            return fail(ld->err, ld->errlen, "%s:%d: a key is %s, expected a name", ld->name, line,
-                        node_kind(kn));
+            return err_fail(ld->err, ld->errlen, "%s:%d: a key is %s, expected a name", ld->name,
+                            line, node_kind(kn));
         char key[CONFIG_PATH_LEN];
         if (snprintf(key, sizeof key, "%s%s", prefix, (const char *)kn->data.scalar.value) >=
             (int)sizeof key - 1) /* room for the "." of a nested mapping */
-            return fail(ld->err, ld->errlen, "%s:%d: key too long", ld->name, line);
+            return err_fail(ld->err, ld->errlen, "%s:%d: key too long", ld->name, line);
         if (mark_seen(ld, key, line))
             return -1;
         int rc;
@@ -458,8 +447,9 @@ static int load_mapping(Loader *ld, const yaml_node_t *map, const char *prefix)
             rc = load_mapping(ld, vn, key);
         } else if (vn->type == YAML_SEQUENCE_NODE) {
             const Key *k = find_key(key);
-            rc = fail(ld->err, ld->errlen, "%s:%d: key \"%s\": expected %s, got a list", ld->name,
-                      (int)vn->start_mark.line + 1, key, k ? type_name(k->type) : "a number");
+            rc = err_fail(ld->err, ld->errlen, "%s:%d: key \"%s\": expected %s, got a list",
+                          ld->name, (int)vn->start_mark.line + 1, key,
+                          k ? type_name(k->type) : "a number");
         } else {
             rc = load_scalar(ld, key, vn, line);
         }
@@ -473,10 +463,10 @@ static int yaml_syntax_error(const yaml_parser_t *p, const char *name, char *err
 {
     const yaml_mark_t *m = &p->problem_mark;
     if (p->context)
-        return fail(err, errlen, "%s:%d:%d: invalid YAML: %s %s", name, (int)m->line + 1,
-                    (int)m->column + 1, p->problem ? p->problem : "syntax error", p->context);
-    return fail(err, errlen, "%s:%d:%d: invalid YAML: %s", name, (int)m->line + 1,
-                (int)m->column + 1, p->problem ? p->problem : "syntax error");
+        return err_fail(err, errlen, "%s:%d:%d: invalid YAML: %s %s", name, (int)m->line + 1,
+                        (int)m->column + 1, p->problem ? p->problem : "syntax error", p->context);
+    return err_fail(err, errlen, "%s:%d:%d: invalid YAML: %s", name, (int)m->line + 1,
+                    (int)m->column + 1, p->problem ? p->problem : "syntax error");
 }
 
 /* Loads every key of one document onto a copy; cfg changes only on success. */
@@ -487,8 +477,8 @@ static int load_document(Config *cfg, yaml_parser_t *parser, yaml_document_t *do
     if (!root) /* an empty file: nothing to change */
         return 0;
     if (root->type != YAML_MAPPING_NODE)
-        return fail(err, errlen, "%s:%d: the file is %s, expected a mapping of key: value", name,
-                    (int)root->start_mark.line + 1, node_kind(root));
+        return err_fail(err, errlen, "%s:%d: the file is %s, expected a mapping of key: value",
+                        name, (int)root->start_mark.line + 1, node_kind(root));
     yaml_document_t next;
     if (!yaml_parser_load(parser, &next))
         return yaml_syntax_error(parser, name, err, errlen);
@@ -496,7 +486,8 @@ static int load_document(Config *cfg, yaml_parser_t *parser, yaml_document_t *do
     int line = more ? (int)yaml_document_get_root_node(&next)->start_mark.line + 1 : 0;
     yaml_document_delete(&next);
     if (more)
-        return fail(err, errlen, "%s:%d: a second YAML document; expected one mapping", name, line);
+        return err_fail(err, errlen, "%s:%d: a second YAML document; expected one mapping", name,
+                        line);
     Config work = *cfg;
     Loader ld = {.cfg = &work, .doc = doc, .name = name, .err = err, .errlen = errlen};
     int rc = load_mapping(&ld, root, "");
@@ -513,7 +504,7 @@ int config_load_yaml_text(Config *cfg, const char *text, size_t len, const char 
 {
     yaml_parser_t parser;
     if (!yaml_parser_initialize(&parser))
-        return fail(err, errlen, "%s: out of memory", name);
+        return err_fail(err, errlen, "%s: out of memory", name);
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     yaml_document_t doc;
     int rc;
@@ -542,11 +533,11 @@ int config_set(Config *cfg, const char *assignment, char *err, size_t errlen)
 {
     const char *eq = strchr(assignment, '=');
     if (!eq || eq == assignment)
-        return fail(err, errlen, "--set %s: expected KEY=VALUE", assignment);
+        return err_fail(err, errlen, "--set %s: expected KEY=VALUE", assignment);
     char key[CONFIG_PATH_LEN], where[CONFIG_PATH_LEN + 16];
     size_t klen = (size_t)(eq - assignment);
     if (klen >= sizeof key)
-        return fail(err, errlen, "--set: key too long");
+        return err_fail(err, errlen, "--set: key too long");
     memcpy(key, assignment, klen);
     key[klen] = '\0';
     snprintf(where, sizeof where, "--set %s", assignment);
@@ -565,20 +556,20 @@ int config_finalize(Config *cfg, char *err, size_t errlen)
     if (cfg->max_prompt_length == 0)
         cfg->max_prompt_length = cfg->max_length / 2;
     if (cfg->width % cfg->heads)
-        return fail(err, errlen, "heads (%d) must divide width (%d)", cfg->heads, cfg->width);
+        return err_fail(err, errlen, "heads (%d) must divide width (%d)", cfg->heads, cfg->width);
     if (cfg->vocab < DATA_VOCAB)
-        return fail(err, errlen,
-                    "vocab is %d, the byte tokenizer needs at least %d (256 bytes + EOT)",
-                    cfg->vocab, DATA_VOCAB);
+        return err_fail(err, errlen,
+                        "vocab is %d, the byte tokenizer needs at least %d (256 bytes + EOT)",
+                        cfg->vocab, DATA_VOCAB);
     if (cfg->max_length > cfg->context)
-        return fail(err, errlen, "max_length (%d) exceeds the context (%d)", cfg->max_length,
-                    cfg->context);
+        return err_fail(err, errlen, "max_length (%d) exceeds the context (%d)", cfg->max_length,
+                        cfg->context);
     DataOptions opt = {cfg->max_length, cfg->max_prompt_length, cfg->skip_invalid};
     if (data_options_check(&opt, err, errlen))
         return -1;
     if (cfg->max_steps <= 0 && !(cfg->num_train_epochs > 0))
-        return fail(err, errlen,
-                    "num_train_epochs is 0 and max_steps is not set: nothing to train");
+        return err_fail(err, errlen,
+                        "num_train_epochs is 0 and max_steps is not set: nothing to train");
     return 0;
 }
 
@@ -706,7 +697,7 @@ int config_save_yaml(const Config *cfg, const char *path, char *err, size_t errl
 {
     char *text = config_to_yaml(cfg);
     if (!text)
-        return fail(err, errlen, "cannot write %s: out of memory", path);
+        return err_fail(err, errlen, "cannot write %s: out of memory", path);
     int rc = fsutil_write_atomic(path, text, strlen(text), err, errlen);
     free(text);
     return rc;

@@ -7,6 +7,7 @@
  * token (P >= 1), which means every response token has a position that
  * predicts it. A DataOrder's permutation depends only on (seed, epoch).
  */
+#include "errmsg.h"
 #include "data.h"
 
 #include <ctype.h>
@@ -21,28 +22,15 @@
 #include "fsutil.h"
 #include "rng.h"
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 int data_options_check(const DataOptions *opt, char *err, size_t errlen)
 {
     if (opt->max_length < 2)
-        return fail(err, errlen, "max_length is %d, expected at least 2", opt->max_length);
+        return err_fail(err, errlen, "max_length is %d, expected at least 2", opt->max_length);
     if (opt->max_prompt_length < 1 || opt->max_prompt_length >= opt->max_length)
-        return fail(err, errlen,
-                    "max_prompt_length is %d, expected 1 <= max_prompt_length < max_length (%d)",
-                    opt->max_prompt_length, opt->max_length);
+        return err_fail(
+            err, errlen,
+            "max_prompt_length is %d, expected 1 <= max_prompt_length < max_length (%d)",
+            opt->max_prompt_length, opt->max_length);
     return 0;
 }
 
@@ -82,7 +70,7 @@ Dataset *data_new(const DataOptions *opt, const char *source, char *err, size_t 
         return NULL;
     Dataset *ds = calloc(1, sizeof *ds);
     if (!ds) {
-        fail(err, errlen, "out of memory");
+        err_fail(err, errlen, "out of memory");
         return NULL;
     }
     ds->opt = *opt;
@@ -163,12 +151,12 @@ int data_add_pair(Dataset *ds, const char *prompt, size_t prompt_len, const char
                   const char *where, char *err, size_t errlen)
 {
     if (chosen_len == 0 || rejected_len == 0)
-        return fail(err, errlen, "%s: field \"%s\" is empty, expected a non-empty response", where,
-                    chosen_len == 0 ? "chosen" : "rejected");
+        return err_fail(err, errlen, "%s: field \"%s\" is empty, expected a non-empty response",
+                        where, chosen_len == 0 ? "chosen" : "rejected");
     Cut c = truncate_pair(prompt_len, chosen_len, rejected_len, &ds->opt);
     int64_t total = (int64_t)(c.p_len + c.c_len + c.r_len);
     if (reserve(ds, total))
-        return fail(err, errlen, "%s: out of memory", where);
+        return err_fail(err, errlen, "%s: out of memory", where);
     int32_t *out = ds->pool + ds->n_tokens;
     for (size_t j = 0; j < c.p_len; j++)
         *out++ = prompt_tok(prompt, c.p_start + j);
@@ -229,15 +217,16 @@ static int string_field(const json_t *obj, const char *key, const char *where, c
 {
     const json_t *v = json_object_get(obj, key);
     if (!v)
-        return fail(err, errlen,
-                    "%s: missing field \"%s\" (expected an object with string fields prompt, "
-                    "chosen, rejected)",
-                    where, key);
+        return err_fail(err, errlen,
+                        "%s: missing field \"%s\" (expected an object with string fields prompt, "
+                        "chosen, rejected)",
+                        where, key);
     if (!json_is_string(v))
-        return fail(err, errlen,
-                    "%s: field \"%s\" is %s, expected a string (the conversational format is not "
-                    "supported)",
-                    where, key, json_type_name(v));
+        return err_fail(
+            err, errlen,
+            "%s: field \"%s\" is %s, expected a string (the conversational format is not "
+            "supported)",
+            where, key, json_type_name(v));
     *s = json_string_value(v);
     *len = json_string_length(v);
     return 0;
@@ -253,15 +242,16 @@ static int parse_line(Dataset *ds, const char *line, size_t len, int lineno, con
     /* duplicates would make "which chosen?" ambiguous; NUL is a valid byte of text */
     json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!obj)
-        return fail(err, errlen, "%s: invalid JSON at column %d: %s", where, jerr.column,
-                    jerr.text);
+        return err_fail(err, errlen, "%s: invalid JSON at column %d: %s", where, jerr.column,
+                        jerr.text);
     int rc = -1;
     const char *f[3];
     size_t n[3];
     if (!json_is_object(obj))
-        fail(err, errlen,
-             "%s: line is %s, expected a JSON object with string fields prompt, chosen, rejected",
-             where, json_type_name(obj));
+        err_fail(
+            err, errlen,
+            "%s: line is %s, expected a JSON object with string fields prompt, chosen, rejected",
+            where, json_type_name(obj));
     else if (!string_field(obj, "prompt", where, &f[0], &n[0], err, errlen) &&
              !string_field(obj, "chosen", where, &f[1], &n[1], err, errlen) &&
              !string_field(obj, "rejected", where, &f[2], &n[2], err, errlen))
@@ -285,7 +275,7 @@ Dataset *data_load_jsonl_text(const char *text, size_t len, const char *name,
             ds->n_blank++;
         } else if (parse_line(ds, p, n, lineno, name, msg, sizeof msg)) {
             if (!opt->skip_invalid || strstr(msg, "out of memory")) {
-                fail(err, errlen, "%s", msg);
+                err_fail(err, errlen, "%s", msg);
                 data_free(ds);
                 return NULL;
             }
@@ -296,14 +286,14 @@ Dataset *data_load_jsonl_text(const char *text, size_t len, const char *name,
     }
     if (ds->n == 0) {
         if (ds->n_skipped)
-            fail(err, errlen,
-                 "%s: no valid preference pair (%lld malformed lines skipped; first: %s)", name,
-                 (long long)ds->n_skipped, ds->first_skip);
+            err_fail(err, errlen,
+                     "%s: no valid preference pair (%lld malformed lines skipped; first: %s)", name,
+                     (long long)ds->n_skipped, ds->first_skip);
         else
-            fail(err, errlen,
-                 "%s: no preference pairs (expected JSON lines with prompt, chosen, "
-                 "rejected)",
-                 name);
+            err_fail(err, errlen,
+                     "%s: no preference pairs (expected JSON lines with prompt, chosen, "
+                     "rejected)",
+                     name);
         data_free(ds);
         return NULL;
     }
@@ -362,9 +352,9 @@ int data_split(const Dataset *ds, double fraction, uint64_t seed, Dataset **trai
 {
     *train = *heldout = NULL;
     if (!(fraction >= 0.0 && fraction < 1.0))
-        return fail(err, errlen, "eval fraction is %g, expected 0 <= fraction < 1", fraction);
+        return err_fail(err, errlen, "eval fraction is %g, expected 0 <= fraction < 1", fraction);
     if (ds->n > INT32_MAX)
-        return fail(err, errlen, "%s: too many pairs to split", ds->source);
+        return err_fail(err, errlen, "%s: too many pairs to split", ds->source);
     int64_t n_eval = llround(fraction * (double)ds->n);
     if (fraction > 0 && ds->n >= 2) { /* both sides non-empty */
         if (n_eval < 1)
@@ -398,7 +388,7 @@ int data_split(const Dataset *ds, double fraction, uint64_t seed, Dataset **trai
     if (rc) {
         data_free(tr);
         data_free(ev);
-        return fail(err, errlen, "%s: out of memory while splitting", ds->source);
+        return err_fail(err, errlen, "%s: out of memory while splitting", ds->source);
     }
     *train = tr;
     *heldout = ev;
@@ -467,17 +457,18 @@ int data_batch_fill(const Dataset *ds, const int64_t *idx, int n, DataBatch *b, 
                     size_t errlen)
 {
     if (n < 1 || n > b->cap_B)
-        return fail(err, errlen, "batch of %d pairs, expected 1..%d", n, b->cap_B);
+        return err_fail(err, errlen, "batch of %d pairs, expected 1..%d", n, b->cap_B);
     for (int k = 0; k < n; k++) {
         if (idx[k] < 0 || idx[k] >= ds->n)
-            return fail(err, errlen, "%s: pair index %lld out of range (n = %lld)", ds->source,
-                        (long long)idx[k], (long long)ds->n);
+            return err_fail(err, errlen, "%s: pair index %lld out of range (n = %lld)", ds->source,
+                            (long long)idx[k], (long long)ds->n);
         const DataPair *p = &ds->pairs[idx[k]];
         int longest =
             p->prompt_len + (p->chosen_len > p->rejected_len ? p->chosen_len : p->rejected_len);
         if (longest > b->T)
-            return fail(err, errlen, "%s: pair %lld has %d tokens, more than the batch's T = %d",
-                        ds->source, (long long)idx[k], longest, b->T);
+            return err_fail(err, errlen,
+                            "%s: pair %lld has %d tokens, more than the batch's T = %d", ds->source,
+                            (long long)idx[k], longest, b->T);
     }
     b->B = n;
     for (int k = 0; k < n; k++) {
@@ -492,7 +483,7 @@ int data_batch_fill_range(const Dataset *ds, int64_t start, int n, DataBatch *b,
                           size_t errlen)
 {
     if (n < 1 || n > b->cap_B)
-        return fail(err, errlen, "batch of %d pairs, expected 1..%d", n, b->cap_B);
+        return err_fail(err, errlen, "batch of %d pairs, expected 1..%d", n, b->cap_B);
     for (int k = 0; k < n; k++) /* b->index doubles as the index list: fill copies in place */
         b->index[k] = start + k;
     return data_batch_fill(ds, b->index, n, b, err, errlen);
@@ -519,17 +510,18 @@ int data_order_init(DataOrder *o, int64_t n, int batch_size, bool drop_last, boo
 {
     memset(o, 0, sizeof *o);
     if (n < 1 || n > INT32_MAX)
-        return fail(err, errlen, "data order over %lld pairs, expected 1..%d", (long long)n,
-                    INT32_MAX);
+        return err_fail(err, errlen, "data order over %lld pairs, expected 1..%d", (long long)n,
+                        INT32_MAX);
     if (batch_size < 1)
-        return fail(err, errlen, "batch size %d, expected at least 1", batch_size);
+        return err_fail(err, errlen, "batch size %d, expected at least 1", batch_size);
     if (drop_last && n < batch_size)
-        return fail(err, errlen,
-                    "%lld pairs are fewer than one batch of %d, and dataloader_drop_last drops it",
-                    (long long)n, batch_size);
+        return err_fail(
+            err, errlen,
+            "%lld pairs are fewer than one batch of %d, and dataloader_drop_last drops it",
+            (long long)n, batch_size);
     o->perm = malloc((size_t)n * sizeof *o->perm);
     if (!o->perm)
-        return fail(err, errlen, "out of memory");
+        return err_fail(err, errlen, "out of memory");
     o->n = n;
     o->batch_size = batch_size;
     o->drop_last = drop_last;
@@ -553,8 +545,9 @@ int64_t data_order_batches_per_epoch(const DataOrder *o)
 int data_order_seek(DataOrder *o, int64_t epoch, int64_t pos, char *err, size_t errlen)
 {
     if (epoch < 0 || pos < 0 || pos > o->n)
-        return fail(err, errlen, "data position epoch %lld, pair %lld is out of range (%lld pairs)",
-                    (long long)epoch, (long long)pos, (long long)o->n);
+        return err_fail(err, errlen,
+                        "data position epoch %lld, pair %lld is out of range (%lld pairs)",
+                        (long long)epoch, (long long)pos, (long long)o->n);
     o->epoch = epoch;
     o->pos = pos;
     order_perm(o);
@@ -585,11 +578,11 @@ int data_order_next(DataOrder *o, int64_t *idx)
 int data_next_batch(const Dataset *ds, DataOrder *o, DataBatch *b, char *err, size_t errlen)
 {
     if (o->n != ds->n)
-        return fail(err, errlen, "%s: data order is over %lld pairs, the data set has %lld",
-                    ds->source, (long long)o->n, (long long)ds->n);
+        return err_fail(err, errlen, "%s: data order is over %lld pairs, the data set has %lld",
+                        ds->source, (long long)o->n, (long long)ds->n);
     if (o->batch_size > b->cap_B)
-        return fail(err, errlen, "batch size %d exceeds the batch buffer's %d", o->batch_size,
-                    b->cap_B);
+        return err_fail(err, errlen, "batch size %d exceeds the batch buffer's %d", o->batch_size,
+                        b->cap_B);
     int k = data_order_next(o, b->index);
     return data_batch_fill(ds, b->index, k, b, err, errlen);
 }

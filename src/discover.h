@@ -63,9 +63,9 @@ typedef struct DiscoverOptions {
     char seed_losses[DISCOVER_MAX_SEED_LOSSES][64];
     /* the cascade and the fitness */
     char fitness[32];  /* a name in the fitness registry */
-    int hurdle_steps;  /* the short run; 0: no hurdle */
-    double hurdle_min; /* fitness the short run must reach */
-    int full_steps;    /* steps of each full-evaluation run */
+    int hurdle_steps;  /* the short run; 0: no hurdle; -1: the fitness's (FitnessKind) */
+    double hurdle_min; /* fitness the short run must reach; NAN: the fitness's */
+    int full_steps;    /* steps of each full-evaluation run; 0: the fitness's default */
     int n_fitness_seeds;
     uint64_t fitness_seeds[FITNESS_MAX_SEEDS];
     /* worker bounds */

@@ -10,6 +10,7 @@
  * mapping, padded so that its line numbers stay those of the file), so every
  * `prefrun train` key works there with that reader's checks.
  */
+#include "errmsg.h"
 #include "discover.h"
 
 #include <errno.h>
@@ -92,17 +93,6 @@ static const Key keys[] = {
 };
 #define N_KEYS (int)(sizeof keys / sizeof keys[0])
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 void discover_defaults(DiscoverOptions *o)
 {
     memset(o, 0, sizeof *o);
@@ -150,14 +140,14 @@ static int parse_number(const Key *k, const char *v, double *out, char *err, siz
     errno = 0;
     double x = strtod(v, &end);
     if (end == v || *end || errno || !isfinite(x))
-        return fail(err, errlen, "%s: expected a number, got \"%s\"", k->name, v);
+        return err_fail(err, errlen, "%s: expected a number, got \"%s\"", k->name, v);
     bool integral = k->type == K_INT || k->type == K_U64;
     if (integral && x != floor(x))
-        return fail(err, errlen, "%s: expected an integer, got \"%s\"", k->name, v);
+        return err_fail(err, errlen, "%s: expected an integer, got \"%s\"", k->name, v);
     if (k->type != K_U64 && (x < k->lo || x > k->hi))
-        return fail(err, errlen, "%s: %s is out of range [%g, %g]", k->name, v, k->lo, k->hi);
+        return err_fail(err, errlen, "%s: %s is out of range [%g, %g]", k->name, v, k->lo, k->hi);
     if (k->type == K_U64 && x < 0)
-        return fail(err, errlen, "%s: expected a non-negative integer, got \"%s\"", k->name, v);
+        return err_fail(err, errlen, "%s: expected a non-negative integer, got \"%s\"", k->name, v);
     *out = x;
     return 0;
 }
@@ -169,17 +159,18 @@ static int set_scalar(DiscoverOptions *o, const Key *k, const char *v, char *err
     switch (k->type) {
     case K_STR:
         if (strlen(v) >= k->size)
-            return fail(err, errlen, "%s: longer than %zu bytes", k->name, k->size - 1);
+            return err_fail(err, errlen, "%s: longer than %zu bytes", k->name, k->size - 1);
         snprintf(field, k->size, "%s", v);
         return 0;
     case K_BOOL:
         if (strcmp(v, "true") && strcmp(v, "false"))
-            return fail(err, errlen, "%s: expected true or false, got \"%s\"", k->name, v);
+            return err_fail(err, errlen, "%s: expected true or false, got \"%s\"", k->name, v);
         *(bool *)field = strcmp(v, "true") == 0;
         return 0;
     case K_PROPOSER:
         if (propose_kind_parse(v, (ProposeKind *)field) != 0)
-            return fail(err, errlen, "%s: expected evolve, llm or command, got \"%s\"", k->name, v);
+            return err_fail(err, errlen, "%s: expected evolve, llm or command, got \"%s\"", k->name,
+                            v);
         return 0;
     case K_U64:
         if (parse_number(k, v, &x, err, errlen))
@@ -203,16 +194,16 @@ static int set_item(DiscoverOptions *o, const Key *k, int i, const char *v, char
 {
     if (k->type == K_NAMES) {
         if (i >= DISCOVER_MAX_SEED_LOSSES || strlen(v) >= sizeof o->seed_losses[0])
-            return fail(err, errlen, "seed_losses: at most %d names of < 64 bytes",
-                        DISCOVER_MAX_SEED_LOSSES);
+            return err_fail(err, errlen, "seed_losses: at most %d names of < 64 bytes",
+                            DISCOVER_MAX_SEED_LOSSES);
         snprintf(o->seed_losses[i], sizeof o->seed_losses[i], "%s", v);
         o->n_seed_losses = i + 1;
         return 0;
     }
     if (k->type == K_ARGV) {
         if (i >= PROPOSE_MAX_ARGV || strlen(v) >= PROPOSE_STR_LEN)
-            return fail(err, errlen, "command.argv: at most %d words of < %d bytes",
-                        PROPOSE_MAX_ARGV, PROPOSE_STR_LEN);
+            return err_fail(err, errlen, "command.argv: at most %d words of < %d bytes",
+                            PROPOSE_MAX_ARGV, PROPOSE_STR_LEN);
         snprintf(o->propose.argv[i], PROPOSE_STR_LEN, "%s", v);
         o->propose.argc = i + 1;
         return 0;
@@ -221,8 +212,8 @@ static int set_item(DiscoverOptions *o, const Key *k, int i, const char *v, char
     errno = 0;
     unsigned long long s = strtoull(v, &end, 10);
     if (end == v || *end || errno || v[0] == '-' || i >= FITNESS_MAX_SEEDS)
-        return fail(err, errlen, "fitness_seeds: at most %d non-negative integers, got \"%s\"",
-                    FITNESS_MAX_SEEDS, v);
+        return err_fail(err, errlen, "fitness_seeds: at most %d non-negative integers, got \"%s\"",
+                        FITNESS_MAX_SEEDS, v);
     o->fitness_seeds[i] = s;
     o->n_fitness_seeds = i + 1;
     return 0;
@@ -247,7 +238,7 @@ int discover_set(DiscoverOptions *o, const char *key, const char *value, char *e
 {
     const Key *k = find_key(key);
     if (!k)
-        return fail(err, errlen, "unknown key \"%s\"", key);
+        return err_fail(err, errlen, "unknown key \"%s\"", key);
     if (!is_list(k))
         return set_scalar(o, k, value, err, errlen);
     clear_list(o, k); /* a comma-separated list, as on the command line */
@@ -294,7 +285,7 @@ static int read_train(Reader *rd, const yaml_node_t *v)
     size_t pad = v->start_mark.line + v->start_mark.column;
     char *text = to >= from ? malloc(pad + (to - from) + 1) : NULL;
     if (!text)
-        return fail(rd->err, rd->errlen, "%s: out of memory", rd->name);
+        return err_fail(rd->err, rd->errlen, "%s: out of memory", rd->name);
     memset(text, '\n', v->start_mark.line);
     memset(text + v->start_mark.line, ' ', v->start_mark.column);
     memcpy(text + pad, rd->text + from, to - from);
@@ -314,10 +305,10 @@ static int read_list(Reader *rd, const Key *k, const yaml_node_t *v)
         yaml_node_t *n = yaml_document_get_node(rd->doc, *it);
         char msg[512];
         if (n->type != YAML_SCALAR_NODE)
-            return fail(rd->err, rd->errlen, "%s:%d: %s: expected a list of scalars", rd->name,
-                        line_of(n), k->name);
+            return err_fail(rd->err, rd->errlen, "%s:%d: %s: expected a list of scalars", rd->name,
+                            line_of(n), k->name);
         if (set_item(rd->o, k, i, (const char *)n->data.scalar.value, msg, sizeof msg) != 0)
-            return fail(rd->err, rd->errlen, "%s:%d: %s", rd->name, line_of(n), msg);
+            return err_fail(rd->err, rd->errlen, "%s:%d: %s", rd->name, line_of(n), msg);
     }
     return 0;
 }
@@ -327,20 +318,20 @@ static int read_value(Reader *rd, const char *key, const yaml_node_t *kn, const 
     const Key *k = find_key(key);
     char msg[512];
     if (!k)
-        return fail(rd->err, rd->errlen,
-                    "%s:%d: unknown key \"%s\" (see `prefrun discover --help` for the keys)",
-                    rd->name, line_of(kn), key);
+        return err_fail(rd->err, rd->errlen,
+                        "%s:%d: unknown key \"%s\" (see `prefrun discover --help` for the keys)",
+                        rd->name, line_of(kn), key);
     if (is_list(k) && v->type == YAML_SEQUENCE_NODE)
         return read_list(rd, k, v);
     if (v->type != YAML_SCALAR_NODE)
-        return fail(rd->err, rd->errlen, "%s:%d: %s: expected %s", rd->name, line_of(v), key,
-                    is_list(k) ? "a list" : "a scalar");
+        return err_fail(rd->err, rd->errlen, "%s:%d: %s: expected %s", rd->name, line_of(v), key,
+                        is_list(k) ? "a list" : "a scalar");
     bool quoted = v->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
     if (quoted && k->type != K_STR && !is_list(k))
-        return fail(rd->err, rd->errlen, "%s:%d: %s: expected an unquoted value", rd->name,
-                    line_of(v), key);
+        return err_fail(rd->err, rd->errlen, "%s:%d: %s: expected an unquoted value", rd->name,
+                        line_of(v), key);
     if (discover_set(rd->o, key, (const char *)v->data.scalar.value, msg, sizeof msg) != 0)
-        return fail(rd->err, rd->errlen, "%s:%d: %s", rd->name, line_of(v), msg);
+        return err_fail(rd->err, rd->errlen, "%s:%d: %s", rd->name, line_of(v), msg);
     return 0;
 }
 
@@ -351,13 +342,14 @@ static int read_mapping(Reader *rd, const yaml_node_t *map, const char *prefix)
         yaml_node_t *kn = yaml_document_get_node(rd->doc, p->key);
         yaml_node_t *vn = yaml_document_get_node(rd->doc, p->value);
         if (kn->type != YAML_SCALAR_NODE)
-            return fail(rd->err, rd->errlen, "%s:%d: a key must be a name", rd->name, line_of(kn));
+            return err_fail(rd->err, rd->errlen, "%s:%d: a key must be a name", rd->name,
+                            line_of(kn));
         for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
             yaml_node_t *qn = yaml_document_get_node(rd->doc, q->key); /* scalar: checked */
             if (strcmp((const char *)qn->data.scalar.value, (const char *)kn->data.scalar.value) ==
                 0)
-                return fail(rd->err, rd->errlen, "%s:%d: duplicate key \"%s%s\"", rd->name,
-                            line_of(kn), prefix, (const char *)kn->data.scalar.value);
+                return err_fail(rd->err, rd->errlen, "%s:%d: duplicate key \"%s%s\"", rd->name,
+                                line_of(kn), prefix, (const char *)kn->data.scalar.value);
         }
         const char *name = (const char *)kn->data.scalar.value;
         char key[128];
@@ -383,8 +375,8 @@ static int read_document(Reader *rd, yaml_document_t *doc)
     if (!root)
         return 0;
     if (root->type != YAML_MAPPING_NODE)
-        return fail(rd->err, rd->errlen, "%s:%d: expected a mapping of key: value", rd->name,
-                    line_of(root));
+        return err_fail(rd->err, rd->errlen, "%s:%d: expected a mapping of key: value", rd->name,
+                        line_of(root));
     rd->doc = doc;
     return read_mapping(rd, root, "");
 }
@@ -402,12 +394,13 @@ int discover_load_yaml(DiscoverOptions *o, const char *path, char *err, size_t e
     int rc = -1;
     if (!yaml_parser_initialize(&parser)) {
         free(text);
-        return fail(err, errlen, "%s: out of memory", path);
+        return err_fail(err, errlen, "%s: out of memory", path);
     }
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &doc)) {
-        fail(err, errlen, "%s:%d:%d: invalid YAML: %s", path, (int)parser.problem_mark.line + 1,
-             (int)parser.problem_mark.column + 1, parser.problem ? parser.problem : "syntax error");
+        err_fail(err, errlen, "%s:%d:%d: invalid YAML: %s", path, (int)parser.problem_mark.line + 1,
+                 (int)parser.problem_mark.column + 1,
+                 parser.problem ? parser.problem : "syntax error");
     } else {
         rc = read_document(&rd, &doc);
         yaml_document_delete(&doc);
@@ -424,7 +417,7 @@ int discover_load_yaml(DiscoverOptions *o, const char *path, char *err, size_t e
 int discover_finalize(DiscoverOptions *o, char *err, size_t errlen)
 {
     if (!o->out_dir[0])
-        return fail(err, errlen, "discover: no output directory (--out DIR)");
+        return err_fail(err, errlen, "discover: no output directory (--out DIR)");
     if (o->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         o->workers = n > 0 ? (int)n : 1;
@@ -433,21 +426,21 @@ int discover_finalize(DiscoverOptions *o, char *err, size_t errlen)
         snprintf(o->propose.prompt_path, sizeof o->propose.prompt_path, "%s",
                  PREFRUN_SOURCE_ROOT "/lua/discover_prompt.md");
     if (o->n_fitness_seeds < 1)
-        return fail(err, errlen, "fitness_seeds: at least one seed");
+        return err_fail(err, errlen, "fitness_seeds: at least one seed");
     if (o->propose.kind == PROPOSE_COMMAND && o->propose.argc < 1)
-        return fail(err, errlen, "proposer command: set command.argv in the config");
+        return err_fail(err, errlen, "proposer command: set command.argv in the config");
     char msg[256];
     const FitnessKind *k = fitness_find(o->fitness, msg, sizeof msg);
     if (!k)
-        return fail(err, errlen, "fitness: %s", msg);
+        return err_fail(err, errlen, "fitness: %s", msg);
     if (o->hurdle_steps < 0)
         o->hurdle_steps = k->hurdle_steps;
     if (isnan(o->hurdle_min))
         o->hurdle_min = k->hurdle_min;
     if (o->train.eval_fraction <= 0 && !o->train.eval_file[0])
-        return fail(err, errlen,
-                    "train: the fitness needs held-out pairs (eval_fraction > 0 or "
-                    "eval_file)");
+        return err_fail(err, errlen,
+                        "train: the fitness needs held-out pairs (eval_fraction > 0 or "
+                        "eval_file)");
     return config_finalize(&o->train, err, errlen);
 }
 

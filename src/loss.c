@@ -84,8 +84,8 @@ int loss_set_state(LossScript *ls, const char *key, double value, char *err, siz
         ls->state[i].value = value;
         return 0;
     }
-    snprintf(err, errlen, "%s: state key '%s' is not declared in the file's state table",
-             ls->path, key);
+    snprintf(err, errlen, "%s: state key '%s' is not declared in the file's state table", ls->path,
+             key);
     return -1;
 }
 const char *loss_unknown_fields(const LossScript *ls) { return ls->unknown; }

@@ -24,30 +24,30 @@
  * the caller has none (then the script sees nil). */
 typedef struct LossBatch {
     int B;
-    Tensor *policy_chosen_logps;      /* (B) differentiable in training */
-    Tensor *policy_rejected_logps;    /* (B) */
-    Tensor *reference_chosen_logps;   /* (B) constant */
-    Tensor *reference_rejected_logps; /* (B) */
-    Tensor *chosen_lengths;           /* (B) response token counts */
-    Tensor *rejected_lengths;         /* (B) */
-    int T;                            /* token positions of the fields below */
+    Tensor *policy_chosen_logps;            /* (B) differentiable in training */
+    Tensor *policy_rejected_logps;          /* (B) */
+    Tensor *reference_chosen_logps;         /* (B) constant */
+    Tensor *reference_rejected_logps;       /* (B) */
+    Tensor *chosen_lengths;                 /* (B) response token counts */
+    Tensor *rejected_lengths;               /* (B) */
+    int T;                                  /* token positions of the fields below */
     Tensor *policy_chosen_token_logps;      /* (B, T) or NULL */
     Tensor *policy_rejected_token_logps;    /* (B, T) */
     Tensor *reference_chosen_token_logps;   /* (B, T) */
     Tensor *reference_rejected_token_logps; /* (B, T) */
     Tensor *chosen_mask;                    /* (B, T) 1 on response tokens */
     Tensor *rejected_mask;                  /* (B, T) */
-    int64_t step;    /* optimizer step, from 0 */
-    double progress; /* fraction of training done, in [0, 1] */
+    int64_t step;                           /* optimizer step, from 0 */
+    double progress;                        /* fraction of training done, in [0, 1] */
 } LossBatch;
 
 /* Bounds on one script; zero fields take the documented defaults. */
 typedef struct LossLimits {
-    size_t lua_bytes;       /* Lua heap cap per script state */
-    size_t tensor_bytes;    /* bytes of tensors one call may create */
-    uint64_t instructions;  /* VM instruction budget per call */
-    double seconds;         /* wall-clock budget per call, C time included */
-    int max_depth;          /* Lua call depth (C stack bound) */
+    size_t lua_bytes;      /* Lua heap cap per script state */
+    size_t tensor_bytes;   /* bytes of tensors one call may create */
+    uint64_t instructions; /* VM instruction budget per call */
+    double seconds;        /* wall-clock budget per call, C time included */
+    int max_depth;         /* Lua call depth (C stack bound) */
 } LossLimits;
 
 typedef struct LossScript LossScript;

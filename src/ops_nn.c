@@ -177,57 +177,6 @@ static void colsum_add(float *dst, const float *g, int64_t R, int N) // g (R, N)
     }
 }
 
-static inline uint32_t f2u(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-
-static inline float u2f(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/* exp(x) within 1 ulp (Cephes' expf polynomial), in a form gcc vectorises
- * under `omp simd` without -ffast-math: softmax rows and cross-entropy spend
- * most of their time here, and libm's expf is a call per element. Below
- * -87.34 it returns 0 (libm: a subnormal); above log(FLT_MAX), +inf; NaN
- * stays NaN. Checked against exp() in double at every float. */
-static inline float fast_expf(float x)
-{
-    const uint32_t lo = 0xC2AEAC50u; /* -87.3365: exp is 2^-126, the least normal */
-    const int32_t hi = 0x42B17218;   /* 88.7228: log(FLT_MAX) */
-    uint32_t ux = f2u(x);
-    uint32_t is_nan = (ux & 0x7fffffffu) > 0x7f800000u;
-    uint32_t under = ux > lo;         /* x < lo, -inf, negative NaN */
-    uint32_t over = (int32_t)ux > hi; /* x > hi, +inf, positive NaN */
-    /* clamp by two integer minimums: a branch here would be threaded by gcc
-     * into separate paths that it then cannot vectorise */
-    uint32_t uc = ux < lo ? ux : lo;
-    int32_t ic = (int32_t)uc < hi ? (int32_t)uc : hi;
-    float c = u2f((uint32_t)ic);
-    float t = c * 1.44269504088896341f + 12582912.0f; /* round(c / ln 2) + 1.5 * 2^23 */
-    float n = t - 12582912.0f;
-    float r = c - n * 0.693359375f - n * -2.12194440e-4f; /* ln 2 in two parts */
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    /* p 2^n as p 2^(n/2) 2^(n - n/2): n runs to 128, past the largest exponent */
-    int32_t ni = (int32_t)(f2u(t) - 0x4B400000u), n1 = ni / 2;
-    float y = p * u2f((uint32_t)(n1 + 127) << 23) * u2f((uint32_t)(ni - n1 + 127) << 23);
-    /* special cases by masks, for the same reason as the clamp */
-    uint32_t keep = (over | under | is_nan) - 1u; /* all ones for an ordinary x */
-    uint32_t repl = (-(over & ~is_nan & 1u) & 0x7f800000u) | (-is_nan & ux);
-    return u2f((f2u(y) & keep) | repl);
-}
-
 /* max of p[0..n), NaN entries skipped (a NaN still reaches the caller's sum
  * of exp(p - max)). Eight running maxima rather than `omp simd reduction`:
  * gcc keeps that reduction's vector in memory, ten times slower. */
@@ -322,7 +271,7 @@ Tensor *ag_matmul(TensorCtx *ctx, Tensor *a, Tensor *b)
     int shape[TENSOR_MAX_DIMS];
     memcpy(shape, a->shape, sizeof shape);
     shape[a->ndim - 1] = b->shape[b->ndim - 1];
-    Tensor *out = op_node(ctx, OP_MATMUL, a->ndim, shape, a, b, NULL);
+    Tensor *out = op_node_uninit(ctx, OP_MATMUL, a->ndim, shape, a, b, NULL);
     if (!out || ctx->meta)
         return out;
     MatmulDims d = matmul_dims(a, b);
@@ -385,7 +334,7 @@ Tensor *ag_linear(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias)
     memcpy(shape, x->shape, sizeof shape);
     int N = w->shape[0], K = w->shape[1];
     shape[x->ndim - 1] = N;
-    Tensor *out = op_node(ctx, OP_LINEAR, x->ndim, shape, x, w, bias);
+    Tensor *out = op_node_uninit(ctx, OP_LINEAR, x->ndim, shape, x, w, bias);
     if (!out || ctx->meta)
         return out;
     int R = (int)tensor_numel(x->ndim - 1, x->shape);
@@ -432,7 +381,7 @@ Tensor *ag_gather(TensorCtx *ctx, Tensor *x, const int32_t *idx, int64_t n)
                                (long long)n, sx, (long long)R);
     if (!indices_ok(ctx, "gather", "index", idx, n, 0, V) || !has_data(ctx, "gather", "x", x))
         return NULL;
-    Tensor *out = op_node(ctx, OP_GATHER, x->ndim - 1, x->shape, x, NULL, NULL);
+    Tensor *out = op_node_uninit(ctx, OP_GATHER, x->ndim - 1, x->shape, x, NULL, NULL);
     if (!out)
         return NULL;
     if (saves(out) && n > 0 && !(out->aux = copy_indices(ctx, idx, n)))
@@ -482,7 +431,7 @@ Tensor *ag_embedding(TensorCtx *ctx, Tensor *w, const int32_t *ids, int ndim, co
     if (!indices_ok(ctx, "embedding", "id", ids, n, 0, w->shape[0]) ||
         !has_data(ctx, "embedding", "weight", w))
         return NULL;
-    Tensor *out = op_node(ctx, OP_EMBEDDING, ndim + 1, out_shape, w, NULL, NULL);
+    Tensor *out = op_node_uninit(ctx, OP_EMBEDDING, ndim + 1, out_shape, w, NULL, NULL);
     if (!out)
         return NULL;
     if (saves(out) && n > 0 && !(out->aux = copy_indices(ctx, ids, n)))
@@ -578,7 +527,7 @@ Tensor *ag_layernorm(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *b, float eps)
         return NULL;
     if (!layernorm_check(ctx, x, w, b, eps))
         return NULL;
-    Tensor *out = op_node(ctx, OP_LAYERNORM, x->ndim, x->shape, x, w, b);
+    Tensor *out = op_node_uninit(ctx, OP_LAYERNORM, x->ndim, x->shape, x, w, b);
     if (!out)
         return NULL;
     out->fparam[0] = eps;
@@ -718,7 +667,7 @@ Tensor *ag_cross_entropy(TensorCtx *ctx, Tensor *logits, const int32_t *targets,
         !has_data(ctx, "cross_entropy", "logits", logits))
         return NULL;
     int shape[1] = {(int)N};
-    Tensor *out = op_node(ctx, OP_CROSS_ENTROPY, 1, shape, logits, NULL, NULL);
+    Tensor *out = op_node_uninit(ctx, OP_CROSS_ENTROPY, 1, shape, logits, NULL, NULL);
     if (!out)
         return NULL;
     CeSaved s = {0};
@@ -871,13 +820,13 @@ Tensor *ag_attention(TensorCtx *ctx, Tensor *qkv, int n_head)
     if (!has_data(ctx, "attention", "qkv", qkv))
         return NULL;
     int shape[3] = {qkv->shape[0], qkv->shape[1], qkv->shape[2] / 3};
-    Tensor *out = op_node(ctx, OP_ATTENTION, 3, shape, qkv, NULL, NULL);
+    Tensor *out = op_node_uninit(ctx, OP_ATTENTION, 3, shape, qkv, NULL, NULL);
     if (!out)
         return NULL;
     out->iparam[0] = n_head;
     AttnDims d = attn_dims(qkv, n_head);
     size_t att_bytes = (size_t)d.B * d.NH * d.T * d.T * sizeof(float);
-    if (saves(out) && !(out->aux = tensor_ctx_alloc(ctx, att_bytes)))
+    if (saves(out) && !(out->aux = tensor_ctx_alloc_uninit(ctx, att_bytes)))
         return NULL;
     if (ctx->meta || out->size == 0)
         return out;

@@ -78,8 +78,9 @@ typedef struct PretrainResult {
     bool cached; /* pretrain_reference found it built */
 } PretrainResult;
 
-/* The built-in task's reference: PRETRAIN_* model, seed 42, the budget that
- * builds in about two minutes on 2 cores. */
+/* The built-in task's reference: PRETRAIN_* model, seed 42, 1500 steps of
+ * 32 documents (held-out loss 0.308 nats/byte; 2.5 to 3 minutes on 2 shared
+ * cores, ~0.11 s a step). */
 void pretrain_defaults(PretrainOptions *o);
 
 /* Trains a fresh model (gpt_init from the seed) and hands it over in *out

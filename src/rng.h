@@ -15,9 +15,9 @@ typedef struct Rng {
 
 void rng_seed(Rng *r, uint64_t seed);
 uint64_t rng_u64(Rng *r);
-double rng_uniform(Rng *r);               /* [0, 1) */
-float rng_normal(Rng *r);                 /* standard normal (Box-Muller) */
-uint32_t rng_below(Rng *r, uint32_t n);   /* uniform in [0, n), n > 0 */
+double rng_uniform(Rng *r);             /* [0, 1) */
+float rng_normal(Rng *r);               /* standard normal (Box-Muller) */
+uint32_t rng_below(Rng *r, uint32_t n); /* uniform in [0, n), n > 0 */
 void rng_shuffle(Rng *r, int32_t *a, int64_t n);
 
 #endif

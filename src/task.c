@@ -10,6 +10,7 @@
  * neutral share and clause signs). Generation reads only the Rng it is
  * given, so a seed fixes every byte.
  */
+#include "errmsg.h"
 #include "task.h"
 
 #include <assert.h>
@@ -496,20 +497,6 @@ static void stream_seed(Rng *r, uint64_t seed, uint64_t stream)
     rng_seed(r, rng_u64(&base) ^ (stream * 0x9E3779B97F4A7C15ull));
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 int task_cache_key(char *buf, size_t len, uint64_t seed)
 {
     int n = snprintf(buf, len, "%s-v%d-s%llu", TASK_NAME, TASK_VERSION, (unsigned long long)seed);
@@ -523,11 +510,11 @@ int task_corpus(uint64_t seed, int64_t n_docs, char **text, size_t *len, char *e
     *text = NULL;
     *len = 0;
     if (n_docs < 0)
-        return fail(err, errlen, "task_corpus: n_docs = %lld, want >= 0", (long long)n_docs);
+        return err_fail(err, errlen, "task_corpus: n_docs = %lld, want >= 0", (long long)n_docs);
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
     if (!buf)
-        return fail(err, errlen, "task_corpus: out of memory");
+        return err_fail(err, errlen, "task_corpus: out of memory");
     Rng r;
     stream_seed(&r, seed, STREAM_CORPUS);
     for (int64_t i = 0; i < n_docs; i++) {
@@ -535,7 +522,7 @@ int task_corpus(uint64_t seed, int64_t n_docs, char **text, size_t *len, char *e
             char *nb = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
             if (!nb) {
                 free(buf);
-                return fail(err, errlen, "task_corpus: out of memory at %zu bytes", n);
+                return err_fail(err, errlen, "task_corpus: out of memory at %zu bytes", n);
             }
             buf = nb;
             cap *= 2;
@@ -635,7 +622,7 @@ static int prompts_fill(TaskPrompts *p, PromptSet *set, Rng *r, TaskSplit split,
         doc[cut] = '\0';
         char *s = strdup(doc);
         if (!s)
-            return fail(err, errlen, "task_prompts_make: out of memory");
+            return err_fail(err, errlen, "task_prompts_make: out of memory");
         p->text[p->n] = s;
         if (set_insert(set, p->text, s, p->n)) {
             p->n++;
@@ -644,8 +631,9 @@ static int prompts_fill(TaskPrompts *p, PromptSet *set, Rng *r, TaskSplit split,
             free(s);
     }
     if (p->n < n)
-        return fail(err, errlen, "task_prompts_make: only %d distinct %s prompts found, want %d",
-                    p->n, split == TASK_SPLIT_EVAL ? "eval" : "train", n);
+        return err_fail(err, errlen,
+                        "task_prompts_make: only %d distinct %s prompts found, want %d", p->n,
+                        split == TASK_SPLIT_EVAL ? "eval" : "train", n);
     return 0;
 }
 
@@ -654,9 +642,9 @@ int task_prompts_make(TaskPrompts *p, uint64_t seed, TaskSplit split, int n, cha
 {
     *p = (TaskPrompts){0};
     if (n < 0 || n > PROMPTS_MAX)
-        return fail(err, errlen, "task_prompts_make: n = %d, want 0..%d", n, PROMPTS_MAX);
+        return err_fail(err, errlen, "task_prompts_make: n = %d, want 0..%d", n, PROMPTS_MAX);
     if (split != TASK_SPLIT_TRAIN && split != TASK_SPLIT_EVAL)
-        return fail(err, errlen, "task_prompts_make: unknown split %d", (int)split);
+        return err_fail(err, errlen, "task_prompts_make: unknown split %d", (int)split);
     PromptSet set = {NULL, 16};
     while (set.cap < 2 * (size_t)n)
         set.cap *= 2;
@@ -665,7 +653,7 @@ int task_prompts_make(TaskPrompts *p, uint64_t seed, TaskSplit split, int n, cha
     if (!set.slot || !p->text) {
         free(set.slot);
         task_prompts_free(p);
-        return fail(err, errlen, "task_prompts_make: out of memory");
+        return err_fail(err, errlen, "task_prompts_make: out of memory");
     }
     memset(set.slot, 0xff, set.cap * sizeof *set.slot); /* all -1 */
     Rng r;
@@ -750,10 +738,11 @@ static int pairs_check(const TaskPair *pairs, int64_t n, int n_prompts, int k, c
         const TaskPair *q = &pairs[i];
         if (q->prompt < 0 || q->prompt >= n_prompts || q->chosen < 0 || q->chosen >= k ||
             q->rejected < 0 || q->rejected >= k)
-            return fail(err, errlen,
-                        "task_pairs_write: pair %lld (prompt %d, chosen %d, rejected %d) out of "
-                        "range for %d prompts, K = %d",
-                        (long long)i, q->prompt, q->chosen, q->rejected, n_prompts, k);
+            return err_fail(
+                err, errlen,
+                "task_pairs_write: pair %lld (prompt %d, chosen %d, rejected %d) out of "
+                "range for %d prompts, K = %d",
+                (long long)i, q->prompt, q->chosen, q->rejected, n_prompts, k);
     }
     return 0;
 }

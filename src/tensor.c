@@ -4,7 +4,9 @@
  * The arena is a list of chunks. Allocation bumps within the newest chunk and
  * opens a new one when it is full; reset frees every chunk but one, sized to
  * the last step's total, so a steady training loop allocates nothing after
- * its first step. The tape is a plain array that grows by doubling and is
+ * its first step. tensor_ctx_alloc zero-fills; tensor_ctx_alloc_uninit does
+ * not, for op outputs whose kernel writes every element (a memset there was
+ * a pass over every activation of the step). The tape is a plain array that grows by doubling and is
  * kept across resets.
  *
  * Every node passes through tensor_header, which enforces the size limit of
@@ -17,6 +19,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Memory handed out uninitialised is marked so for valgrind's memcheck: an
+ * arena chunk reused across resets still holds last step's (defined) values,
+ * and a read of one would otherwise pass unnoticed. A no-op elsewhere. */
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#endif
+#endif
+#ifndef VALGRIND_MAKE_MEM_UNDEFINED
+#define VALGRIND_MAKE_MEM_UNDEFINED(p, n) ((void)(p), (void)(n))
+#endif
 
 #define ARENA_ALIGN 64
 #define ARENA_MIN_CHUNK (1u << 20)
@@ -92,7 +106,7 @@ void tensor_ctx_reset(TensorCtx *ctx)
     tensor_ctx_clear_error(ctx);
 }
 
-void *tensor_ctx_alloc(TensorCtx *ctx, size_t bytes)
+void *tensor_ctx_alloc_uninit(TensorCtx *ctx, size_t bytes)
 {
     size_t need = align_up(bytes ? bytes : 1);
     if (ctx->cap_bytes && ctx->used + need > ctx->cap_bytes)
@@ -116,7 +130,15 @@ void *tensor_ctx_alloc(TensorCtx *ctx, size_t bytes)
     ctx->used += need;
     if (ctx->used > ctx->peak)
         ctx->peak = ctx->used;
-    memset(p, 0, need);
+    VALGRIND_MAKE_MEM_UNDEFINED(p, need); /* last step's values are not this tensor's */
+    return p;
+}
+
+void *tensor_ctx_alloc(TensorCtx *ctx, size_t bytes)
+{
+    void *p = tensor_ctx_alloc_uninit(ctx, bytes);
+    if (p)
+        memset(p, 0, align_up(bytes ? bytes : 1));
     return p;
 }
 

@@ -171,6 +171,8 @@ TensorCtx *tensor_ctx_new(size_t cap_bytes);
 void tensor_ctx_free(TensorCtx *ctx);
 void tensor_ctx_reset(TensorCtx *ctx);
 void *tensor_ctx_alloc(TensorCtx *ctx, size_t bytes); /* 64-byte aligned, zeroed */
+/* the same, not zeroed: only for memory the caller writes in full before any read */
+void *tensor_ctx_alloc_uninit(TensorCtx *ctx, size_t bytes);
 
 /* errors */
 bool tensor_ctx_ok(const TensorCtx *ctx);

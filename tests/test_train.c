@@ -171,8 +171,7 @@ static void test_dpo_learns_toy_preferences(void)
  * lines and the final weights are identical, byte for byte. Logging every 5
  * steps puts the checkpoint mid-interval; accumulation 2 and a precomputed
  * reference cover the rest of the state. */
-static void check_resume_equals_uninterrupted(const Config *cfg, const char *loss,
-                                              const char *tag)
+static void check_resume_equals_uninterrupted(const Config *cfg, const char *loss, const char *tag)
 {
     Config c = *cfg;
     c.logging_steps = 5;

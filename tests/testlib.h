@@ -14,33 +14,33 @@
 
 static int tl_cases, tl_failed_cases, tl_case_failed;
 
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            printf("#   %s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);              \
-            tl_case_failed = 1;                                                              \
-        }                                                                                    \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            printf("#   %s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);                    \
+            tl_case_failed = 1;                                                                    \
+        }                                                                                          \
     } while (0)
 
-#define CHECKF(cond, ...)                                                                    \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            printf("#   %s:%d: ", __FILE__, __LINE__);                                       \
-            printf(__VA_ARGS__);                                                             \
-            printf("\n");                                                                    \
-            tl_case_failed = 1;                                                              \
-        }                                                                                    \
+#define CHECKF(cond, ...)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            printf("#   %s:%d: ", __FILE__, __LINE__);                                             \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+            tl_case_failed = 1;                                                                    \
+        }                                                                                          \
     } while (0)
 
 /* |got - want| <= tol, with NaN never equal; names both values on failure */
-#define CHECK_NEAR(got, want, tol)                                                           \
-    do {                                                                                     \
-        double tl_g = (double)(got), tl_w = (double)(want), tl_t = (double)(tol);            \
-        if (!(fabs(tl_g - tl_w) <= tl_t)) {                                                  \
-            printf("#   %s:%d: %s = %.9g, expected %s = %.9g (tol %.3g)\n", __FILE__,        \
-                   __LINE__, #got, tl_g, #want, tl_w, tl_t);                                 \
-            tl_case_failed = 1;                                                              \
-        }                                                                                    \
+#define CHECK_NEAR(got, want, tol)                                                                 \
+    do {                                                                                           \
+        double tl_g = (double)(got), tl_w = (double)(want), tl_t = (double)(tol);                  \
+        if (!(fabs(tl_g - tl_w) <= tl_t)) {                                                        \
+            printf("#   %s:%d: %s = %.9g, expected %s = %.9g (tol %.3g)\n", __FILE__, __LINE__,    \
+                   #got, tl_g, #want, tl_w, tl_t);                                                 \
+            tl_case_failed = 1;                                                                    \
+        }                                                                                          \
     } while (0)
 
 static inline void tl_run(const char *name, void (*fn)(void))
