@@ -476,8 +476,9 @@ typedef void (*UnaryFn)(int64_t n, float *o, const float *a, const float *p);
     do {                                                                                           \
         const int64_t simd_n_ = (n);                                                               \
         PAR_FOR(simd_n_, simd_c_, (simd_n_ + ELEM_CHUNK - 1) / ELEM_CHUNK, {                       \
+            const int64_t simd_left_ = simd_n_ - simd_c_ * ELEM_CHUNK;                             \
             const int64_t simd_end_ =                                                              \
-                simd_n_ - simd_c_ * ELEM_CHUNK < ELEM_CHUNK ? simd_n_ : (simd_c_ + 1) * ELEM_CHUNK; \
+                simd_c_ * ELEM_CHUNK + (simd_left_ < ELEM_CHUNK ? simd_left_ : ELEM_CHUNK);        \
             _Pragma("omp simd") for (int64_t i = simd_c_ * ELEM_CHUNK; i < simd_end_; i++)         \
                 __VA_ARGS__                                                                        \
         });                                                                                        \

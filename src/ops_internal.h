@@ -5,7 +5,10 @@
  * the output node with op_node and computes the forward values, and a
  * `<op>_backward(out)` that reads out->grad and accumulates (+=) into the
  * grads of the sources that want one. The table in ops.c maps OpKind to name
- * and backward function; autograd.c walks the tape and calls them.
+ * and backward function; autograd.c walks the tape and calls them. Also here:
+ * op_node_uninit (for outputs a kernel writes in full) and fast_expf, the
+ * vectorisable exp that ops.c (GELU) and ops_nn.c (softmax, cross-entropy)
+ * share.
  */
 #ifndef PREFRUN_OPS_INTERNAL_H
 #define PREFRUN_OPS_INTERNAL_H

@@ -670,6 +670,8 @@ static int score_chunk(const Gpt *m, TensorCtx *ctx, const char *const *prompts,
                        const SampleResult *res, int n, double *logp, char *err, size_t errlen)
 {
     int maxT = m->cfg.context, T = 1;
+    if (n < 1)
+        return 0;
     for (int i = 0; i < n; i++) {
         int len = score_len(prompts[i], &res[i]);
         if (len > maxT + 1) /* T = len - 1 positions predict the len - 1 tokens after EOT */

@@ -6,8 +6,8 @@
  * the last step's total, so a steady training loop allocates nothing after
  * its first step. tensor_ctx_alloc zero-fills; tensor_ctx_alloc_uninit does
  * not, for op outputs whose kernel writes every element (a memset there was
- * a pass over every activation of the step). The tape is a plain array that grows by doubling and is
- * kept across resets.
+ * a pass over every activation of the step). The tape is a plain array that
+ * grows by doubling and is kept across resets.
  *
  * Every node passes through tensor_header, which enforces the size limit of
  * tensor.h (dims >= 0, at most TENSOR_MAX_NUMEL elements) before anything is
