@@ -22,6 +22,7 @@
 #include "ops.h"
 #include "rng.h"
 #include "tensor.h"
+#include "timeutil.h"
 
 #define ERR_LEN 512
 #define PROBE_T 6
@@ -29,13 +30,6 @@
 #define CURVE_POINTS 2001
 #define CURVE_POINTS_BATCH_LEVEL 401 /* one call per point: keep check fast */
 #define BISECT_STEPS 30
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---- diagnostics ------------------------------------------------------------ */
 
@@ -489,10 +483,10 @@ static double beta_of(const LossScript *ls)
 /* loss f and slope df/drho at n points rho, base log-prob -L0; the token
  * fields are one token each, equal to the sequence fields, so token-level
  * losses see the same margin */
-static int eval_rho(LossScript *ls, double beta, double L0, const double *rho, int n, double *f,
-                    double *df, char *err, size_t errlen)
+static int eval_rho(LossScript *ls, bool coupled, double beta, double L0, const double *rho, int n,
+                    double *f, double *df, char *err, size_t errlen)
 {
-    int per_call = loss_is_batch_level(ls) ? 1 : n;
+    int per_call = coupled || loss_is_batch_level(ls) ? 1 : n;
     for (int start = 0; start < n; start += per_call) {
         Probe p;
         Outcome o;
@@ -528,6 +522,25 @@ static int eval_rho(LossScript *ls, double beta, double L0, const double *rho, i
 
 static double base_logp(double range, double beta) { return range / beta / 2 + 1; }
 
+/* Does one pair's loss depend on the other pairs of its batch (batch
+ * statistics, sorting: kto_pair, aqfl, aot)? Then a curve evaluated as one
+ * batch of all its points would show the batch, not the loss, so each point
+ * is evaluated as a batch of its own. Probe: the first pair's loss with two
+ * different companions. */
+static int batch_coupled(LossScript *ls, double beta, double L0, bool *coupled, char *err,
+                         size_t errlen)
+{
+    double a[3] = {0.5, -1.0, 2.0}, b[3] = {0.5, 3.0, -4.0}, fa[3], fb[3], d[3];
+    *coupled = false;
+    if (loss_is_batch_level(ls))
+        return 0; /* evaluated one point per call anyway */
+    if (eval_rho(ls, false, beta, L0, a, 3, fa, d, err, errlen) != 0 ||
+        eval_rho(ls, false, beta, L0, b, 3, fb, d, err, errlen) != 0)
+        return -1;
+    *coupled = fa[0] != fb[0];
+    return 0;
+}
+
 int check_curve(LossScript *ls, double range, int n, LossCurve *c, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
@@ -549,8 +562,9 @@ int check_curve(LossScript *ls, double range, int n, LossCurve *c, char *err, si
         c->rho[i] = -range + 2 * range * i / (n - 1);
     if (n % 2)
         c->rho[n / 2] = 0; /* exactly, whatever the rounding above */
-    if (eval_rho(ls, c->beta, base_logp(range, c->beta), c->rho, n, c->value, c->slope, err,
-                 errlen) != 0) {
+    double L0 = base_logp(range, c->beta);
+    if (batch_coupled(ls, c->beta, L0, &c->coupled, err, errlen) != 0 ||
+        eval_rho(ls, c->coupled, c->beta, L0, c->rho, n, c->value, c->slope, err, errlen) != 0) {
         check_curve_free(c);
         return -1;
     }
@@ -567,17 +581,17 @@ void check_curve_free(LossCurve *c)
 
 /* Bisection on the sign of df/drho in each bracket [lo[k], hi[k]], all
  * brackets in one batch per step. Leaves the root estimates in lo. */
-static int bisect(LossScript *ls, double beta, double L0, double *lo, double *hi, int m, char *err,
-                  size_t errlen)
+static int bisect(LossScript *ls, bool coupled, double beta, double L0, double *lo, double *hi,
+                  int m, char *err, size_t errlen)
 {
     double mid[CHECK_MAX_POINTS], f[CHECK_MAX_POINTS], df[CHECK_MAX_POINTS], dlo[CHECK_MAX_POINTS],
         flo[CHECK_MAX_POINTS];
-    if (eval_rho(ls, beta, L0, lo, m, flo, dlo, err, errlen) != 0)
+    if (eval_rho(ls, coupled, beta, L0, lo, m, flo, dlo, err, errlen) != 0)
         return -1;
     for (int step = 0; step < BISECT_STEPS; step++) {
         for (int k = 0; k < m; k++)
             mid[k] = (lo[k] + hi[k]) / 2;
-        if (eval_rho(ls, beta, L0, mid, m, f, df, err, errlen) != 0)
+        if (eval_rho(ls, coupled, beta, L0, mid, m, f, df, err, errlen) != 0)
             return -1;
         for (int k = 0; k < m; k++) {
             if ((df[k] > 0) == (dlo[k] > 0) && df[k] != 0) {
@@ -613,8 +627,8 @@ static void stationary_points(LossScript *ls, const LossCurve *c, double tz, Sha
     }
     char err[ERR_LEN];
     double L0 = base_logp(s->range, c->beta), f[CHECK_MAX_POINTS], df[CHECK_MAX_POINTS];
-    if (m && (bisect(ls, c->beta, L0, lo, hi, m, err, sizeof err) != 0 ||
-              eval_rho(ls, c->beta, L0, lo, m, f, df, err, sizeof err) != 0)) {
+    if (m && (bisect(ls, c->coupled, c->beta, L0, lo, hi, m, err, sizeof err) != 0 ||
+              eval_rho(ls, c->coupled, c->beta, L0, lo, m, f, df, err, sizeof err) != 0)) {
         s->valid = false;
         snprintf(s->why, sizeof s->why, "refining the stationary points: %s", err);
         return;
@@ -689,6 +703,7 @@ void check_shape_summary(LossScript *ls, const LossCurve *c, ShapeSummary *s)
     s->slope0 = c->slope[zero];
     s->slope_left = c->slope[0];
     s->slope_right = c->slope[c->n - 1];
+    s->coupled = c->coupled;
     double tz = 1e-6 * fmax(maxd, 1e-30); /* float32 noise of f' */
     flat_intervals(c, tz, s);
     convexity(c, maxd, s);
@@ -719,7 +734,7 @@ static void check_shape(LossScript *ls, CheckReport *rep)
 
 void check_run(const char *path, const CheckOptions *opt, CheckReport *rep)
 {
-    double t0 = now_seconds();
+    double t0 = timeutil_now();
     memset(rep, 0, sizeof *rep);
     rep->ok = true;
     snprintf(rep->path, sizeof rep->path, "%s", path);
@@ -749,7 +764,7 @@ void check_run(const char *path, const CheckOptions *opt, CheckReport *rep)
         check_shape(ls, rep);
     loss_free(ls);
 done:
-    rep->seconds = now_seconds() - t0;
+    rep->seconds = timeutil_now() - t0;
 }
 
 /* ---- JSON --------------------------------------------------------------------- */
@@ -775,12 +790,13 @@ static json_t *shape_json(const ShapeSummary *s)
         json_array_append_new(flat, json_pack("[o, o]", num(s->flat[k][0]), num(s->flat[k][1])));
     for (int k = 0; k < s->n_inflections && k < CHECK_MAX_POINTS; k++)
         json_array_append_new(infl, num(s->inflections[k]));
-    return json_pack("{s:b, s:s, s:o, s:[o, o], s:o, s:o, s:o, s:i, s:o, s:s, s:o, s:i, s:o, s:o}",
-                     "valid", 1, "units", "rho = beta * logits", "beta", num(s->beta), "range",
-                     num(-s->range), num(s->range), "f0", num(s->f0), "slope0", num(s->slope0),
-                     "stationary", st, "n_stationary", s->n_stationary, "flat", flat, "convexity",
-                     s->convexity, "inflections", infl, "n_inflections", s->n_inflections,
-                     "slope_left", num(s->slope_left), "slope_right", num(s->slope_right));
+    return json_pack(
+        "{s:b, s:s, s:o, s:[o, o], s:o, s:o, s:o, s:i, s:o, s:s, s:o, s:i, s:o, s:o, s:b}", "valid",
+        1, "units", "rho = beta * logits", "beta", num(s->beta), "range", num(-s->range),
+        num(s->range), "f0", num(s->f0), "slope0", num(s->slope0), "stationary", st, "n_stationary",
+        s->n_stationary, "flat", flat, "convexity", s->convexity, "inflections", infl,
+        "n_inflections", s->n_inflections, "slope_left", num(s->slope_left), "slope_right",
+        num(s->slope_right), "batch_coupled", s->coupled);
 }
 
 char *check_report_json(const CheckReport *rep)
@@ -831,6 +847,9 @@ void check_print_shape(FILE *f, const ShapeSummary *s)
     fprintf(f, "%s\n", s->n_inflections ? ")" : "");
     fprintf(f, "  slopes at the ends: f'(%g) = %+.5g, f'(%g) = %+.5g\n", -s->range, s->slope_left,
             s->range, s->slope_right);
+    if (s->coupled)
+        fprintf(f, "  batch-coupled: a pair's loss depends on the rest of its batch; the curve is "
+                   "of one pair alone\n");
 }
 
 void check_print_text(FILE *f, const CheckReport *rep)

@@ -66,6 +66,7 @@ typedef struct ShapeSummary {
     int n_inflections;
     double inflections[CHECK_MAX_POINTS];
     double slope_left, slope_right; /* df/drho at -range and +range */
+    bool coupled;                   /* the loss couples the pairs of a batch (see LossCurve) */
 } ShapeSummary;
 
 typedef struct LossCurve {
@@ -74,6 +75,8 @@ typedef struct LossCurve {
     double *rho;   /* (n) */
     double *value; /* (n) the loss of one pair at rho */
     double *slope; /* (n) d loss / d rho */
+    bool coupled;  /* pairs of a batch affect each other's loss: each point was
+                    * evaluated as a batch of one pair */
 } LossCurve;
 
 typedef struct CheckOptions {

@@ -24,6 +24,7 @@
 #include "fsutil.h"
 #include "prefrun_config.h"
 #include "rng.h"
+#include "timeutil.h"
 #include "train.h"
 
 typedef struct BenchModel {
@@ -36,13 +37,6 @@ static const BenchModel bench_models[] = {
     {"small", 256, 128, 256, 6, 8, 8},
 };
 #define N_MODELS (int)(sizeof bench_models / sizeof bench_models[0])
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double step_flops(const BenchModel *m)
 {
@@ -81,10 +75,10 @@ static void peak_free(Peak *p)
 /* FLOP/s of one n^3 sgemm. */
 static double peak_once(const Peak *p)
 {
-    double t0 = now_seconds();
+    double t0 = timeutil_now();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p->n, p->n, p->n, 1.0f, p->a, p->n, p->b,
                 p->n, 0.0f, p->c, p->n);
-    return 2.0 * p->n * p->n * p->n / (now_seconds() - t0);
+    return 2.0 * p->n * p->n * p->n / (timeutil_now() - t0);
 }
 
 /* A (2B, T) block of random tokens; the last 3/4 of each row is response. */
@@ -137,9 +131,9 @@ static int time_steps(TrainBench *b, const BenchModel *m, const Peak *pk, int st
     for (int i = 0; rc == 0 && i < steps; i++) {
         double f = peak_once(pk);
         out->peak = f > out->peak ? f : out->peak;
-        double t0 = now_seconds();
+        double t0 = timeutil_now();
         rc = train_bench_step(b, ids, targets, mask, m->B, m->T, err, errlen);
-        double dt = now_seconds() - t0;
+        double dt = timeutil_now() - t0;
         out->best_s = dt < out->best_s ? dt : out->best_s;
         out->mean_s += dt / steps;
     }
@@ -188,11 +182,8 @@ static void usage(FILE *f)
                "example:\n  prefrun bench --config small --threads 2\n");
 }
 
-void cli_train_reexec_passive(void); /* cli_train.c: OMP_WAIT_POLICY=passive */
-
 int cmd_bench(int argc, char **argv)
 {
-    cli_train_reexec_passive();
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"threads", required_argument, NULL, 't'},
         {"steps", required_argument, NULL, 's'},  {"loss", required_argument, NULL, 'l'},

@@ -12,8 +12,6 @@
 #include "eval.h"
 #include "train.h"
 
-void cli_train_reexec_passive(void); /* cli_train.c: OMP_WAIT_POLICY=passive */
-
 static void usage(FILE *f)
 {
     fprintf(f, "usage: prefrun eval RUN_OR_CHECKPOINT [--json] [--samples N] [--prompts N]\n"
@@ -122,7 +120,6 @@ static void print_text(const EvalResult *r)
 
 int cmd_eval(int argc, char **argv)
 {
-    cli_train_reexec_passive();
     EvalArgs a = {0};
     eval_defaults(&a.o);
     int rc = parse(argc, argv, &a);

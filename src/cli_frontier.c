@@ -12,8 +12,6 @@
 #include "cli.h"
 #include "frontier.h"
 
-void cli_train_reexec_passive(void); /* cli_train.c: OMP_WAIT_POLICY=passive */
-
 #define MAX_LOSSES 16
 #define MAX_BETAS 32
 #define MAX_SETS 64
@@ -229,7 +227,6 @@ static int run(const FrontierArgs *a)
 
 int cmd_frontier(int argc, char **argv)
 {
-    cli_train_reexec_passive();
     FrontierArgs a = {.seeds = 1};
     int rc = parse(argc, argv, &a);
     if (rc != 0)

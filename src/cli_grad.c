@@ -28,6 +28,7 @@
 #include "fsutil.h"
 #include "loss.h"
 #include "ops.h"
+#include "timeutil.h"
 
 #define ERR_LEN 512
 
@@ -406,20 +407,13 @@ static int run_curve(LossScript *ls, const GradArgs *a)
 
 /* ---- --bench -------------------------------------------------------------------- */
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* microseconds per iteration of loss_eval (+ backward of the mean) at B pairs */
 static int bench_one(LossScript *ls, int B, bool backward, double *us, char *err, size_t errlen)
 {
     TensorCtx *ctx = tensor_ctx_new(0);
     float *v = malloc((size_t)B * sizeof *v);
     int shape[1] = {B}, iters = 0, rc = 0;
-    double t0 = now_seconds(), t = t0;
+    double t0 = timeutil_now(), t = t0;
     for (; rc == 0 && (t - t0 < 0.5 || iters < 20); iters++) {
         tensor_ctx_reset(ctx);
         Tensor *f[6];
@@ -446,7 +440,7 @@ static int bench_one(LossScript *ls, int B, bool backward, double *us, char *err
             snprintf(err, errlen, "backward: %s", tensor_ctx_error(ctx));
             rc = -1;
         }
-        t = now_seconds();
+        t = timeutil_now();
     }
     *us = (t - t0) / iters * 1e6;
     free(v);

@@ -11,8 +11,6 @@
 #include "pretrain.h"
 #include "task_data.h"
 
-void cli_train_reexec_passive(void); /* cli_train.c: OMP_WAIT_POLICY=passive */
-
 static void usage(FILE *f)
 {
     TaskPrepareOptions t;
@@ -186,7 +184,6 @@ static int run(PretrainArgs *a)
 
 int cmd_pretrain(int argc, char **argv)
 {
-    cli_train_reexec_passive();
     PretrainArgs a = {0};
     task_prepare_defaults(&a.t);
     int rc = parse(argc, argv, &a);

@@ -16,8 +16,6 @@
 #include "sample.h"
 #include "task.h"
 
-void cli_train_reexec_passive(void); /* cli_train.c: OMP_WAIT_POLICY=passive */
-
 int cli_opt_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int *out)
 {
     char *end;
@@ -185,7 +183,6 @@ static int run(const SampleArgs *a)
 
 int cmd_sample(int argc, char **argv)
 {
-    cli_train_reexec_passive();
     SampleArgs a = {.n = 5, .o = {.temperature = 1.0, .seed = 1}};
     int rc = parse(argc, argv, &a);
     if (rc != 0)

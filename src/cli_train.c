@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "checkpoint.h"
 #include "cli.h"
@@ -374,40 +373,8 @@ static int run(TrainArgs *a)
     return EXIT_OK;
 }
 
-/* libgomp reads OMP_WAIT_POLICY once, when it is loaded. Its default spins
- * each idle worker for ~300k iterations after every parallel region, and on
- * 2 cores those spinners starve OpenBLAS's own threads in the sgemm that
- * follows: the training step ran 5-15x slower than with a passive policy
- * (measured: 100 steps of the default run, 14.6 s vs 0.95 s). So when the
- * variable is unset, set it and re-execute this program with the same
- * arguments (/proc/self/cmdline) so libgomp sees it. Returns only when that
- * is not needed or not possible; the run then just goes slower. */
-void cli_train_reexec_passive(void)
-{
-    if (getenv("OMP_WAIT_POLICY"))
-        return;
-    FILE *f = fopen("/proc/self/cmdline", "rb");
-    static char buf[1 << 16];
-    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-    if (f)
-        fclose(f);
-    if (n == 0 || n == sizeof buf - 1)
-        return;
-    buf[n] = '\0';
-    char *args[1024];
-    int k = 0;
-    for (size_t i = 0; i < n && k < 1023; i += strlen(buf + i) + 1)
-        args[k++] = buf + i;
-    args[k] = NULL;
-    if (setenv("OMP_WAIT_POLICY", "passive", 1) == 0) {
-        fflush(NULL);
-        execv("/proc/self/exe", args);
-    }
-}
-
 int cmd_train(int argc, char **argv)
 {
-    cli_train_reexec_passive();
     TrainArgs a = {0};
     int rc = parse_args(argc, argv, &a);
     if (rc != 0)

@@ -22,17 +22,13 @@
 #include <time.h>
 
 #include "discover_internal.h"
+#include "discover_pool.h"
+#include "errmsg.h"
 #include "fsutil.h"
 #include "loss.h"
+#include "timeutil.h"
 
 #define TEXT_LEN 1024
-
-double discover_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 json_t *discover_num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
@@ -270,7 +266,7 @@ static int propose_seed(Loop *L, int idx, Proposal *p, char *err, size_t errlen)
 static int propose_one(Loop *L, int gen, int idx, char *err, size_t errlen)
 {
     Proposal p;
-    double t0 = discover_now();
+    double t0 = timeutil_now();
     int rc;
     if (gen == 0) {
         rc = propose_seed(L, idx, &p, err, errlen);
@@ -288,7 +284,7 @@ static int propose_one(Loop *L, int gen, int idx, char *err, size_t errlen)
     }
     const char *who = gen == 0 ? "seed" : propose_kind_name(L->o->propose.kind);
     if (rc == 0)
-        rc = archive_proposal(L, gen, idx, &p, who, discover_now() - t0, err, errlen);
+        rc = archive_proposal(L, gen, idx, &p, who, timeutil_now() - t0, err, errlen);
     proposal_free(&p);
     return rc;
 }
@@ -341,12 +337,66 @@ static int setup(Loop *L, char *err, size_t errlen)
     return L->proposer ? 0 : -1;
 }
 
+/* ---- preparing the fitness ---------------------------------------------------------------- */
+
+/* Building the task's reference is tensor code, and the parent must start no
+ * OpenMP or BLAS threads before it forks workers (discover_pool.h), so the
+ * one build runs in a worker of its own, before generation 0; the training
+ * workers then find it in the cache instead of all waiting on one build. */
+#define PREPARE_WALL_SECONDS 7200 /* pretraining is minutes; a hang is not */
+
+typedef struct Prepare {
+    const Loop *L;
+    char err[1024];
+    bool ok;
+} Prepare;
+
+static char *prepare_work(void *arg, size_t i)
+{
+    (void)i;
+    const Loop *L = ((Prepare *)arg)->L;
+    char err[1024] = "";
+    int rc = L->fitness->prepare(L->o->quiet, err, sizeof err);
+    char *text = malloc(sizeof err + 8); /* "ok", or "error: " and why */
+    if (text && rc == 0)
+        snprintf(text, sizeof err + 8, "ok");
+    else if (text)
+        snprintf(text, sizeof err + 8, "error: %s", err[0] ? err : "failed");
+    return text;
+}
+
+static void prepare_done(void *arg, size_t i, const PoolOutcome *o)
+{
+    (void)i;
+    Prepare *p = arg;
+    p->ok = o->end == POOL_OK && strcmp(o->text, "ok") == 0;
+    snprintf(p->err, sizeof p->err, "%s",
+             o->end != POOL_OK                     ? o->message
+             : strncmp(o->text, "error: ", 7) == 0 ? o->text + 7
+                                                   : o->text);
+}
+
+static int prepare_fitness(const Loop *L, char *err, size_t errlen)
+{
+    if (!L->fitness->prepare)
+        return 0;
+    Prepare p = {.L = L};
+    PoolLimits lim = {.workers = 1,
+                      .wall_seconds = PREPARE_WALL_SECONDS,
+                      .mem_bytes = (size_t)L->o->memory_mb << 20};
+    if (pool_run(1, prepare_work, prepare_done, &p, &lim, err, errlen) != 0)
+        return -1;
+    if (!p.ok)
+        return err_fail(err, errlen, "fitness %s: preparing: %s", L->fitness->name, p.err);
+    return 0;
+}
+
 static void summary(const Loop *L)
 {
     int n[CAND_STATUS_COUNT] = {0};
     for (int i = 0; i < archive_count(L->ar); i++)
         n[archive_entry(L->ar, i)->status]++;
-    double hours = (discover_now() - L->t0) / 3600.0;
+    double hours = (timeutil_now() - L->t0) / 3600.0;
     fprintf(stderr, "discover: %d candidates:", archive_count(L->ar));
     for (int s = 0; s < CAND_STATUS_COUNT; s++)
         if (n[s])
@@ -358,8 +408,10 @@ static void summary(const Loop *L)
 
 int discover_run(const DiscoverOptions *o, char *err, size_t errlen)
 {
-    Loop L = {.o = o, .t0 = discover_now()};
+    Loop L = {.o = o, .t0 = timeutil_now()};
     int rc = setup(&L, err, errlen);
+    if (rc == 0)
+        rc = prepare_fitness(&L, err, errlen);
     for (int gen = 0; rc == 0 && gen <= o->generations; gen++) {
         if (gen_size(o, gen) == 0)
             continue;

@@ -78,7 +78,8 @@ typedef struct DiscoverOptions {
     int leaders_shown;
     bool quiet; /* no per-candidate progress lines */
     ProposeConfig propose;
-    Config train; /* the training settings of every fitness run */
+    Config train; /* the training settings of every fitness run (interim: all of
+                   * them; task: threads, sandbox limits, nan_policy, fitness.h) */
 } DiscoverOptions;
 
 void discover_defaults(DiscoverOptions *o);

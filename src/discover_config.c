@@ -59,13 +59,13 @@ static const Key keys[] = {
     {"proposer", K_PROPOSER, F(propose.kind), 0, 0, 0, "evolve | llm | command"},
     {"prompt", K_STR, F(propose.prompt_path), S(propose.prompt_path), 0, 0,
      "prompt template (llm, command); default lua/discover_prompt.md"},
-    {"fitness", K_STR, F(fitness), S(fitness), 0, 0, "interim (reserved: task)"},
+    {"fitness", K_STR, F(fitness), S(fitness), 0, 0, "task (default) | interim"},
     {"hurdle_steps", K_INT, F(hurdle_steps), 0, 0, 1e7,
-     "steps of the hurdle run; 0 = none (default: the fitness's, interim 60)"},
+     "steps of the hurdle run; 0 = none (default: the fitness's, 60)"},
     {"hurdle_min", K_NUM, F(hurdle_min), 0, -1e9, 1e9,
-     "fitness the hurdle run must reach (default: the fitness's, interim 0.55)"},
+     "fitness the hurdle run must reach (default: the fitness's: task -0.25, interim 0.55)"},
     {"full_steps", K_INT, F(full_steps), 0, 0, 1e7,
-     "steps of each full-evaluation run; 0 = the fitness's default (interim 400)"},
+     "steps of each full-evaluation run; 0 = the fitness's default (task 200, interim 400)"},
     {"fitness_seeds", K_SEEDS, F(fitness_seeds), 0, 0, 0, "training seeds of the full evaluation"},
     {"timeout", K_NUM, F(timeout), 0, 1, 1e7, "wall-clock seconds per training job"},
     {"cpu_seconds", K_NUM, F(cpu_seconds), 0, 1, 1e7, "CPU seconds per training job"},
@@ -103,7 +103,7 @@ void discover_defaults(DiscoverOptions *o)
     o->n_seed_losses = 4;
     for (int i = 0; i < 4; i++)
         snprintf(o->seed_losses[i], sizeof o->seed_losses[i], "%s", seeds[i]);
-    snprintf(o->fitness, sizeof o->fitness, "interim");
+    snprintf(o->fitness, sizeof o->fitness, "task"); /* the issue: the built-in task's fitness */
     o->hurdle_steps = -1; /* -1, NAN, 0: the fitness's own (FitnessKind, FitnessFn) */
     o->hurdle_min = NAN;
     o->full_steps = 0;
@@ -437,7 +437,8 @@ int discover_finalize(DiscoverOptions *o, char *err, size_t errlen)
         o->hurdle_steps = k->hurdle_steps;
     if (isnan(o->hurdle_min))
         o->hurdle_min = k->hurdle_min;
-    if (o->train.eval_fraction <= 0 && !o->train.eval_file[0])
+    /* interim scores the held-out pairs of train:'s data; task has its own */
+    if (k->fn == fitness_interim && o->train.eval_fraction <= 0 && !o->train.eval_file[0])
         return err_fail(err, errlen,
                         "train: the fitness needs held-out pairs (eval_fraction > 0 or "
                         "eval_file)");

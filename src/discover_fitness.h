@@ -1,14 +1,18 @@
 /*
  * discover_fitness.h — how the discovery loop scores a candidate loss: one
  * function type, a registry of named fitnesses (`--fitness NAME`), and the
- * interim fitness that exists until the built-in task's evaluation lands.
+ * interim fitness (a cheap stand-in, still used by the tests).
  *
  *     FitnessOptions fo = {.cfg = cfg, .steps = 300, .n_seeds = 2, .seeds = {1, 2},
  *                          .work_dir = "out/work/g3-1"};
  *     FitnessResult r;
- *     const FitnessKind *k = fitness_find("interim", err, sizeof err);
+ *     const FitnessKind *k = fitness_find("task", err, sizeof err);
  *     if (!k || k->fn("out/losses/cand.lua", &fo, &r, err, sizeof err) != 0) ...;
  *     // r.fitness: higher is better; r.per_seed[i] for r.seeds[i]
+ *
+ * The registry (discover_fitness.c):
+ *   task     the default: reward - 0.01 KL on the built-in task (fitness.h);
+ *   interim  held-out preference accuracy after a short run (below).
  *
  * The contract of a FitnessFn (what the loop relies on):
  *   - it runs inside a discovery worker process (bounded by setrlimit and a
@@ -26,20 +30,21 @@
  *
  * THE INTERIM FITNESS ("interim") trains the candidate from scratch for
  * `steps` optimizer steps per seed with train_run (train.h) on the training
- * config's data (the built-in preference data unless train_file is set), and
- * (0 steps: INTERIM_STEPS) and
- * returns the held-out preference accuracy of the implicit reward,
- * eval_rewards/accuracies = mean over eval pairs of [log pi/pi_ref(chosen) >
+ * config's data (the built-in preference data unless train_file is set)
+ * (0 steps: INTERIM_STEPS), and returns the held-out preference accuracy of
+ * the implicit reward, eval_rewards/accuracies = mean over eval pairs of [log pi/pi_ref(chosen) >
  * log pi/pi_ref(rejected)], averaged over the seeds. It does not depend on
  * the loss's beta (a sign test), so losses with different scales compare
- * fairly; the eval margin and loss are kept for the archive. It is to be
- * replaced by "task": the built-in task's evaluation (reward of sampled
- * completions against KL to the reference, the DiscoPOP paper's frontier),
- * registered in fitness_kinds[] in discover_fitness.c when it exists.
+ * fairly; the eval margin and loss are kept for the archive. It is
+ * superseded by "task" (fitness.h), which scores what the DiscoPOP paper
+ * scores (reward of sampled completions against KL to the reference) but
+ * needs the task's pretrained reference; interim needs nothing built and
+ * runs in seconds on a tiny model, so the loop's tests use it.
  */
 #ifndef PREFRUN_DISCOVER_FITNESS_H
 #define PREFRUN_DISCOVER_FITNESS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -81,10 +86,17 @@ typedef struct FitnessResult {
 typedef int (*FitnessFn)(const char *loss_path, const FitnessOptions *opt, FitnessResult *out,
                          char *err, size_t errlen);
 
+/* Builds what fn needs and every worker would otherwise build at once (the
+ * task's reference and pairs): run once by the loop before generation 0,
+ * in a worker process of its own (the loop's parent runs no tensor code).
+ * May take minutes the first time; says so unless quiet. */
+typedef int (*FitnessPrepareFn)(bool quiet, char *err, size_t errlen);
+
 typedef struct FitnessKind {
-    const char *name;    /* for --fitness and the config's `fitness:` */
-    FitnessFn fn;        /* NULL: reserved, not built yet */
-    const char *summary; /* one line, for --help and the prompt */
+    const char *name;         /* for --fitness and the config's `fitness:` */
+    FitnessFn fn;             /* NULL: reserved, not built yet */
+    FitnessPrepareFn prepare; /* NULL: nothing to build first */
+    const char *summary;      /* one line, for --help and the prompt */
     /* the loop's cascade budget when the config sets none: each fitness has
      * its own scale (an accuracy, a reward) and its own cost */
     int hurdle_steps;  /* steps of the hurdle run; 0: no hurdle */

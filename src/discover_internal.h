@@ -48,6 +48,5 @@ int discover_evaluate(Loop *L, int gen, char *err, size_t errlen);
 
 /* a JSON number, or null for NaN and infinities (JSON has neither) */
 json_t *discover_num(double v);
-double discover_now(void);
 
 #endif

@@ -7,6 +7,7 @@
  * full pipe would otherwise never exit), capped at POOL_MAX_TEXT.
  */
 #include "discover_pool.h"
+#include "timeutil.h"
 
 #include <errno.h>
 #include <math.h>
@@ -42,13 +43,6 @@ typedef struct Slot {
     size_t len, cap;
     bool overflow;
 } Slot;
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---- the child ------------------------------------------------------------- */
 
@@ -134,7 +128,7 @@ static int start(Slot *s, size_t job, PoolWorkFn work, void *arg, const PoolLimi
         child_main(fd[1], parent, work, arg, job, lim);
     }
     close(fd[1]);
-    *s = (Slot){.pid = pid, .fd = fd[0], .job = job, .t0 = now_seconds()};
+    *s = (Slot){.pid = pid, .fd = fd[0], .job = job, .t0 = timeutil_now()};
     return 0;
 }
 
@@ -205,7 +199,7 @@ static void finish(Slot *s, bool timed_out, PoolDoneFn done, void *arg, const Po
         ;
     close(s->fd);
     PoolOutcome o = {
-        .end = POOL_OK, .text = s->buf, .len = s->len, .seconds = now_seconds() - s->t0};
+        .end = POOL_OK, .text = s->buf, .len = s->len, .seconds = timeutil_now() - s->t0};
     if (timed_out) {
         o.end = POOL_TIMEOUT;
         snprintf(o.message, sizeof o.message,
@@ -227,7 +221,7 @@ static int wait_ms(const Slot *slots, int w, const PoolLimits *lim)
 {
     if (lim->wall_seconds <= 0)
         return 1000;
-    double now = now_seconds(), next = now + 1.0;
+    double now = timeutil_now(), next = now + 1.0;
     for (int k = 0; k < w; k++)
         if (slots[k].pid && slots[k].t0 + lim->wall_seconds < next)
             next = slots[k].t0 + lim->wall_seconds;
@@ -251,7 +245,7 @@ static int service(Slot *slots, int w, PoolDoneFn done, void *arg, const PoolLim
     for (int j = 0; r > 0 && j < n; j++)
         if (pfd[j].revents && drain(&slots[map[j]]) == 1)
             finish(&slots[map[j]], false, done, arg, lim);
-    double now = now_seconds();
+    double now = timeutil_now();
     for (int k = 0; k < w; k++)
         if (slots[k].pid && lim->wall_seconds > 0 && now > slots[k].t0 + lim->wall_seconds)
             finish(&slots[k], true, done, arg, lim);

@@ -12,7 +12,6 @@
 #include "eval.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -20,31 +19,15 @@
 #include "checkpoint.h"
 #include "config.h"
 #include "data.h"
+#include "errmsg.h"
 #include "fsutil.h"
 #include "sample.h"
 #include "task.h"
 #include "task_data.h"
+#include "timeutil.h"
 
 #define PAIR_BATCH 16
 #define Z95 1.959963984540054 /* the normal's 97.5% quantile */
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void eval_defaults(EvalOptions *o)
 {
@@ -77,7 +60,7 @@ static int side_sample(const Gpt *m, const char *const *prompts, int n, uint64_t
     s->res = calloc((size_t)n, sizeof *s->res);
     s->reward = malloc((size_t)n * sizeof *s->reward);
     if (!s->res || !s->reward)
-        return fail(err, errlen, "eval: out of memory");
+        return err_fail(err, errlen, "eval: out of memory");
     SampleOptions so = {.temperature = 1.0, .seed = seed};
     if (sample_generate(m, prompts, n, &so, s->res, err, errlen) != 0)
         return -1;
@@ -98,7 +81,7 @@ static int sample_metrics(const Gpt *pol, const Gpt *ref, const char *const *pro
                           const Side *p, const Side *q, EvalResult *r, char *err, size_t errlen)
 {
     double *lp = malloc((size_t)n * sizeof *lp), *lq = malloc((size_t)n * sizeof *lq);
-    int rc = lp && lq ? 0 : fail(err, errlen, "eval: out of memory");
+    int rc = lp && lq ? 0 : err_fail(err, errlen, "eval: out of memory");
     if (rc == 0)
         rc = sample_score(pol, prompts, p->res, n, lp, err, errlen);
     if (rc == 0)
@@ -146,7 +129,7 @@ static int pair_diffs(const Gpt *m, TensorCtx *ctx, const GptPairBatch *pb, doub
     GptPairLogps lp;
     tensor_ctx_reset(ctx);
     if (gpt_pair_logps(m, ctx, pb, &lp) != 0)
-        return fail(err, errlen, "eval: %s", tensor_ctx_error(ctx));
+        return err_fail(err, errlen, "eval: %s", tensor_ctx_error(ctx));
     for (int i = 0; i < pb->B; i++)
         d[i] = (double)lp.chosen->data[i] - lp.rejected->data[i];
     return 0;
@@ -160,7 +143,7 @@ static int score_pairs(const Gpt *pol, const Gpt *ref, const Dataset *ds, int64_
     int32_t *ids = malloc(2 * PAIR_BATCH * (size_t)T * sizeof *ids);
     int32_t *tg = malloc(2 * PAIR_BATCH * (size_t)T * sizeof *tg);
     TensorCtx *ctx = tensor_ctx_new(0);
-    int rc = b && ids && tg && ctx ? 0 : fail(err, errlen, "eval: out of memory");
+    int rc = b && ids && tg && ctx ? 0 : err_fail(err, errlen, "eval: out of memory");
     if (ctx)
         ctx->no_grad = true;
     *correct = 0;
@@ -206,19 +189,19 @@ static int check_models(const Gpt *pol, const Gpt *ref, const EvalOptions *o, ch
                         size_t errlen)
 {
     if (memcmp(&pol->cfg, &ref->cfg, sizeof pol->cfg) != 0)
-        return fail(err, errlen,
-                    "eval: the policy (width %d, %d layers) and the reference "
-                    "(width %d, %d layers) differ in shape",
-                    pol->cfg.width, pol->cfg.layers, ref->cfg.width, ref->cfg.layers);
+        return err_fail(err, errlen,
+                        "eval: the policy (width %d, %d layers) and the reference "
+                        "(width %d, %d layers) differ in shape",
+                        pol->cfg.width, pol->cfg.layers, ref->cfg.width, ref->cfg.layers);
     if (o->n_prompts < 1 || o->samples < 1 || o->max_pairs < 0)
-        return fail(err, errlen, "eval: prompts and samples must be >= 1");
+        return err_fail(err, errlen, "eval: prompts and samples must be >= 1");
     return 0;
 }
 
 int eval_models(const Gpt *policy, const Gpt *ref, uint64_t task_seed, const char *pairs_file,
                 const EvalOptions *o, EvalResult *r, char *err, size_t errlen)
 {
-    double t0 = now();
+    double t0 = timeutil_now();
     *r = (EvalResult){.accuracy = NAN};
     if (check_models(policy, ref, o, err, errlen) != 0)
         return -1;
@@ -228,7 +211,7 @@ int eval_models(const Gpt *policy, const Gpt *ref, uint64_t task_seed, const cha
     int n = o->n_prompts * o->samples;
     const char **prompts = malloc((size_t)n * sizeof *prompts);
     Side p = {0}, q = {0};
-    int rc = prompts ? 0 : fail(err, errlen, "eval: out of memory");
+    int rc = prompts ? 0 : err_fail(err, errlen, "eval: out of memory");
     for (int i = 0; rc == 0 && i < n; i++)
         prompts[i] = tp.text[i / o->samples];
     if (rc == 0)
@@ -243,7 +226,7 @@ int eval_models(const Gpt *policy, const Gpt *ref, uint64_t task_seed, const cha
     side_free(&q, n);
     free(prompts);
     task_prompts_free(&tp);
-    r->seconds = now() - t0;
+    r->seconds = timeutil_now() - t0;
     return rc;
 }
 
@@ -284,10 +267,10 @@ static int eval_loaded(Gpt *pol, const char *file, const EvalOptions *o, EvalRes
         if (rc < 0)
             return -1;
         if (rc == 1 && !o->reference)
-            return fail(err, errlen,
-                        "eval: %s was not trained on the built-in task: give "
-                        "--ref REFERENCE (and --pairs FILE)",
-                        file);
+            return err_fail(err, errlen,
+                            "eval: %s was not trained on the built-in task: give "
+                            "--ref REFERENCE (and --pairs FILE)",
+                            file);
     }
     const char *ref_path = o->reference ? o->reference : a.reference;
     const char *pairs = o->pairs_file ? o->pairs_file : a.eval_file;

@@ -9,37 +9,21 @@
 
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "errmsg.h"
 #include "eval.h"
 #include "fsutil.h"
 #include "loss.h"
 #include "sample.h"
 #include "task_data.h"
+#include "timeutil.h"
 #include "train.h"
 
 #define PATH_LEN 1024
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* The task's training settings; from the caller's only threads, sandbox
  * limits and nan_policy (see fitness.h). */
@@ -158,8 +142,8 @@ static int seed_run(const SeedRun *s, FitnessResult *out, int i, char *err, size
     if (fsutil_remove_tree(s->dir, err, errlen) != 0)
         return -1;
     if (train_run(&to, &tr, terr, sizeof terr) != TRAIN_OK)
-        return fail(err, errlen, "training (seed %llu, %d steps) failed: %s",
-                    (unsigned long long)s->seed, s->cfg->max_steps, terr);
+        return err_fail(err, errlen, "training (seed %llu, %d steps) failed: %s",
+                        (unsigned long long)s->seed, s->cfg->max_steps, terr);
     double margin, loss;
     read_metrics(s->dir, out, &margin, &loss, i == 0);
     EvalResult er;
@@ -178,18 +162,35 @@ static int seed_run(const SeedRun *s, FitnessResult *out, int i, char *err, size
 static int check_options(const FitnessOptions *opt, char *err, size_t errlen)
 {
     if (opt->n_seeds < 1 || opt->n_seeds > FITNESS_MAX_SEEDS || opt->steps < 0 || !opt->work_dir)
-        return fail(err, errlen, "fitness: 1 to %d seeds, steps >= 0 and a work_dir are required",
-                    FITNESS_MAX_SEEDS);
+        return err_fail(err, errlen,
+                        "fitness: 1 to %d seeds, steps >= 0 and a work_dir are required",
+                        FITNESS_MAX_SEEDS);
     return 0;
+}
+
+/* The task at its default options: what fitness_prepare builds is what
+ * every seed run then finds in the cache. */
+static int prepare_task(bool quiet, TaskAssets *a, char *err, size_t errlen)
+{
+    TaskPrepareOptions tp;
+    task_prepare_defaults(&tp);
+    tp.quiet = quiet;
+    return task_prepare(&tp, a, err, errlen);
+}
+
+int fitness_prepare(bool quiet, char *err, size_t errlen)
+{
+    TaskAssets a;
+    if (!quiet)
+        fprintf(stderr, "fitness: preparing the built-in task (its reference and pairs); "
+                        "the first time this takes a few minutes, then it is cached\n");
+    return prepare_task(quiet, &a, err, errlen);
 }
 
 /* The task (quietly: a discovery worker has no terminal) and the reference. */
 static int load_task(TaskAssets *a, Gpt **ref, char *err, size_t errlen)
 {
-    TaskPrepareOptions tp;
-    task_prepare_defaults(&tp);
-    tp.quiet = true;
-    if (task_prepare(&tp, a, err, errlen) != 0)
+    if (prepare_task(true, a, err, errlen) != 0)
         return -1;
     return sample_model_load(a->reference, ref, NULL, 0, err, errlen);
 }
@@ -223,7 +224,7 @@ static int run_seeds(const char *loss_path, const FitnessOptions *opt, FitnessRe
 int fitness_evaluate(const char *loss_path, const FitnessOptions *opt, FitnessResult *out,
                      char *err, size_t errlen)
 {
-    double t0 = now();
+    double t0 = timeutil_now();
     memset(out, 0, sizeof *out);
     snprintf(out->metric, sizeof out->metric, "%s", FITNESS_METRIC);
     if (check_options(opt, err, errlen) != 0)
@@ -235,6 +236,6 @@ int fitness_evaluate(const char *loss_path, const FitnessOptions *opt, FitnessRe
         out->eval_margin /= out->n_seeds;
         out->eval_loss /= out->n_seeds;
     }
-    out->seconds = now() - t0;
+    out->seconds = timeutil_now() - t0;
     return rc;
 }

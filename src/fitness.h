@@ -40,11 +40,13 @@
  * deterministic in (loss file, options). The training settings come from
  * the task (model, data, rate, steps); from opt->cfg it takes only threads,
  * the sandbox limits and nan_policy. The task must be prepared: a first
- * call builds it (minutes) unless `prefrun pretrain` ran before.
+ * call builds it (minutes) unless `prefrun pretrain` or fitness_prepare
+ * ran before.
  */
 #ifndef PREFRUN_FITNESS_H
 #define PREFRUN_FITNESS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "discover_fitness.h"
@@ -55,5 +57,11 @@
 
 int fitness_evaluate(const char *loss_path, const FitnessOptions *opt, FitnessResult *out,
                      char *err, size_t errlen);
+
+/* Builds (or finds) the task fitness_evaluate trains on: the reference and
+ * its pairs, minutes the first time (says so unless quiet), then cached.
+ * The discovery loop runs it once before generation 0, so its workers do not
+ * all wait on the same build. */
+int fitness_prepare(bool quiet, char *err, size_t errlen);
 
 #endif

@@ -14,7 +14,6 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -22,30 +21,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "errmsg.h"
 #include "fsutil.h"
 #include "sample.h"
+#include "timeutil.h"
 #include "train.h"
 
 #define RESULT_FILE "result.json"
 #define POLL_NS 20000000L /* 20 ms between polls of running workers */
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void frontier_loss_name(const char *path, char *out, size_t len)
 {
@@ -75,11 +58,11 @@ static int prepare_in_child(const TaskPrepareOptions *tp, char *err, size_t errl
 {
     int fd[2];
     if (pipe(fd) != 0)
-        return fail(err, errlen, "frontier: pipe: %s", strerror(errno));
+        return err_fail(err, errlen, "frontier: pipe: %s", strerror(errno));
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0)
-        return fail(err, errlen, "frontier: fork: %s", strerror(errno));
+        return err_fail(err, errlen, "frontier: fork: %s", strerror(errno));
     if (pid == 0) {
         close(fd[0]);
         char e[1024] = "";
@@ -99,7 +82,7 @@ static int prepare_in_child(const TaskPrepareOptions *tp, char *err, size_t errl
         ;
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
         return 0;
-    return fail(err, errlen, "%s", msg[0] ? msg : "frontier: preparing the task failed");
+    return err_fail(err, errlen, "%s", msg[0] ? msg : "frontier: preparing the task failed");
 }
 
 int frontier_setup(FrontierSetup *s, const TaskPrepareOptions *tp, char *err, size_t errlen)
@@ -159,10 +142,10 @@ static int train_job(const FrontierSetup *s, const FrontierJob *j, FrontierResul
         fsutil_remove_tree(j->run_dir, err, errlen) != 0)
         return -1;
     TrainResult tr;
-    double t0 = now();
+    double t0 = timeutil_now();
     if (train_run(&to, &tr, err, errlen) != TRAIN_OK)
         return -1;
-    r->train_seconds = now() - t0;
+    r->train_seconds = timeutil_now() - t0;
     r->train_loss = tr.last_loss;
     r->train_accuracy = tr.last_accuracy;
     return 0;
@@ -292,7 +275,7 @@ static int launch(const FrontierSetup *s, const FrontierJob *jobs, int n, Pool *
         fflush(NULL); /* a child must not flush the parent's buffers again */
         pid_t pid = fork();
         if (pid < 0)
-            return fail(err, errlen, "frontier: fork: %s", strerror(errno));
+            return err_fail(err, errlen, "frontier: fork: %s", strerror(errno));
         if (pid == 0)
             worker(s, &jobs[p->next]); /* never returns */
         p->pid[k] = pid;
@@ -308,7 +291,7 @@ int frontier_run(const FrontierSetup *s, const FrontierJob *jobs, int n, Frontie
     Pool p = {.w = workers_wanted(s, n)};
     p.pid = calloc((size_t)(p.w > 0 ? p.w : 1), sizeof *p.pid);
     p.job = calloc((size_t)(p.w > 0 ? p.w : 1), sizeof *p.job);
-    int rc = p.pid && p.job ? 0 : fail(err, errlen, "frontier: out of memory");
+    int rc = p.pid && p.job ? 0 : err_fail(err, errlen, "frontier: out of memory");
     for (int i = 0; i < n; i++)
         out[i] = (FrontierResult){.error = "not run"};
     while (p.done < n && (rc == 0 || p.running > 0)) {
@@ -491,7 +474,7 @@ static int write_json(const char *path, const FrontierJob *jobs, const FrontierR
     char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
     json_decref(o);
     if (!text)
-        return fail(err, errlen, "frontier: out of memory");
+        return err_fail(err, errlen, "frontier: out of memory");
     size_t len = strlen(text);
     text[len] = '\n'; /* json_dumps's NUL becomes the final newline */
     int rc = fsutil_write_atomic(path, text, len + 1, err, errlen);
@@ -695,7 +678,7 @@ int frontier_write(const char *out_dir, const FrontierJob *jobs, const FrontierR
         return -1;
     if (curves_make(jobs, res, n, &cs) != 0) {
         curves_free(&cs);
-        return fail(err, errlen, "frontier: out of memory");
+        return err_fail(err, errlen, "frontier: out of memory");
     }
     int rc = write_csv(csv, jobs, res, n, err, errlen);
     if (rc == 0)

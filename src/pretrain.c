@@ -18,7 +18,6 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -26,12 +25,14 @@
 #include <unistd.h>
 
 #include "data.h"
+#include "errmsg.h"
 #include "fsutil.h"
 #include "ops.h"
 #include "optim.h"
 #include "rng.h"
 #include "sample.h"
 #include "task.h"
+#include "timeutil.h"
 #include "train.h"
 
 #define PATH_LEN 1400 /* a cache directory plus a file name */
@@ -40,24 +41,6 @@
 #define VAL_STREAM 0x76616c696461746eULL /* "validatn": held-out documents' seed */
 #define ORDER_STREAM 0x6f72646572ULL     /* "order": the batch order's seed */
 #define MAX_GRAD_NORM 1.0
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void pretrain_defaults(PretrainOptions *o)
 {
@@ -128,7 +111,7 @@ static int rows_from_text(const char *text, size_t len, int maxlen, Rows *r, cha
     r->off = malloc(((size_t)docs + 1) * sizeof *r->off);
     r->len = malloc(((size_t)docs + 1) * sizeof *r->len);
     if (!r->tok || !r->off || !r->len)
-        return fail(err, errlen, "pretrain: out of memory for %lld documents", (long long)docs);
+        return err_fail(err, errlen, "pretrain: out of memory for %lld documents", (long long)docs);
     int64_t at = 0;
     for (size_t s = 0, i = 0; i < len; i++) {
         if (text[i] != TASK_EOD)
@@ -201,7 +184,7 @@ static int make_optimizer(Pre *p, char *err, size_t errlen)
     Gpt *m = p->m;
     OptimSegment *seg = malloc((size_t)m->n_tensors * sizeof *seg);
     if (!seg)
-        return fail(err, errlen, "pretrain: out of memory");
+        return err_fail(err, errlen, "pretrain: out of memory");
     int64_t off = 0;
     for (int i = 0; i < m->n_tensors; i++) {
         seg[i] = (OptimSegment){off, m->tensors[i]->size, gpt_tensor_decays(m, i)};
@@ -218,13 +201,13 @@ static int check_options(const PretrainOptions *o, char *err, size_t errlen)
     if (gpt_config_check(&o->model, err, errlen) != 0)
         return -1;
     if (o->model.vocab < DATA_VOCAB)
-        return fail(err, errlen, "pretrain: vocab %d is below the tokenizer's %d", o->model.vocab,
-                    DATA_VOCAB);
+        return err_fail(err, errlen, "pretrain: vocab %d is below the tokenizer's %d",
+                        o->model.vocab, DATA_VOCAB);
     if (o->model.context < 2 || o->docs < 1 || o->steps < 1 || o->batch < 1 || !(o->lr > 0) ||
         o->weight_decay < 0 || o->warmup_steps < 0)
-        return fail(err, errlen,
-                    "pretrain: context >= 2, docs, steps, batch >= 1 and lr > 0 "
-                    "are required");
+        return err_fail(err, errlen,
+                        "pretrain: context >= 2, docs, steps, batch >= 1 and lr > 0 "
+                        "are required");
     return 0;
 }
 
@@ -248,7 +231,7 @@ static int pre_setup(Pre *p, const PretrainOptions *o, char *err, size_t errlen)
     p->ids = malloc((size_t)B * maxlen * sizeof *p->ids);
     p->tg = malloc((size_t)B * maxlen * sizeof *p->tg);
     if (!p->ctx || !p->order || !p->idx || !p->ids || !p->tg)
-        return fail(err, errlen, "pretrain: out of memory");
+        return err_fail(err, errlen, "pretrain: out of memory");
     rng_seed(&p->rng, o->seed ^ ORDER_STREAM);
     p->pos = p->train.n; /* the first batch shuffles */
     p->sched = (LrSchedule){LR_COSINE, o->lr, o->warmup_steps, o->steps};
@@ -298,11 +281,12 @@ static int pre_step(Pre *p, int64_t step, double *loss, char *err, size_t errlen
     next_indices(p);
     Tensor *nll = batch_nll(p, &p->train, p->o->batch);
     if (!nll || ag_backward(p->ctx, nll, NULL) != 0)
-        return fail(err, errlen, "pretrain: step %lld: %s", (long long)step + 1,
-                    tensor_ctx_error(p->ctx));
+        return err_fail(err, errlen, "pretrain: step %lld: %s", (long long)step + 1,
+                        tensor_ctx_error(p->ctx));
     *loss = nll->data[0];
     if (!isfinite(*loss))
-        return fail(err, errlen, "pretrain: step %lld: the loss is %g", (long long)step + 1, *loss);
+        return err_fail(err, errlen, "pretrain: step %lld: the loss is %g", (long long)step + 1,
+                        *loss);
     float *params = p->m->all->data, *grads = p->m->all->grad;
     optim_clip_grad_norm(grads, p->m->all->size, MAX_GRAD_NORM);
     adamw_step(p->adam, params, grads, lr_at(&p->sched, step));
@@ -334,7 +318,7 @@ static int pre_loop(Pre *p, PretrainResult *res, char *err, size_t errlen)
 {
     const PretrainOptions *o = p->o;
     FILE *f = o->quiet ? NULL : o->progress ? o->progress : stderr;
-    double t0 = now(), tail = 0, ema = 0;
+    double t0 = timeutil_now(), tail = 0, ema = 0;
     int64_t tail_from = o->steps - (o->steps + 9) / 10, tail_n = 0;
     for (int64_t s = 0; s < o->steps; s++) {
         double loss = 0;
@@ -347,12 +331,12 @@ static int pre_loop(Pre *p, PretrainResult *res, char *err, size_t errlen)
         }
         char text[64];
         snprintf(text, sizeof text, "loss %.3f", ema);
-        pretrain_progress(f, "pretrain", s + 1, o->steps, now() - t0, text);
+        pretrain_progress(f, "pretrain", s + 1, o->steps, timeutil_now() - t0, text);
     }
     res->steps = o->steps;
     res->train_loss = tail / (double)(tail_n ? tail_n : 1);
     res->val_loss = val_loss(p);
-    res->seconds = now() - t0;
+    res->seconds = timeutil_now() - t0;
     return 0;
 }
 
@@ -392,9 +376,9 @@ int pretrain_cache_root(const char *override, char *out, size_t len, char *err, 
     else if (home && *home)
         n = snprintf(out, len, "%s/.cache/prefrun", home);
     else
-        return fail(err, errlen, "pretrain: no cache directory: set PREFRUN_CACHE or HOME");
+        return err_fail(err, errlen, "pretrain: no cache directory: set PREFRUN_CACHE or HOME");
     if (n < 0 || (size_t)n >= len)
-        return fail(err, errlen, "pretrain: cache path too long");
+        return err_fail(err, errlen, "pretrain: cache path too long");
     return 0;
 }
 
@@ -429,7 +413,7 @@ int pretrain_cache_dir(const PretrainOptions *o, const char *root, char *out, si
     int n = snprintf(out, len, "%s/%s/ref-L%d-C%d-H%d-T%d-%08x", root, key, g->layers, g->width,
                      g->heads, g->context, fnv1a32(text));
     if (n < 0 || (size_t)n >= len)
-        return fail(err, errlen, "pretrain: cache path too long");
+        return err_fail(err, errlen, "pretrain: cache path too long");
     return 0;
 }
 
@@ -444,7 +428,7 @@ static int write_manifest(const char *dir, const PretrainOptions *o, const Pretr
     char *s = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
     json_decref(j);
     if (!s)
-        return fail(err, errlen, "pretrain: out of memory");
+        return err_fail(err, errlen, "pretrain: out of memory");
     snprintf(path, sizeof path, "%s/reference.json", dir);
     size_t n = strlen(s);
     s[n] = '\n'; /* json_dumps leaves room: its NUL becomes the final newline */
@@ -489,11 +473,11 @@ static int lock_dir(const char *dir, char *err, size_t errlen)
     snprintf(path, sizeof path, "%s/.lock", dir);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
-        return fail(err, errlen, "%s: %s", path, strerror(errno));
+        return err_fail(err, errlen, "%s: %s", path, strerror(errno));
     while (flock(fd, LOCK_EX) != 0) {
         if (errno != EINTR) {
             close(fd);
-            return fail(err, errlen, "%s: flock: %s", path, strerror(errno));
+            return err_fail(err, errlen, "%s: flock: %s", path, strerror(errno));
         }
     }
     return fd;
@@ -512,7 +496,7 @@ int pretrain_reference(const PretrainOptions *o, const char *root, bool force, c
         fsutil_mkdirs(dir, err, errlen) != 0)
         return -1;
     if ((size_t)snprintf(path, plen, "%s/%s", dir, PRETRAIN_FILE) >= plen)
-        return fail(err, errlen, "pretrain: cache path too long");
+        return err_fail(err, errlen, "pretrain: cache path too long");
     int fd = lock_dir(dir, err, errlen);
     if (fd < 0)
         return -1;

@@ -29,6 +29,7 @@
 
 #include "fsutil.h"
 #include "propose.h"
+#include "timeutil.h"
 
 #define MAX_REPLY ((size_t)4 << 20)
 #define EXEC_FAILED 127
@@ -44,13 +45,6 @@ typedef struct Exchange {
     size_t out_len, out_cap;
     bool too_big;
 } Exchange;
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void *command_create(const ProposeConfig *cfg, char *err, size_t errlen)
 {
@@ -158,10 +152,10 @@ static int run(const ProposeConfig *cfg, const char *prompt, Exchange *x, int *s
     *x = (Exchange){.in = prompt, .in_len = strlen(prompt)};
     struct sigaction ign = {.sa_handler = SIG_IGN}, old;
     sigaction(SIGPIPE, &ign, &old);
-    double deadline = now_seconds() + cfg->command_timeout;
+    double deadline = timeutil_now() + cfg->command_timeout;
     int w = in[1], done = 0;
-    while (!done && now_seconds() < deadline)
-        done = pump(x, &w, out[0], (int)fmax(1, (deadline - now_seconds()) * 1000));
+    while (!done && timeutil_now() < deadline)
+        done = pump(x, &w, out[0], (int)fmax(1, (deadline - timeutil_now()) * 1000));
     if (w >= 0)
         close(w);
     close(out[0]);

@@ -14,7 +14,6 @@
 
 #include <cblas.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +21,7 @@
 #include "checkpoint.h"
 #include "config.h"
 #include "data.h"
+#include "errmsg.h"
 #include "fsutil.h"
 #include "ops.h"
 #include "rng.h"
@@ -34,17 +34,6 @@
 #define LN_EPS 1e-5f               /* model.c's GPT_LN_EPS; the cache test fails if they part */
 #define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_C 0.044715f
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 int sample_blas_enter(void)
 {
@@ -66,7 +55,7 @@ static StEntry *model_entries(const Gpt *m, char *err, size_t errlen)
 {
     StEntry *e = malloc((size_t)m->n_tensors * sizeof *e);
     if (!e) {
-        fail(err, errlen, "model: out of memory");
+        err_fail(err, errlen, "model: out of memory");
         return NULL;
     }
     for (int i = 0; i < m->n_tensors; i++)
@@ -106,7 +95,7 @@ static int resolve_model_file(const char *path, char *file, size_t len, char *er
 {
     if (!fsutil_is_dir(path)) {
         if (!fsutil_exists(path))
-            return fail(err, errlen, "%s: no such file or directory", path);
+            return err_fail(err, errlen, "%s: no such file or directory", path);
         snprintf(file, len, "%s", path);
         return 0;
     }
@@ -117,7 +106,8 @@ static int resolve_model_file(const char *path, char *file, size_t len, char *er
     int64_t step;
     int rc = ckpt_find_latest(path, dir, sizeof dir, &step, err, errlen);
     if (rc == 1)
-        return fail(err, errlen, "%s: neither a model file, a checkpoint nor a run with one", path);
+        return err_fail(err, errlen, "%s: neither a model file, a checkpoint nor a run with one",
+                        path);
     if (rc != 0)
         return -1;
     snprintf(file, len, "%s/%s", dir, CKPT_MODEL_FILE);
@@ -147,8 +137,8 @@ static int model_config(const StFile *f, const char *file, GptConfig *g, char *e
     int dlen = slash ? (int)(slash - file) : 1;
     snprintf(yaml, sizeof yaml, "%.*s/%s", dlen, slash ? file : ".", CKPT_CONFIG_FILE);
     if (!fsutil_exists(yaml))
-        return fail(err, errlen, "%s: no model config in its metadata and no %s beside it", file,
-                    CKPT_CONFIG_FILE);
+        return err_fail(err, errlen, "%s: no model config in its metadata and no %s beside it",
+                        file, CKPT_CONFIG_FILE);
     Config c;
     config_defaults(&c);
     if (config_load_yaml(&c, yaml, err, errlen) != 0)
@@ -219,8 +209,8 @@ SampleCache *sample_cache_new(const Gpt *m, int n_seq, char *err, size_t errlen)
     SampleCache *c = calloc(1, sizeof *c);
     if (!c || n_seq <= 0) {
         free(c);
-        fail(err, errlen, "sample: cache for %d sequences: %s", n_seq,
-             n_seq <= 0 ? "need at least one" : "out of memory");
+        err_fail(err, errlen, "sample: cache for %d sequences: %s", n_seq,
+                 n_seq <= 0 ? "need at least one" : "out of memory");
         return NULL;
     }
     const GptConfig *g = &m->cfg;
@@ -243,7 +233,7 @@ SampleCache *sample_cache_new(const Gpt *m, int n_seq, char *err, size_t errlen)
     c->p = malloc((size_t)g->context * sizeof(float));
     if (!c->pos || !c->kc || !c->vc || !c->x || !c->h || !c->qkv || !c->att || !c->fc || !c->p) {
         sample_cache_free(c);
-        fail(err, errlen, "sample: out of memory for a cache of %d sequences", n_seq);
+        err_fail(err, errlen, "sample: out of memory for a cache of %d sequences", n_seq);
         return NULL;
     }
     return c;
@@ -373,14 +363,16 @@ static int step_check(const SampleCache *c, const int *seq, const int32_t *tok, 
                       size_t errlen)
 {
     if (n < 1 || n > c->S)
-        return fail(err, errlen, "sample: %d rows in a step of a %d-sequence cache", n, c->S);
+        return err_fail(err, errlen, "sample: %d rows in a step of a %d-sequence cache", n, c->S);
     for (int r = 0; r < n; r++) {
         if (seq[r] < 0 || seq[r] >= c->S)
-            return fail(err, errlen, "sample: sequence %d out of range [0, %d)", seq[r], c->S);
+            return err_fail(err, errlen, "sample: sequence %d out of range [0, %d)", seq[r], c->S);
         if (c->pos[seq[r]] >= c->maxT)
-            return fail(err, errlen, "sample: sequence %d is full (%d positions)", seq[r], c->maxT);
+            return err_fail(err, errlen, "sample: sequence %d is full (%d positions)", seq[r],
+                            c->maxT);
         if (tok[r] < 0 || tok[r] >= c->V)
-            return fail(err, errlen, "sample: token %d out of range [0, %d)", (int)tok[r], c->V);
+            return err_fail(err, errlen, "sample: token %d out of range [0, %d)", (int)tok[r],
+                            c->V);
     }
     return 0;
 }
@@ -484,11 +476,12 @@ static int gen_init(Gen *g, const char *prompt, int maxT, const SampleOptions *o
     if (o->max_new_tokens > 0 && o->max_new_tokens < g->cap)
         g->cap = o->max_new_tokens;
     if (g->cap < 1)
-        return fail(err, errlen, "sample: prompt %lld (%d bytes) leaves no room in a context of %d",
-                    (long long)index, g->plen, maxT);
+        return err_fail(err, errlen,
+                        "sample: prompt %lld (%d bytes) leaves no room in a context of %d",
+                        (long long)index, g->plen, maxT);
     g->text = malloc((size_t)g->cap + 1);
     if (!g->text)
-        return fail(err, errlen, "sample: out of memory");
+        return err_fail(err, errlen, "sample: out of memory");
     g->text[0] = '\0';
     rng_seed(&g->rng, seq_seed(o->seed, index));
     return 0;
@@ -563,7 +556,7 @@ static int chunk_work_new(ChunkWork *w, const Gpt *m, char *err, size_t errlen)
     if (w->cache && w->logits && w->work && w->seq && w->tok)
         return 0;
     chunk_work_free(w);
-    return fail(err, errlen, "sample: out of memory");
+    return err_fail(err, errlen, "sample: out of memory");
 }
 
 /* Generates chunks ci = first, first + stride, ... with one ChunkWork. */
@@ -611,10 +604,10 @@ int sample_generate(const Gpt *m, const char *const *prompts, int n, const Sampl
     if (n <= 0)
         return 0;
     if (o->temperature < 0 || !isfinite(o->temperature) || o->top_k < 0)
-        return fail(err, errlen, "sample: temperature must be >= 0 and top_k >= 0");
+        return err_fail(err, errlen, "sample: temperature must be >= 0 and top_k >= 0");
     Gen *g = calloc((size_t)n, sizeof *g);
     if (!g)
-        return fail(err, errlen, "sample: out of memory");
+        return err_fail(err, errlen, "sample: out of memory");
     int rc = 0;
     for (int i = 0; rc == 0 && i < n; i++)
         rc = gen_init(&g[i], prompts[i], m->cfg.context, o, i, err, errlen);
@@ -675,18 +668,18 @@ static int score_chunk(const Gpt *m, TensorCtx *ctx, const char *const *prompts,
     for (int i = 0; i < n; i++) {
         int len = score_len(prompts[i], &res[i]);
         if (len > maxT + 1) /* T = len - 1 positions predict the len - 1 tokens after EOT */
-            return fail(err, errlen, "sample: completion %d does not fit in a context of %d", i,
-                        maxT);
+            return err_fail(err, errlen, "sample: completion %d does not fit in a context of %d", i,
+                            maxT);
         T = len - 1 > T ? len - 1 : T;
     }
     int32_t *seq = malloc((size_t)(maxT + 1) * sizeof *seq);
     int32_t *ids = malloc((size_t)n * T * sizeof *ids), *tg = malloc((size_t)n * T * sizeof *tg);
-    int rc = seq && ids && tg ? 0 : fail(err, errlen, "sample: out of memory");
+    int rc = seq && ids && tg ? 0 : err_fail(err, errlen, "sample: out of memory");
     for (int i = 0; rc == 0 && i < n; i++)
         score_fill(prompts[i], &res[i], T, seq, ids + (size_t)i * T, tg + (size_t)i * T);
     Tensor *lp = rc == 0 ? gpt_token_logps(m, ctx, ids, tg, n, T) : NULL; // (n, T)
     if (rc == 0 && !lp)
-        rc = fail(err, errlen, "sample: %s", tensor_ctx_error(ctx));
+        rc = err_fail(err, errlen, "sample: %s", tensor_ctx_error(ctx));
     for (int i = 0; rc == 0 && i < n; i++) {
         double s = 0;
         for (int t = 0; t < T; t++)
@@ -704,7 +697,7 @@ int sample_score(const Gpt *m, const char *const *prompts, const SampleResult *r
 {
     TensorCtx *ctx = tensor_ctx_new(0);
     if (!ctx)
-        return fail(err, errlen, "sample: out of memory");
+        return err_fail(err, errlen, "sample: out of memory");
     ctx->no_grad = true;
     int rc = 0;
     for (int i0 = 0; rc == 0 && i0 < n; i0 += SAMPLE_CHUNK) {

@@ -22,6 +22,7 @@
  *   exist without setmetatable, and the tensor userdata have none.
  */
 #include "sandbox.h"
+#include "timeutil.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -48,13 +49,6 @@ struct Sandbox {
     SandboxLimit tripped;
     char trip_msg[WHERE_LEN + TENSOR_ERR_LEN + 160];
 };
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 LossLimits sandbox_limits_resolve(const LossLimits *in)
 {
@@ -161,7 +155,7 @@ void sandbox_poll(lua_State *L)
     Sandbox *sb = sandbox_of(L);
     if (sb->tripped)
         reraise(L, sb);
-    if (sb->armed && now_seconds() > sb->deadline)
+    if (sb->armed && timeutil_now() > sb->deadline)
         sandbox_limit_error(L, SANDBOX_LIMIT_SECONDS, "time budget exhausted");
 }
 
@@ -181,7 +175,7 @@ static void hook(lua_State *L, lua_Debug *ar)
         sandbox_limit_error(L, SANDBOX_LIMIT_DEPTH, "calls nested too deep");
     if (ar->event == LUA_HOOKCOUNT && (sb->instructions += HOOK_PERIOD) > sb->lim.instructions)
         sandbox_limit_error(L, SANDBOX_LIMIT_INSTRUCTIONS, "instruction budget exhausted");
-    if (now_seconds() > sb->deadline)
+    if (timeutil_now() > sb->deadline)
         sandbox_limit_error(L, SANDBOX_LIMIT_SECONDS, "time budget exhausted");
 }
 
@@ -392,7 +386,7 @@ int sandbox_call(Sandbox *sb, TensorCtx *ctx, lua_CFunction fn, void *ud, char *
     sb->serial++;
     sb->instructions = 0;
     sb->depth = 0;
-    sb->deadline = now_seconds() + sb->lim.seconds;
+    sb->deadline = timeutil_now() + sb->lim.seconds;
     sb->armed = true;
     lua_settop(L, 0);
     lua_pushcfunction(L, fn); /* neither push allocates */

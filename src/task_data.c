@@ -13,7 +13,6 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -21,6 +20,7 @@
 #include <unistd.h>
 
 #include "data.h"
+#include "errmsg.h"
 #include "fsutil.h"
 #include "rng.h"
 #include "sample.h"
@@ -29,17 +29,6 @@
 #define STREAM_TRAIN_SAMPLES 0x747261696e73ULL /* "trains" */
 #define STREAM_EVAL_SAMPLES 0x6576616c73ULL    /* "evals" */
 #define STREAM_BT 0x62746e6f697365ULL          /* "btnoise" */
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* out = a/b, or -1 when it does not fit */
 static int join(char *out, size_t len, const char *a, const char *b)
@@ -131,8 +120,9 @@ static int make_pairs(const Gpt *ref, const TaskPrompts *p, int k, double bt, ui
     SampleResult *res = calloc((size_t)n, sizeof *res);
     double *rewards = malloc((size_t)n * sizeof *rewards);
     TaskPair *pairs = malloc((size_t)task_pairs_max(p->n, k) * sizeof *pairs);
-    int rc =
-        prompts && texts && res && rewards && pairs ? 0 : fail(err, errlen, "task: out of memory");
+    int rc = prompts && texts && res && rewards && pairs
+                 ? 0
+                 : err_fail(err, errlen, "task: out of memory");
     for (int i = 0; rc == 0 && i < n; i++)
         prompts[i] = p->text[i / k];
     SampleOptions so = {.temperature = 1.0, .seed = seed};
@@ -153,7 +143,7 @@ static int make_pairs(const Gpt *ref, const TaskPrompts *p, int k, double bt, ui
         st->flipped = formed.flipped;
     }
     if (rc == 0 && st->pairs == 0)
-        rc = fail(err, errlen, "task: %s: no preference pair (every completion tied)", path);
+        rc = err_fail(err, errlen, "task: %s: no preference pair (every completion tied)", path);
     sample_results_free(res, n);
     free(res);
     free(prompts);
@@ -194,7 +184,7 @@ static int write_manifest(const TaskAssets *a, const TaskPrepareOptions *o, char
     char *s = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
     json_decref(j);
     if (!s)
-        return fail(err, errlen, "task: out of memory");
+        return err_fail(err, errlen, "task: out of memory");
     char path[TASK_PATH_LEN + 16];
     snprintf(path, sizeof path, "%s/%s", a->dir, TASK_MANIFEST);
     size_t n = strlen(s);
@@ -221,7 +211,7 @@ static int read_manifest(const char *dir, TaskAssets *out, char *err, size_t err
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
     if (!j)
-        return fail(err, errlen, "%s:%d: %s", path, je.line, je.text);
+        return err_fail(err, errlen, "%s:%d: %s", path, je.line, je.text);
     json_t *m = json_object_get(j, "model");
     GptConfig *g = &out->model;
     int rc = json_int(m, "vocab", &g->vocab) | json_int(m, "context", &g->context) |
@@ -232,7 +222,7 @@ static int read_manifest(const char *dir, TaskAssets *out, char *err, size_t err
     rc |= json_is_integer(seed) ? 0 : -1;
     json_decref(j);
     if (rc != 0)
-        return fail(err, errlen, "%s: not a task manifest (model, seed, n_eval)", path);
+        return err_fail(err, errlen, "%s: not a task manifest (model, seed, n_eval)", path);
     char parent[TASK_PATH_LEN];
     copy(out->dir, sizeof out->dir, dir);
     copy(parent, sizeof parent, dir);
@@ -242,7 +232,7 @@ static int read_manifest(const char *dir, TaskAssets *out, char *err, size_t err
     if (join(out->reference, sizeof out->reference, slash ? parent : ".", PRETRAIN_FILE) ||
         join(out->train_file, sizeof out->train_file, dir, TASK_TRAIN_FILE) ||
         join(out->eval_file, sizeof out->eval_file, dir, TASK_EVAL_FILE))
-        return fail(err, errlen, "%s: path too long", dir);
+        return err_fail(err, errlen, "%s: path too long", dir);
     return 0;
 }
 
@@ -263,8 +253,8 @@ int task_assets_find(const char *train_file, TaskAssets *out, char *err, size_t 
     if (read_manifest(dir, out, err, errlen) != 0)
         return -1;
     if (!fsutil_exists(out->reference))
-        return fail(err, errlen, "%s: the task's reference %s is missing", train_file,
-                    out->reference);
+        return err_fail(err, errlen, "%s: the task's reference %s is missing", train_file,
+                        out->reference);
     out->cached = true;
     return 0;
 }
@@ -293,7 +283,8 @@ static int pairs_dir(const TaskPrepareOptions *o, const char *refdir, char *out,
 static int check_prepare(const TaskPrepareOptions *o, char *err, size_t errlen)
 {
     if (o->n_train < 1 || o->n_eval < 1 || o->k < 2 || o->bt_temp < 0)
-        return fail(err, errlen, "task: n_train, n_eval >= 1, k >= 2 and bt_temp >= 0 required");
+        return err_fail(err, errlen,
+                        "task: n_train, n_eval >= 1, k >= 2 and bt_temp >= 0 required");
     return 0;
 }
 
@@ -303,11 +294,11 @@ static int lock_dir(const char *dir, char *err, size_t errlen)
     snprintf(path, sizeof path, "%s/.lock", dir);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
-        return fail(err, errlen, "%s: %s", path, strerror(errno));
+        return err_fail(err, errlen, "%s: %s", path, strerror(errno));
     while (flock(fd, LOCK_EX) != 0)
         if (errno != EINTR) {
             close(fd);
-            return fail(err, errlen, "%s: flock: %s", path, strerror(errno));
+            return err_fail(err, errlen, "%s: flock: %s", path, strerror(errno));
         }
     return fd;
 }
@@ -344,9 +335,9 @@ static int prepare_reference(const TaskPrepareOptions *o, TaskAssets *a, char *e
     if (pretrain_reference(&po, o->cache_dir, false, ref, sizeof ref, NULL, err, errlen) != 0)
         return -1;
     if (!realpath(ref, real))
-        return fail(err, errlen, "%s: %s", ref, strerror(errno));
+        return err_fail(err, errlen, "%s: %s", ref, strerror(errno));
     if (strlen(real) >= sizeof a->reference)
-        return fail(err, errlen, "%s: path too long", real);
+        return err_fail(err, errlen, "%s: path too long", real);
     copy(a->reference, sizeof a->reference, real);
     char *slash = strrchr(real, '/');
     *slash = '\0'; /* realpath of a file always has one */
@@ -356,7 +347,7 @@ static int prepare_reference(const TaskPrepareOptions *o, TaskAssets *a, char *e
     if (pairs_dir(o, real, a->dir, sizeof a->dir) ||
         join(a->train_file, sizeof a->train_file, a->dir, TASK_TRAIN_FILE) ||
         join(a->eval_file, sizeof a->eval_file, a->dir, TASK_EVAL_FILE))
-        return fail(err, errlen, "%s: path too long", real);
+        return err_fail(err, errlen, "%s: path too long", real);
     return fsutil_mkdirs(a->dir, err, errlen);
 }
 

@@ -39,6 +39,7 @@
 #include "ops.h"
 #include "optim.h"
 #include "sample.h"
+#include "timeutil.h"
 #include "toydata.h"
 
 #define PATH_LEN 1024
@@ -104,13 +105,6 @@ typedef struct Trainer {
     int64_t step_at_start;
     double interval_tokens;
 } Trainer;
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int train_set_threads(int n)
 {
@@ -723,7 +717,7 @@ static void show_progress(Trainer *tr, const MetricSums *m, bool logged)
 {
     if (tr->opt->quiet)
         return;
-    double w = m->weight > 0 ? m->weight : 1, el = now_seconds() - tr->t_start;
+    double w = m->weight > 0 ? m->weight : 1, el = timeutil_now() - tr->t_start;
     int64_t done = tr->step - tr->step_at_start;
     char eta[32];
     format_eta(done > 0 ? el / (double)done * (double)(tr->total_steps - tr->step) : 0, eta,
@@ -749,14 +743,14 @@ static void log_step(Trainer *tr, TrainResult *res)
     show_progress(tr, &tr->sums, due);
     if (!due || tr->sums.weight == 0)
         return;
-    double el = now_seconds() - tr->t_interval;
+    double el = timeutil_now() - tr->t_interval;
     write_metrics(tr, "", &tr->sums, true, el > 0 ? tr->interval_tokens / el : 0);
     double w = tr->sums.weight;
     res->last_loss = tr->sums.loss / w;
     res->last_accuracy = tr->sums.accuracy / w;
     tr->sums = (MetricSums){0};
     tr->interval_tokens = 0;
-    tr->t_interval = now_seconds();
+    tr->t_interval = timeutil_now();
 }
 
 /* ---- evaluation ---------------------------------------------------------- */
@@ -769,7 +763,7 @@ static int evaluate(Trainer *tr, char *err, size_t errlen)
     MetricSums m = {0};
     TensorCtx *ctx = tr->step_ctx;
     int cap = tr->cfg.per_device_eval_batch_size;
-    double t0 = now_seconds(), tokens = 0;
+    double t0 = timeutil_now(), tokens = 0;
     int rc = 0;
     ctx->no_grad = true;
     for (int64_t start = 0; rc == 0 && start < tr->eval->n; start += cap) {
@@ -801,7 +795,7 @@ static int evaluate(Trainer *tr, char *err, size_t errlen)
     tensor_ctx_reset(ctx);
     if (rc != 0)
         return -1;
-    double el = now_seconds() - t0, w = m.weight > 0 ? m.weight : 1;
+    double el = timeutil_now() - t0, w = m.weight > 0 ? m.weight : 1;
     write_metrics(tr, "eval_", &m, false, el > 0 ? tokens / el : 0);
     if (!tr->opt->quiet)
         fprintf(tr->progress, "%seval at step %lld: loss %.4f  acc %.3f  margin %.4f\n",
@@ -1061,7 +1055,7 @@ static void nan_stop_message(const Trainer *tr, char *err, size_t errlen)
 
 static TrainStatus loop(Trainer *tr, TrainResult *res, char *err, size_t errlen)
 {
-    tr->t_start = tr->t_interval = now_seconds();
+    tr->t_start = tr->t_interval = timeutil_now();
     tr->step_at_start = tr->step;
     while (tr->step < tr->total_steps) {
         MicroResult r = train_step(tr, err, errlen);
@@ -1079,9 +1073,9 @@ static TrainStatus loop(Trainer *tr, TrainResult *res, char *err, size_t errlen)
                         tr->tty ? "\n" : "", err);
         }
         log_step(tr, res);
-        double t0 = now_seconds();
+        double t0 = timeutil_now();
         TrainStatus st = after_step(tr, err, errlen);
-        tr->t_interval += now_seconds() - t0; /* evaluation and saving are not throughput */
+        tr->t_interval += timeutil_now() - t0; /* evaluation and saving are not throughput */
         if (st != TRAIN_OK)
             return st;
     }
@@ -1092,7 +1086,7 @@ TrainStatus train_run(const TrainOptions *opt, TrainResult *res, char *err, size
 {
     Trainer tr = {.opt = opt, .cfg = opt->cfg};
     *res = (TrainResult){0};
-    double t0 = now_seconds();
+    double t0 = timeutil_now();
     TrainStatus st = setup(&tr, err, errlen);
     if (st == TRAIN_OK)
         st = loop(&tr, res, err, errlen);
@@ -1100,7 +1094,7 @@ TrainStatus train_run(const TrainOptions *opt, TrainResult *res, char *err, size
     res->first_step = tr.step_at_start;
     res->total_steps = tr.total_steps;
     res->skipped_batches = tr.skipped;
-    res->seconds = now_seconds() - t0;
+    res->seconds = timeutil_now() - t0;
     trainer_free(&tr);
     return st;
 }
