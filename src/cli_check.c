@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "check.h"
 #include "cli.h"
 
@@ -145,20 +146,6 @@ static void limit_child(void)
     alarm(CHILD_WALL_SECONDS);
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static void run_child(int fd, const CheckArgs *a)
 {
     limit_child();
@@ -174,7 +161,7 @@ static void run_child(int fd, const CheckArgs *a)
     check_run(a->path, &a->opt, rep);
     print_report(mem, rep, a->json);
     fclose(mem);
-    int rc = write_all(fd, out, len) == 0 ? (rep->ok ? 0 : 1) : 3;
+    int rc = fsutil_write_fd(fd, out, len) == 0 ? (rep->ok ? 0 : 1) : 3;
     _exit(rc); /* no atexit handlers, no stdio flush of the parent's buffers */
 }
 

@@ -6,6 +6,7 @@
  * nearest deadline. A child's text is read as it comes (a child blocked on a
  * full pipe would otherwise never exit), capped at POOL_MAX_TEXT.
  */
+#include "fsutil.h"
 #include "discover_pool.h"
 #include "timeutil.h"
 
@@ -75,20 +76,6 @@ static void limit_child(const PoolLimits *lim)
         limit_memory(lim->mem_bytes);
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static void child_main(int fd, pid_t parent, PoolWorkFn work, void *arg, size_t i,
                        const PoolLimits *lim)
 {
@@ -103,7 +90,7 @@ static void child_main(int fd, pid_t parent, PoolWorkFn work, void *arg, size_t 
     char *text = work(arg, i);
     if (!text)
         _exit(3);
-    int rc = write_all(CHILD_FD, text, strlen(text)) == 0 ? 0 : 4;
+    int rc = fsutil_write_fd(CHILD_FD, text, strlen(text)) == 0 ? 0 : 4;
     free(text);
     _exit(rc); /* no atexit handlers, no flush of the parent's stdio buffers */
 }

@@ -56,6 +56,9 @@ int fsutil_mkdirs(const char *path, char *err, size_t errlen);
 int fsutil_remove_tree(const char *path, char *err, size_t errlen);
 /* fsync a directory, making renames and creations in it durable. */
 int fsutil_fsync_dir(const char *dir, char *err, size_t errlen);
+/* writes all n bytes to fd (a pipe, say), retrying short writes and EINTR;
+ * 0, or -1 with errno set */
+int fsutil_write_fd(int fd, const void *data, size_t n);
 bool fsutil_exists(const char *path);
 bool fsutil_is_dir(const char *path);
 
