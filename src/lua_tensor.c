@@ -403,10 +403,12 @@ static int compare(lua_State *L, const char *fname, Cmp op)
     Tensor *a = arg_tensor(L, 1, fname), *b = arg_tensor(L, 2, fname);
     TensorCtx *ctx = lt_ctx(L);
     int nd, shape[TENSOR_MAX_DIMS];
-    if (tensor_broadcast_shape(a->ndim, a->shape, b->ndim, b->shape, &nd, shape) != 0) {
+    int rc = tensor_broadcast_shape(a->ndim, a->shape, b->ndim, b->shape, &nd, shape);
+    if (rc != 0) {
         char sa[64], sb[64];
-        return luaL_error(L, "%s: shapes %s and %s do not broadcast", fname,
-                          tensor_shape_str(a, sa, sizeof sa), tensor_shape_str(b, sb, sizeof sb));
+        return luaL_error(L, "%s: shapes %s and %s %s", fname, tensor_shape_str(a, sa, sizeof sa),
+                          tensor_shape_str(b, sb, sizeof sb),
+                          rc == -2 ? "broadcast to too many elements" : "do not broadcast");
     }
     if (!ctx->meta && (!a->data || !b->data))
         return luaL_error(L, "%s: an argument is shape-only and has no data", fname);
