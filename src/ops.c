@@ -537,43 +537,7 @@ static inline float sigmoid_f(float x)
  * softplus(100) = 100 + log1p(e^-100) is then exactly 100 in float */
 static inline float log1p_exp_neg_abs(float x) { return log1pf(expf(-fabsf(x))); }
 
-/* GELU, tanh form (GPT-2): 0.5 x (1 + tanh u), u = sqrt(2/pi) (x + 0.044715 x^3).
- * Since 1 + tanh u = 2 sigmoid(2u), it is computed as x s, s = sigmoid(2u),
- * which keeps full relative precision where 1 + tanh u cancels (x << 0).
- * s and 1 - s both come from one e = exp(-|2u|) in [0, 1]: s = 1 / (1 + e)
- * for u >= 0, e / (1 + e) below, and s (1 - s) = e / (1 + e)^2 either way, so
- * backward takes one exponential and nothing cancels. Selects, no branches,
- * and fast_expf: the loops vectorise (GELU was a quarter of a training step
- * through libm's expf). Where s or s (1 - s) is exactly 0 the x-term is taken
- * as 0, so gelu(-inf) = 0 and the gradient at +-inf is 1 or 0, not inf * 0. */
-#define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
-#define GELU_C 0.044715f
-static inline float gelu_u(float x) { return GELU_K * (x + GELU_C * x * x * x); }
-/* mask ? a : b bit by bit (mask all ones or all zeros). The selects below are
- * made of these and integer tests, because gcc (under -ftrapping-math, the
- * default) will not if-convert a float comparison or a multiply in one arm,
- * and a branch left in the loop stops vectorisation. */
-static inline float select_bits(uint32_t mask, float a, float b)
-{
-    return u2f((f2u(a) & mask) | (f2u(b) & ~mask));
-}
-static inline uint32_t is_zero_mask(float f) { return -(uint32_t)((f2u(f) << 1) == 0); }
-
-static inline float gelu_f(float x)
-{
-    float v = 2.0f * gelu_u(x), e = fast_expf(-fabsf(v)), r = 1.0f / (1.0f + e);
-    uint32_t neg = (uint32_t)((int32_t)f2u(v) >> 31); /* all ones for v < 0 (or -0, NaN) */
-    float s = select_bits(neg, e * r, r);
-    return select_bits(is_zero_mask(s), 0.0f, x * s);
-}
-static inline float gelu_grad(float x)
-{
-    float v = 2.0f * gelu_u(x), e = fast_expf(-fabsf(v)), r = 1.0f / (1.0f + e), er = e * r;
-    uint32_t neg = (uint32_t)((int32_t)f2u(v) >> 31);
-    float s = select_bits(neg, er, r), s1s = er * r; /* s (1 - s) */
-    float du = GELU_K * (1.0f + 3.0f * GELU_C * x * x);
-    return select_bits(is_zero_mask(s1s), s, s + 2.0f * x * s1s * du);
-}
+/* gelu_f and gelu_grad: in ops_internal.h, where test_ops.c can reach them */
 
 /* relu and sign pass NaN through, so a NaN upstream stays detectable */
 UNARY_OP(neg, -x, -g[i])
@@ -591,7 +555,50 @@ UNARY_OP(logsigmoid, fminf(x, 0.0f) - log1p_exp_neg_abs(x), g[i] * sigmoid_f(-x)
 UNARY_OP(softplus, fmaxf(x, 0.0f) + log1p_exp_neg_abs(x), g[i] * sigmoid_f(x))
 UNARY_OP(tanh, tanhf(x), g[i] * (1.0f - z[i] * z[i]))
 UNARY_OP(relu, x > 0 || isnan(x) ? x : 0.0f, x > 0 ? g[i] : 0.0f)
-UNARY_OP(gelu, gelu_f(x), g[i] * gelu_grad(x))
+/* GELU's loops are the heaviest elementwise work in a training step, and the
+ * build targets baseline x86-64 (SSE2, four lanes): each chunk runs in a
+ * function cloned for AVX-512F and AVX2 as well, picked once at load time
+ * by the CPU. None of those ISAs adds FMA here (and -std=c11 turns
+ * contraction off), there is no reduction, and every lane computes the same
+ * IEEE operations in the same order, so each clone gives the same bits as the
+ * SSE2 path (a test in test_ops.c compares them). */
+ELEM_CLONES static void gelu_fwd_run(int64_t lo, int64_t hi, float *o, const float *a)
+{
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++)
+        o[i] = gelu_f(a[i]);
+}
+ELEM_CLONES static void gelu_bwd_run(int64_t lo, int64_t hi, float *d, const float *a,
+                                     const float *g)
+{
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++)
+        d[i] += g[i] * gelu_grad(a[i]);
+}
+/* RUN_FOR(n, lo, hi, call): call for [lo, hi) chunks of ELEM_CHUNK covering
+ * [0, n), split over threads as SIMD_FOR does */
+#define RUN_FOR(n, lo, hi, ...)                                                                    \
+    do {                                                                                           \
+        const int64_t run_n_ = (n);                                                                \
+        PAR_FOR(run_n_, run_c_, (run_n_ + ELEM_CHUNK - 1) / ELEM_CHUNK, {                          \
+            const int64_t lo = run_c_ * ELEM_CHUNK;                                                \
+            const int64_t hi = run_n_ - lo < ELEM_CHUNK ? run_n_ : lo + ELEM_CHUNK;                \
+            __VA_ARGS__;                                                                           \
+        });                                                                                        \
+    } while (0)
+static void gelu_fwd(int64_t n, float *o, const float *a, const float *p)
+{
+    (void)p;
+    RUN_FOR(n, lo, hi, gelu_fwd_run(lo, hi, o, a));
+}
+static void gelu_backward(Tensor *out)
+{
+    float *d = op_grad(out->src[0]);
+    if (!d)
+        return;
+    const float *a = out->src[0]->data, *g = out->grad;
+    RUN_FOR(out->size, lo, hi, gelu_bwd_run(lo, hi, d, a, g));
+}
 /* Gradient only strictly inside (lo, hi): at a bound the function has a kink,
  * and the zero of the clamped side is chosen, so a value pinned at its bound
  * (a clipped ratio, say) gets no push from the clamp. NaN passes through. */

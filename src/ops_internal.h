@@ -8,11 +8,13 @@
  * and backward function; autograd.c walks the tape and calls them. Also here:
  * op_node_uninit (for outputs a kernel writes in full) and fast_expf, the
  * vectorisable exp that ops.c (GELU) and ops_nn.c (softmax, cross-entropy)
- * share.
+ * share; gelu_f and gelu_grad (here so that test_ops.c can check ops.c's
+ * vector clones of them against the scalar path); and ELEM_CLONES.
  */
 #ifndef PREFRUN_OPS_INTERNAL_H
 #define PREFRUN_OPS_INTERNAL_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -96,6 +98,55 @@ static inline float fast_expf(float x)
     uint32_t repl = (-(over & ~is_nan & 1u) & 0x7f800000u) | (-is_nan & ux);
     return u2f((f2u(y) & keep) | repl);
 }
+
+/* GELU, tanh form (GPT-2): 0.5 x (1 + tanh u), u = sqrt(2/pi) (x + 0.044715 x^3).
+ * Since 1 + tanh u = 2 sigmoid(2u), it is computed as x s, s = sigmoid(2u),
+ * which keeps full relative precision where 1 + tanh u cancels (x << 0).
+ * s and 1 - s both come from one e = exp(-|2u|) in [0, 1]: s = 1 / (1 + e)
+ * for u >= 0, e / (1 + e) below, and s (1 - s) = e / (1 + e)^2 either way, so
+ * backward takes one exponential and nothing cancels. Selects, no branches,
+ * and fast_expf: the loops vectorise (GELU was a quarter of a training step
+ * through libm's expf). Where s or s (1 - s) is exactly 0 the x-term is taken
+ * as 0, so gelu(-inf) = 0 and the gradient at +-inf is 1 or 0, not inf * 0. */
+#define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
+#define GELU_C 0.044715f
+static inline float gelu_u(float x) { return GELU_K * (x + GELU_C * x * x * x); }
+/* mask ? a : b bit by bit (mask all ones or all zeros). The selects below are
+ * made of these and integer tests, because gcc (under -ftrapping-math, the
+ * default) will not if-convert a float comparison or a multiply in one arm,
+ * and a branch left in the loop stops vectorisation. */
+static inline float select_bits(uint32_t mask, float a, float b)
+{
+    return u2f((f2u(a) & mask) | (f2u(b) & ~mask));
+}
+static inline uint32_t is_zero_mask(float f) { return -(uint32_t)((f2u(f) << 1) == 0); }
+
+static inline float gelu_f(float x)
+{
+    float v = 2.0f * gelu_u(x), e = fast_expf(-fabsf(v)), r = 1.0f / (1.0f + e);
+    uint32_t neg = (uint32_t)((int32_t)f2u(v) >> 31); /* all ones for v < 0 (or -0, NaN) */
+    float s = select_bits(neg, e * r, r);
+    return select_bits(is_zero_mask(s), 0.0f, x * s);
+}
+static inline float gelu_grad(float x)
+{
+    float v = 2.0f * gelu_u(x), e = fast_expf(-fabsf(v)), r = 1.0f / (1.0f + e), er = e * r;
+    uint32_t neg = (uint32_t)((int32_t)f2u(v) >> 31);
+    float s = select_bits(neg, er, r), s1s = er * r; /* s (1 - s) */
+    float du = GELU_K * (1.0f + 3.0f * GELU_C * x * x);
+    return select_bits(is_zero_mask(s1s), s, s + 2.0f * x * s1s * du);
+}
+
+/* ELEM_CLONES on a function: gcc also builds it for AVX-512F and AVX2 and
+ * picks one by the CPU at load time (the build itself targets baseline
+ * x86-64, SSE2). Only for loops whose lanes are independent (no reduction
+ * across the vector): none of these ISAs brings FMA, -std=c11 turns
+ * contraction off, so every clone computes the same bits. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define ELEM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ELEM_CLONES
+#endif
 
 /* backward functions defined in ops_nn.c */
 void matmul_backward(Tensor *out);

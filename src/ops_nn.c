@@ -743,16 +743,24 @@ static int64_t attn_head_offset(AttnDims d, int64_t bh)
     return (bh / d.NH) * d.T * 3 * d.C + (bh % d.NH) * d.HS;
 }
 
+/* p[j] = exp(p[j] - mx) for j < n: lanes independent, so cloned for wider
+ * ISAs (ELEM_CLONES); the row's sum stays in the caller, in the baseline
+ * build, so its order does not depend on the CPU */
+ELEM_CLONES static void exp_shifted(float *p, int n, float mx)
+{
+#pragma omp simd
+    for (int j = 0; j < n; j++)
+        p[j] = fast_expf(p[j] - mx);
+}
+
 /* scores of query i (keys 0..i live) -> probabilities; zeros up to `width` */
 static void causal_softmax_row(float *p, int i, int width)
 {
-    float mx = row_max(p, i + 1);
+    exp_shifted(p, i + 1, row_max(p, i + 1));
     float sum = 0; /* at most T terms in [0, 1], the largest 1 */
 #pragma omp simd reduction(+ : sum)
-    for (int j = 0; j <= i; j++) {
-        p[j] = fast_expf(p[j] - mx);
+    for (int j = 0; j <= i; j++)
         sum += p[j];
-    }
     float inv = 1.0f / sum;
 #pragma omp simd
     for (int j = 0; j <= i; j++)

@@ -26,6 +26,7 @@
 
 #include "gradcheck.h"
 #include "ops.h"
+#include "ops_internal.h"
 #include "testlib.h"
 
 #define RTOL 1e-5
@@ -965,6 +966,52 @@ static void gelu_saturates_to_zero_and_identity(void)
     CHECK_NEAR(apply1(ag_gelu, 1.0f), 0.841191990, 1e-6);
 }
 
+/* ops.c runs GELU through clones of its loops for wider vector ISAs (AVX2,
+ * AVX-512F), picked by the CPU at load time: every one must give the bits of
+ * gelu_f and gelu_grad called one float at a time here (baseline build). The
+ * inputs step through every exponent of both signs with a prime stride of
+ * mantissas, plus the specials; the length is not a multiple of any vector
+ * width, and large enough to be split over threads. */
+static void gelu_vector_clones_match_the_scalar_path(void)
+{
+    TensorCtx *ctx = tensor_ctx_new(0);
+    const int n = 1 << 20 | 13;
+    float *v = malloc((size_t)n * sizeof *v), *seed = malloc((size_t)n * sizeof *seed);
+    CHECK(v && seed);
+    if (!v || !seed) {
+        free(v);
+        free(seed);
+        tensor_ctx_free(ctx);
+        return;
+    }
+    const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, 1e-45f, -1e-45f};
+    int ns = (int)(sizeof special / sizeof special[0]);
+    for (int i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)i * 4093u; /* odd: covers the bit patterns evenly */
+        v[i] = i < ns ? special[i] : u2f(u);
+        seed[i] = 1.0f + (float)(i % 7) * 0.25f;
+    }
+    Tensor *x = tensor_from_data(ctx, 1, (int[]){n}, v);
+    tensor_requires_grad(x);
+    Tensor *y = ag_gelu(ctx, x);
+    CHECK(y && ag_backward(ctx, y, seed) == 0);
+    int bad_y = 0, bad_g = 0;
+    for (int i = 0; y && i < n; i++) {
+        float want = gelu_f(v[i]), want_g = seed[i] * gelu_grad(v[i]);
+        bool same = f2u(y->data[i]) == f2u(want) || (isnan(y->data[i]) && isnan(want));
+        bool same_g = f2u(x->grad[i]) == f2u(0.0f + want_g) ||
+                      (isnan(x->grad[i]) && isnan(want_g));
+        if (!same && bad_y++ < 3)
+            CHECKF(0, "gelu(%a) = %a, scalar %a", v[i], y->data[i], want);
+        if (!same_g && bad_g++ < 3)
+            CHECKF(0, "gelu'(%a) = %a, scalar %a", v[i], x->grad[i], want_g);
+    }
+    CHECK(bad_y == 0 && bad_g == 0);
+    free(v);
+    free(seed);
+    tensor_ctx_free(ctx);
+}
+
 static void logsumexp_softmax_log_softmax_use_the_max_trick(void)
 {
     int s2[1] = {2};
@@ -1387,6 +1434,7 @@ int main(void)
     RUN(exp_overflow_is_plus_inf);
     RUN(log_at_tiny_positive_values);
     RUN(gelu_saturates_to_zero_and_identity);
+    RUN(gelu_vector_clones_match_the_scalar_path);
     RUN(logsumexp_softmax_log_softmax_use_the_max_trick);
     RUN(gradients_at_kinks_are_the_documented_ones);
     RUN(minimum_and_maximum_ties_send_gradient_to_a);
