@@ -109,13 +109,16 @@ static int parse(int argc, char **argv, GradArgs *a)
             a->out = optarg;
             break;
         case O_RANGE:
-            a->range = atof(optarg);
+            if (cli_opt_double("grad", "--range", optarg, 1e-6, 1e6, &a->range) != 0)
+                return EXIT_USAGE;
             break;
         case O_POINTS:
-            a->points = atoi(optarg);
+            if (cli_opt_int("grad", "--points", optarg, 3, 1000000, &a->points) != 0)
+                return EXIT_USAGE;
             break;
         case O_BATCH:
-            a->batch = atoi(optarg);
+            if (cli_opt_int("grad", "--batch", optarg, 1, 1 << 20, &a->batch) != 0)
+                return EXIT_USAGE;
             break;
         case O_SET:
             if (check_parse_set(&a->opt, optarg, err, sizeof err) != 0) {

@@ -169,6 +169,11 @@ static void grad_usage_and_input_errors(void)
     CHECK(run(NULL, args, false, &out) == 3);
     free(out);
     unlink(bad);
+    /* a number with trailing junk is a usage error naming the option, not 10 */
+    snprintf(args, sizeof args, "grad %s --curve --points 10x", fx_path("tests/data/loss/dpo.lua"));
+    CHECK(run(NULL, args, true, &out) == 2);
+    CHECK(out && strstr(out, "--points"));
+    free(out);
     CHECK(run(NULL, "grad --help", false, &out) == 0);
     CHECK(strstr(out, "examples:") && strstr(out, "--curve"));
     free(out);
