@@ -23,8 +23,8 @@ float *op_grad(Tensor *src)
     return src->grad;
 }
 
-Tensor *op_node(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tensor *s0, Tensor *s1,
-                Tensor *s2)
+static Tensor *node_fill(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tensor *s0,
+                         Tensor *s1, Tensor *s2, TensorFill fill)
 {
     Tensor *srcs[3] = {s0, s1, s2};
     for (int i = 0; i < 3; i++)
@@ -34,7 +34,7 @@ Tensor *op_node(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tensor *s
                                    "%s: argument %d is an intermediate of another context; "
                                    "graphs may cross contexts only through leaves",
                                    ag_op_name(op), i + 1);
-    Tensor *out = tensor_new_node(ctx, op, ndim, shape);
+    Tensor *out = tensor_new_node_fill(ctx, op, ndim, shape, fill);
     if (!out)
         return NULL;
     if (ctx->no_grad)
@@ -46,6 +46,27 @@ Tensor *op_node(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tensor *s
     }
     if (wants)
         out->flags |= TENSOR_REQUIRES_GRAD;
+    return out;
+}
+
+Tensor *op_node(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tensor *s0, Tensor *s1,
+                Tensor *s2)
+{
+    return node_fill(ctx, op, ndim, shape, s0, s1, s2, TENSOR_FILL_ZERO);
+}
+
+Tensor *op_node_uninit(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tensor *s0,
+                       Tensor *s1, Tensor *s2)
+{
+    return node_fill(ctx, op, ndim, shape, s0, s1, s2, TENSOR_FILL_UNINIT);
+}
+
+Tensor *op_node_view(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tensor *src,
+                     float *data)
+{
+    Tensor *out = node_fill(ctx, op, ndim, shape, src, NULL, NULL, TENSOR_FILL_NONE);
+    if (out && !ctx->meta)
+        out->data = data;
     return out;
 }
 

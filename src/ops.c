@@ -152,22 +152,6 @@ static bool args_ok(TensorCtx *ctx, const char *op, int n, Tensor *const *src)
     return true;
 }
 
-/* op_node's node made shape-only (op_node allocates zeroed data outside meta
- * mode), then given data that is not zero-filled: the op's kernel writes it
- * all, so a memset would be a wasted pass over every activation. */
-Tensor *op_node_uninit(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tensor *s0,
-                       Tensor *s1, Tensor *s2)
-{
-    bool meta = ctx->meta;
-    ctx->meta = true;
-    Tensor *out = op_node(ctx, op, ndim, shape, s0, s1, s2);
-    ctx->meta = meta;
-    if (!out || meta)
-        return out;
-    out->data = tensor_ctx_alloc_uninit(ctx, (size_t)out->size * sizeof(float));
-    return out->data ? out : NULL;
-}
-
 /* ---- broadcasting --------------------------------------------------------- */
 
 /* How up to three operands map onto a broadcast output. Dims of size 1 are
@@ -881,21 +865,6 @@ static void log_softmax_backward(Tensor *out) { row_backward(out, log_softmax_ba
 
 /* ---- shape ------------------------------------------------------------------ */
 
-/* A node that shares data_of's data, with src (NULL for a leaf) as its source.
- * op_node allocates data outside meta mode and a view must not, so the node is
- * made as a shape-only one and then pointed at the shared data. */
-static Tensor *view_node(TensorCtx *ctx, OpKind op, int nd, const int *shape, Tensor *data_of,
-                         Tensor *src)
-{
-    bool meta = ctx->meta;
-    ctx->meta = true;
-    Tensor *out = op_node(ctx, op, nd, shape, src, NULL, NULL);
-    ctx->meta = meta;
-    if (out && !meta)
-        out->data = data_of->data;
-    return out;
-}
-
 static void add_into(float *d, const float *g, int64_t n)
 {
     PAR_FOR(n, i, n, { d[i] += g[i]; });
@@ -944,7 +913,7 @@ Tensor *ag_reshape(TensorCtx *ctx, Tensor *a, int ndim, const int *shape)
     int s[TENSOR_MAX_DIMS];
     if (!args_ok(ctx, "reshape", 1, &a) || !reshape_resolve(ctx, a, ndim, shape, s))
         return NULL;
-    return view_node(ctx, OP_RESHAPE, ndim, s, a, a);
+    return op_node_view(ctx, OP_RESHAPE, ndim, s, a, a->data);
 }
 
 static void reshape_backward(Tensor *out)
@@ -958,7 +927,7 @@ Tensor *ag_detach(TensorCtx *ctx, Tensor *a)
 {
     if (!args_ok(ctx, "detach", 1, &a))
         return NULL;
-    return view_node(ctx, OP_NONE, a->ndim, a->shape, a, NULL);
+    return op_node_view(ctx, OP_NONE, a->ndim, a->shape, NULL, a->data);
 }
 
 /* dst = src (or dst += src when add) with dims d0 and d1 swapped; src has

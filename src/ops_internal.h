@@ -6,7 +6,8 @@
  * `<op>_backward(out)` that reads out->grad and accumulates (+=) into the
  * grads of the sources that want one. The table in ops.c maps OpKind to name
  * and backward function; autograd.c walks the tape and calls them. Also here:
- * op_node_uninit (for outputs a kernel writes in full) and fast_expf, the
+ * op_node_uninit (for outputs a kernel writes in full), op_node_view (reshape,
+ * detach) and fast_expf, the
  * vectorisable exp that ops.c (GELU) and ops_nn.c (softmax, cross-entropy)
  * share; gelu_f and gelu_grad (here so that test_ops.c can check ops.c's
  * vector clones of them against the scalar path); and ELEM_CLONES.
@@ -39,6 +40,10 @@ Tensor *op_node(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tensor *s
  * for outputs; gradients and anything accumulated into stay zeroed. */
 Tensor *op_node_uninit(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tensor *s0,
                        Tensor *s1, Tensor *s2);
+/* op_node for a view: no data of its own, it reads `data` (another
+ * tensor's) */
+Tensor *op_node_view(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tensor *src,
+                     float *data);
 /* does backward need to produce d/d(src)? */
 bool op_wants_grad(const Tensor *src);
 /* src's grad buffer, allocated zeroed in src's context on first use (NULL on OOM) */

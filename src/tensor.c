@@ -241,13 +241,20 @@ static Tensor *tensor_header(TensorCtx *ctx, OpKind op, int ndim, const int *sha
     return t;
 }
 
-Tensor *tensor_new_node(TensorCtx *ctx, OpKind op, int ndim, const int *shape)
+Tensor *tensor_new_node_fill(TensorCtx *ctx, OpKind op, int ndim, const int *shape, TensorFill fill)
 {
     Tensor *t = tensor_header(ctx, op, ndim, shape);
-    if (!t || ctx->meta)
+    if (!t || ctx->meta || fill == TENSOR_FILL_NONE)
         return t;
-    t->data = tensor_ctx_alloc(ctx, (size_t)t->size * sizeof(float));
+    size_t bytes = (size_t)t->size * sizeof(float);
+    t->data = fill == TENSOR_FILL_UNINIT ? tensor_ctx_alloc_uninit(ctx, bytes)
+                                         : tensor_ctx_alloc(ctx, bytes);
     return t->data ? t : NULL;
+}
+
+Tensor *tensor_new_node(TensorCtx *ctx, OpKind op, int ndim, const int *shape)
+{
+    return tensor_new_node_fill(ctx, op, ndim, shape, TENSOR_FILL_ZERO);
 }
 
 Tensor *tensor_new(TensorCtx *ctx, int ndim, const int *shape)

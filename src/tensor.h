@@ -189,6 +189,12 @@ Tensor *tensor_scalar(TensorCtx *ctx, float value);
 Tensor *tensor_full(TensorCtx *ctx, int ndim, const int *shape, float value);
 Tensor *tensor_copy(TensorCtx *ctx, const Tensor *t); /* a detached leaf copy */
 Tensor *tensor_new_node(TensorCtx *ctx, OpKind op, int ndim, const int *shape);
+/* How a new node gets its data: zero-filled, uninitialised (an op's output
+ * that its kernel writes in full), or none (a view: the caller points data
+ * at another tensor's). A meta context allocates no data in any mode. */
+typedef enum TensorFill { TENSOR_FILL_ZERO, TENSOR_FILL_UNINIT, TENSOR_FILL_NONE } TensorFill;
+Tensor *tensor_new_node_fill(TensorCtx *ctx, OpKind op, int ndim, const int *shape,
+                             TensorFill fill);
 
 /* gradients */
 int tensor_requires_grad(Tensor *t); /* marks a leaf and allocates a zero grad */
