@@ -29,6 +29,7 @@
  * its probabilities (B, NH, T, T).
  */
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +222,18 @@ static MatmulDims matmul_dims(const Tensor *a, const Tensor *b)
     return d;
 }
 
+/* BLAS takes int sizes: the rows a product runs over must fit one, which a
+ * tensor of up to TENSOR_MAX_NUMEL elements need not */
+static bool rows_fit_int(TensorCtx *ctx, const char *op, const Tensor *t, int lead)
+{
+    char st[SHAPE_LEN];
+    if (tensor_numel(lead, t->shape) <= INT_MAX)
+        return true;
+    tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "%s: %s has more than %d rows", op,
+                    tensor_shape_str(t, st, sizeof st), INT_MAX);
+    return false;
+}
+
 static bool matmul_check(TensorCtx *ctx, const Tensor *a, const Tensor *b)
 {
     char sa[SHAPE_LEN], sb[SHAPE_LEN];
@@ -242,6 +255,8 @@ static bool matmul_check(TensorCtx *ctx, const Tensor *a, const Tensor *b)
             tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "matmul: batch dims differ: %s @ %s", sa, sb);
             return false;
         }
+    if (!rows_fit_int(ctx, "matmul", a, b->ndim == 2 ? a->ndim - 1 : a->ndim - 2))
+        return false;
     return has_data(ctx, "matmul", "argument 1", a) && has_data(ctx, "matmul", "argument 2", b);
 }
 
@@ -320,6 +335,8 @@ static bool linear_check(TensorCtx *ctx, const Tensor *x, const Tensor *w, const
                         tensor_shape_str(bias, sb, sizeof sb), sw, w->shape[0]);
         return false;
     }
+    if (!rows_fit_int(ctx, "linear", x, x->ndim - 1))
+        return false;
     return has_data(ctx, "linear", "x", x) && has_data(ctx, "linear", "weight", w) &&
            (!bias || has_data(ctx, "linear", "bias", bias));
 }

@@ -950,12 +950,37 @@ static void test_threads_other_ops(void)
     check_threads("matmul", case_matmul_batched);
 }
 
+/* BLAS sizes are int: a product over more rows than that is a shape error
+ * (on shape-only tensors, which allocate nothing, it would otherwise reach
+ * the kernel sizes as a truncated int) */
+static void test_rows_over_int_max_are_errors(void)
+{
+    TensorCtx *ctx = tensor_ctx_new(0);
+    ctx->meta = true;
+    Tensor *x = tensor_new(ctx, 3, (int[]){65536, 65536, 8}); /* 2^32 rows of 8 */
+    Tensor *w = tensor_new(ctx, 2, (int[]){4, 8});
+    Tensor *m = tensor_new(ctx, 2, (int[]){8, 4});
+    CHECK(x && w && m);
+    CHECK(ag_linear(ctx, x, w, NULL) == NULL);
+    CHECKF(strstr(tensor_ctx_error(ctx), "linear: (65536, 65536, 8) has more than"), "%s",
+           tensor_ctx_error(ctx));
+    tensor_ctx_clear_error(ctx);
+    CHECK(ag_matmul(ctx, x, m) == NULL);
+    CHECKF(strstr(tensor_ctx_error(ctx), "matmul: (65536, 65536, 8) has more than"), "%s",
+           tensor_ctx_error(ctx));
+    tensor_ctx_clear_error(ctx);
+    Tensor *ok = tensor_new(ctx, 3, (int[]){1024, 1024, 8}); /* 2^20 rows: fine */
+    CHECK(ag_linear(ctx, ok, w, NULL) != NULL);
+    tensor_ctx_free(ctx);
+}
+
 int main(void)
 {
     RUN(test_matmul_2d_gradcheck);
     RUN(test_matmul_batched_gradcheck);
     RUN(test_matmul_shared_rhs_gradcheck);
     RUN(test_matmul_vs_naive);
+    RUN(test_rows_over_int_max_are_errors);
     RUN(test_linear_bias_gradcheck);
     RUN(test_linear_no_bias_gradcheck);
     RUN(test_linear_vs_naive);
