@@ -194,6 +194,21 @@ static int read_numbers(lua_State *L, const LossScript *ls, const char *what, Lo
     return n;
 }
 
+/* the optional field `what` of the table at t: a table of numbers (or nil,
+ * giving none) read into kv; returns the count */
+static int read_number_field(lua_State *L, const LossScript *ls, int t, const char *what,
+                             LossKV *kv)
+{
+    int type = lua_getfield(L, t, what), n = 0;
+    if (type != LUA_TNIL && type != LUA_TTABLE)
+        luaL_error(L, "%s: field '%s' must be a table of numbers (got %s)", ls->path, what,
+                   luaL_typename(L, -1));
+    if (type == LUA_TTABLE)
+        n = read_numbers(L, ls, what, kv);
+    lua_pop(L, 1);
+    return n;
+}
+
 static void note_unknown_fields(lua_State *L, LossScript *ls, int t)
 {
     lua_pushnil(L);
@@ -227,19 +242,9 @@ static void read_schema(lua_State *L, LossScript *ls, int t)
                    ls->path, LOSS_NAME_LEN, luaL_typename(L, -1));
     snprintf(ls->name, sizeof ls->name, "%s", name);
     lua_pop(L, 1);
-    int type = lua_getfield(L, t, "params");
-    if (type != LUA_TNIL && type != LUA_TTABLE)
-        luaL_error(L, "%s: field 'params' must be a table of numbers (got %s)", ls->path,
-                   luaL_typename(L, -1));
-    ls->n_params = type == LUA_TTABLE ? read_numbers(L, ls, "params", ls->params) : 0;
-    lua_pop(L, 1);
-    type = lua_getfield(L, t, "state");
-    if (type != LUA_TNIL && type != LUA_TTABLE)
-        luaL_error(L, "%s: field 'state' must be a table of numbers (got %s)", ls->path,
-                   luaL_typename(L, -1));
-    ls->n_state = type == LUA_TTABLE ? read_numbers(L, ls, "state", ls->state) : 0;
-    lua_pop(L, 1);
-    type = lua_getfield(L, t, "batch_level");
+    ls->n_params = read_number_field(L, ls, t, "params", ls->params);
+    ls->n_state = read_number_field(L, ls, t, "state", ls->state);
+    int type = lua_getfield(L, t, "batch_level");
     if (type != LUA_TNIL && type != LUA_TBOOLEAN)
         luaL_error(L, "%s: field 'batch_level' must be true or false (got %s)", ls->path,
                    luaL_typename(L, -1));
