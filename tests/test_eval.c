@@ -20,6 +20,7 @@
 #include "eval.h"
 #include "frontier.h"
 #include "fsutil.h"
+#include "testfs.h"
 #include "prefrun_config.h"
 #include "pretrain.h"
 #include "sample.h"
@@ -58,22 +59,6 @@ static void tiny_task(TaskPrepareOptions *o, const char *cache, int steps)
 static void cache_path(char *out, size_t len, const char *name)
 {
     snprintf(out, len, "%s/%s", tmp_root, name);
-}
-
-static bool same_file(const char *a, const char *b)
-{
-    char *x, *y, err[256];
-    size_t nx, ny;
-    if (fsutil_read_file(a, &x, &nx, err, sizeof err) != 0)
-        return false;
-    if (fsutil_read_file(b, &y, &ny, err, sizeof err) != 0) {
-        free(x);
-        return false;
-    }
-    bool same = nx == ny && memcmp(x, y, nx) == 0;
-    free(x);
-    free(y);
-    return same;
 }
 
 /* The fixture: the tiny task, built once. */

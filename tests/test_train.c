@@ -17,6 +17,7 @@
 #include "checkpoint.h"
 #include "config.h"
 #include "fsutil.h"
+#include "testfs.h"
 #include "optim.h"
 #include "prefrun_config.h"
 #include "testlib.h"
@@ -112,22 +113,6 @@ static int metric_series(const char *dir, const char *key, double *out, int cap)
     }
     free(text);
     return n;
-}
-
-static bool same_file(const char *a, const char *b)
-{
-    char *x, *y, err[256];
-    size_t nx, ny;
-    if (fsutil_read_file(a, &x, &nx, err, sizeof err) != 0)
-        return false;
-    if (fsutil_read_file(b, &y, &ny, err, sizeof err) != 0) {
-        free(x);
-        return false;
-    }
-    bool same = nx == ny && memcmp(x, y, nx) == 0;
-    free(x);
-    free(y);
-    return same;
 }
 
 /* DPO on the toy set: the loss falls and rewards/accuracies rises from the
