@@ -23,6 +23,20 @@ float *op_grad(Tensor *src)
     return src->grad;
 }
 
+float *op_grad_first(Tensor *src, bool *first)
+{
+    *first = false;
+    if (src->grad || src->op == OP_NONE || src->ctx->meta)
+        return op_grad(src);
+    src->grad = tensor_ctx_alloc_uninit(src->ctx, (size_t)src->size * sizeof(float));
+    if (!src->grad) {
+        tensor_ctx_fail(src->ctx, TENSOR_ERR_NOMEM, "backward: out of memory for a gradient");
+        return NULL;
+    }
+    *first = true;
+    return src->grad;
+}
+
 static Tensor *node_fill(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tensor *s0,
                          Tensor *s1, Tensor *s2, TensorFill fill)
 {

@@ -241,7 +241,7 @@ static Tensor *block_forward(TensorCtx *ctx, const GptLayer *l, Tensor *x, int N
     Tensor *att = ag_attention(ctx, qkv, NH);                          // (N, T, C)
     x = ag_add(ctx, x, ag_linear(ctx, att, l->attprojw, l->attprojb)); // (N, T, C)
     h = ag_layernorm(ctx, x, l->ln2w, l->ln2b, GPT_LN_EPS);
-    Tensor *fc = ag_gelu(ctx, ag_linear(ctx, h, l->fcw, l->fcb));      // (N, T, 4C)
+    Tensor *fc = ag_linear_gelu(ctx, h, l->fcw, l->fcb);               // (N, T, 4C)
     return ag_add(ctx, x, ag_linear(ctx, fc, l->fcprojw, l->fcprojb)); // (N, T, C)
 }
 

@@ -223,9 +223,11 @@ typedef void (*RunFn)(int64_t n, float *dst, const float *g, const float *z, con
                       const int64_t *st);
 
 /* Runs fn over the whole output, long runs split into chunks so that a
- * same-shape or scalar-operand op still spreads over the threads. */
+ * same-shape or scalar-operand op still spreads over the threads. With
+ * zero_dst each chunk of dst is zeroed just before fn adds to it, while it is
+ * in cache: the first write of an uninitialised gradient (op_grad_first). */
 static void bcast_apply(const Bcast *bc, RunFn fn, float *dst, const float *g, const float *z,
-                        Tensor *const *src)
+                        Tensor *const *src, bool zero_dst)
 {
     int64_t chunks = (bc->run + RUN_CHUNK - 1) / RUN_CHUNK;
     int64_t items = bc->n_runs * chunks;
@@ -236,6 +238,8 @@ static void bcast_apply(const Bcast *bc, RunFn fn, float *dst, const float *g, c
         bcast_offsets(bc, r, off);
         for (int k = 0; k < bc->n_in; k++)
             in[k] = src[k]->data + off[k] + c0 * bc->step[k];
+        if (zero_dst)
+            memset(dst + at, 0, (size_t)len * sizeof *dst);
         fn(len, dst + at, g ? g + at : NULL, z ? z + at : NULL, in, bc->step);
     });
 }
@@ -243,7 +247,7 @@ static void bcast_apply(const Bcast *bc, RunFn fn, float *dst, const float *g, c
 /* Sums d, a gradient laid out like out, into src's grad over the dims that
  * out stretched src along: the one reduction every broadcasting backward
  * shares. Serial and in double, so the sum order is fixed. */
-static void unbroadcast(Tensor *src, const float *d, const Tensor *out)
+static void unbroadcast(Tensor *src, const float *d, const Tensor *out, bool first)
 {
     Bcast bc;
     bcast_init(&bc, out, 1, &src);
@@ -258,7 +262,7 @@ static void unbroadcast(Tensor *src, const float *d, const Tensor *out)
             acc[off[0] + i * bc.step[0]] += dr[i];
     }
     for (int64_t j = 0; j < src->size; j++)
-        src->grad[j] += (float)acc[j];
+        src->grad[j] = (first ? 0.0f : src->grad[j]) + (float)acc[j];
 }
 
 /* Accumulates d out / d src_k, written by rule over the output's layout, into
@@ -267,18 +271,20 @@ static void unbroadcast(Tensor *src, const float *d, const Tensor *out)
 static void bcast_backward(Tensor *out, int k, RunFn rule)
 {
     Tensor *src = out->src[k];
-    if (!op_wants_grad(src) || !op_grad(src))
+    bool first;
+    if (!op_wants_grad(src) || !op_grad_first(src, &first))
         return;
     int n_in = out->src[2] ? 3 : 2;
     bool direct = src->size == out->size;
-    float *d = direct ? src->grad : tensor_ctx_alloc(out->ctx, (size_t)out->size * sizeof *d);
+    float *d =
+        direct ? src->grad : tensor_ctx_alloc_uninit(out->ctx, (size_t)out->size * sizeof *d);
     if (!d)
         return;
     Bcast bc;
     bcast_init(&bc, out, n_in, out->src);
-    bcast_apply(&bc, rule, d, out->grad, out->data, out->src);
+    bcast_apply(&bc, rule, d, out->grad, out->data, out->src, !direct || first);
     if (!direct)
-        unbroadcast(src, d, out);
+        unbroadcast(src, d, out, first);
 }
 
 /* rc is tensor_broadcast_shape's: -1 the shapes do not broadcast, -2 they
@@ -326,7 +332,7 @@ static Tensor *bcast_op(TensorCtx *ctx, OpKind op, int n, Tensor *const *src, Ru
         return out;
     Bcast bc;
     bcast_init(&bc, out, n, src);
-    bcast_apply(&bc, fwd, out->data, NULL, NULL, src);
+    bcast_apply(&bc, fwd, out->data, NULL, NULL, src, false);
     return out;
 }
 
@@ -546,18 +552,32 @@ UNARY_OP(relu, x > 0 || isnan(x) ? x : 0.0f, x > 0 ? g[i] : 0.0f)
  * contraction off), there is no reduction, and every lane computes the same
  * IEEE operations in the same order, so each clone gives the same bits as the
  * SSE2 path (a test in test_ops.c compares them). */
-ELEM_CLONES static void gelu_fwd_run(int64_t lo, int64_t hi, float *o, const float *a)
+ELEM_CLONES void gelu_span(int64_t lo, int64_t hi, float *o, const float *a)
 {
 #pragma omp simd
     for (int64_t i = lo; i < hi; i++)
         o[i] = gelu_f(a[i]);
 }
-ELEM_CLONES static void gelu_bwd_run(int64_t lo, int64_t hi, float *d, const float *a,
-                                     const float *g)
+ELEM_CLONES static void gelu_grad_add(int64_t lo, int64_t hi, float *d, const float *a,
+                                      const float *g)
 {
 #pragma omp simd
     for (int64_t i = lo; i < hi; i++)
         d[i] += g[i] * gelu_grad(a[i]);
+}
+ELEM_CLONES static void gelu_grad_set(int64_t lo, int64_t hi, float *d, const float *a,
+                                      const float *g)
+{
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++)
+        d[i] = 0.0f + g[i] * gelu_grad(a[i]);
+}
+void gelu_grad_span(int64_t lo, int64_t hi, float *d, const float *a, const float *g, bool first)
+{
+    if (first)
+        gelu_grad_set(lo, hi, d, a, g);
+    else
+        gelu_grad_add(lo, hi, d, a, g);
 }
 /* RUN_FOR(n, lo, hi, call): call for [lo, hi) chunks of ELEM_CHUNK covering
  * [0, n), split over threads as SIMD_FOR does */
@@ -573,15 +593,16 @@ ELEM_CLONES static void gelu_bwd_run(int64_t lo, int64_t hi, float *d, const flo
 static void gelu_fwd(int64_t n, float *o, const float *a, const float *p)
 {
     (void)p;
-    RUN_FOR(n, lo, hi, gelu_fwd_run(lo, hi, o, a));
+    RUN_FOR(n, lo, hi, gelu_span(lo, hi, o, a));
 }
 static void gelu_backward(Tensor *out)
 {
-    float *d = op_grad(out->src[0]);
+    bool first;
+    float *d = op_grad_first(out->src[0], &first);
     if (!d)
         return;
     const float *a = out->src[0]->data, *g = out->grad;
-    RUN_FOR(out->size, lo, hi, gelu_bwd_run(lo, hi, d, a, g));
+    RUN_FOR(out->size, lo, hi, gelu_grad_span(lo, hi, d, a, g, first));
 }
 /* Gradient only strictly inside (lo, hi): at a bound the function has a kink,
  * and the zero of the clamped side is chosen, so a value pinned at its bound
@@ -870,6 +891,11 @@ static void add_into(float *d, const float *g, int64_t n)
     PAR_FOR(n, i, n, { d[i] += g[i]; });
 }
 
+static void copy_into(float *d, const float *g, int64_t n)
+{
+    PAR_FOR(n, i, n, { d[i] = 0.0f + g[i]; });
+}
+
 /* shape with its one -1 (if any) resolved against a->size; false with the error set */
 static bool reshape_resolve(TensorCtx *ctx, const Tensor *a, int nd, const int *shape, int *out)
 {
@@ -918,8 +944,11 @@ Tensor *ag_reshape(TensorCtx *ctx, Tensor *a, int ndim, const int *shape)
 
 static void reshape_backward(Tensor *out)
 {
-    float *d = op_grad(out->src[0]);
-    if (d)
+    bool first;
+    float *d = op_grad_first(out->src[0], &first);
+    if (d && first)
+        copy_into(d, out->grad, out->size);
+    else if (d)
         add_into(d, out->grad, out->size);
 }
 

@@ -73,6 +73,9 @@ Tensor *ag_detach(TensorCtx *ctx, Tensor *a);
 /* linear algebra, through cblas_sgemm */
 Tensor *ag_matmul(TensorCtx *ctx, Tensor *a, Tensor *b);
 Tensor *ag_linear(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias); /* bias may be NULL */
+/* gelu(linear(x, w, bias)) as one op: the GELU runs on each block of rows
+ * right after its product, while it is in cache (the MLP's first layer) */
+Tensor *ag_linear_gelu(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias);
 
 /* indexing */
 /* x (..., V), idx (...) with n = numel(x) / V entries in [0, V) -> (...) */

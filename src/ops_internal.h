@@ -48,6 +48,14 @@ Tensor *op_node_view(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tens
 bool op_wants_grad(const Tensor *src);
 /* src's grad buffer, allocated zeroed in src's context on first use (NULL on OOM) */
 float *op_grad(Tensor *src);
+/* op_grad for a backward that covers every element of src's grad. When no
+ * contribution has reached an intermediate yet, its grad is allocated
+ * uninitialised and *first is set: the caller stores (0 + d, the same bits as
+ * adding d to a zeroed buffer) instead of adding, which saves a zero-fill and
+ * a read of every gradient in a training step. Leaves (whose grads
+ * accumulate across calls) and grads that already hold something come back
+ * as op_grad gives them, with *first false. */
+float *op_grad_first(Tensor *src, bool *first);
 /* a dim argument normalised to [0, t->ndim), or -1 with the error set */
 int op_dim(TensorCtx *ctx, const char *op, const Tensor *t, int dim);
 /* save memory for backward only when it will run */
@@ -152,6 +160,13 @@ static inline float gelu_grad(float x)
 #else
 #define ELEM_CLONES
 #endif
+
+/* GELU over [lo, hi): o[i] = gelu_f(a[i]); and d[i] += g[i] gelu_grad(a[i]),
+ * or = 0 + that when first (see op_grad_first). In ops.c, cloned for wider
+ * ISAs (ELEM_CLONES) with the same bits on each; ops_nn.c's fused linear
+ * uses them too. */
+void gelu_span(int64_t lo, int64_t hi, float *o, const float *a);
+void gelu_grad_span(int64_t lo, int64_t hi, float *d, const float *a, const float *g, bool first);
 
 /* backward functions defined in ops_nn.c */
 void matmul_backward(Tensor *out);

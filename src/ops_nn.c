@@ -43,6 +43,7 @@
 #define GEMM_MAX_TASKS 8    /* ... and at most this many tasks per product */
 #define ATTN_ROWS 64        /* query rows per causal block in attention */
 #define PAR_MIN_WORK 32768  /* elements below which a loop stays on one thread */
+#define GELU_CHUNK 8192     /* elements per task in the GELU of a fused linear */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -95,11 +96,18 @@ static int gemm_task_rows(int m, int n, int k)
     return (rows + 15) / 16 * 16;
 }
 
-/* gemm split by rows of C over the OpenMP threads. When fill is given, each
- * row of C is first set to it (n entries) and the product added: the bias of
- * linear, written by the task that then accumulates onto it. */
+/* What gemm_par does around each task's product, on the task's rows while
+ * they are in cache: fill sets each row of C to `fill` (n entries) first and
+ * the product is added to it (linear's bias); with gelu, the finished rows of
+ * C (the pre-activation) go through GELU into `act` (which may be C). */
+typedef struct GemmRows {
+    const float *fill;
+    float *act;
+} GemmRows;
+
+/* gemm split by rows of C over the OpenMP threads */
 static void gemm_par(bool ta, bool tb, int m, int n, int k, const float *a, int lda, const float *b,
-                     int ldb, float beta, float *c, int ldc, const float *fill)
+                     int ldb, float beta, float *c, int ldc, GemmRows rw)
 {
     int rows = gemm_task_rows(m, n, k), tasks = (m + rows - 1) / rows;
     int saved = blas_enter();
@@ -107,10 +115,12 @@ static void gemm_par(bool ta, bool tb, int m, int n, int k, const float *a, int 
     for (int t = 0; t < tasks; t++) {
         int m0 = t * rows, mt = m - m0 < rows ? m - m0 : rows;
         float *ct = c + (int64_t)m0 * ldc;
-        for (int i = 0; fill && i < mt; i++)
-            memcpy(ct + (int64_t)i * ldc, fill, (size_t)n * sizeof *ct);
+        for (int i = 0; rw.fill && i < mt; i++)
+            memcpy(ct + (int64_t)i * ldc, rw.fill, (size_t)n * sizeof *ct);
         const float *at = ta ? a + m0 : a + (int64_t)m0 * lda; // row m0 of op(A)
-        gemm(ta, tb, mt, n, k, 1.0f, at, lda, b, ldb, fill ? 1.0f : beta, ct, ldc);
+        gemm(ta, tb, mt, n, k, 1.0f, at, lda, b, ldb, rw.fill ? 1.0f : beta, ct, ldc);
+        for (int i = 0; rw.act && i < mt; i++)
+            gelu_span(0, n, rw.act + (int64_t)(m0 + i) * n, ct + (int64_t)i * ldc);
     }
     blas_leave(saved);
 }
@@ -267,7 +277,7 @@ static void gemm_batch(int batch, bool ta, bool tb, int m, int n, int k, const f
                        int64_t sc)
 {
     if (batch == 1) {
-        gemm_par(ta, tb, m, n, k, a, lda, b, ldb, beta, c, n, NULL);
+        gemm_par(ta, tb, m, n, k, a, lda, b, ldb, beta, c, n, (GemmRows){0});
         return;
     }
     int saved = blas_enter();
@@ -341,7 +351,9 @@ static bool linear_check(TensorCtx *ctx, const Tensor *x, const Tensor *w, const
            (!bias || has_data(ctx, "linear", "bias", bias));
 }
 
-Tensor *ag_linear(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias)
+/* y = act(x W^T + b); with GELU the pre-activation is kept in out->aux
+ * (R, N) when backward will run */
+static Tensor *linear_op(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias, LinearAct act)
 {
     if (!x || !w)
         return NULL;
@@ -352,13 +364,46 @@ Tensor *ag_linear(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias)
     int N = w->shape[0], K = w->shape[1];
     shape[x->ndim - 1] = N;
     Tensor *out = op_node_uninit(ctx, OP_LINEAR, x->ndim, shape, x, w, bias);
-    if (!out || ctx->meta)
+    if (!out)
+        return NULL;
+    out->iparam[0] = act;
+    bool keep_pre = act == LINEAR_GELU && saves(out);
+    if (keep_pre && !(out->aux = tensor_ctx_alloc_uninit(ctx, (size_t)out->size * sizeof(float))))
+        return NULL;
+    if (ctx->meta)
         return out;
     int R = (int)tensor_numel(x->ndim - 1, x->shape);
     // y (R, N) = x (R, K) W^T (+ bias): W used in place, transposed by the flag
-    gemm_par(false, true, R, N, K, x->data, K, w->data, K, 0.0f, out->data, N,
-             bias ? bias->data : NULL);
+    GemmRows rw = {bias ? bias->data : NULL, act == LINEAR_GELU ? out->data : NULL};
+    gemm_par(false, true, R, N, K, x->data, K, w->data, K, 0.0f, keep_pre ? out->aux : out->data, N,
+             rw);
     return out;
+}
+
+Tensor *ag_linear(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias)
+{
+    return linear_op(ctx, x, w, bias, LINEAR_NONE);
+}
+
+Tensor *ag_linear_gelu(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias)
+{
+    return linear_op(ctx, x, w, bias, LINEAR_GELU);
+}
+
+/* d pre-activation = g gelu'(pre) into scratch, for a GELU linear */
+static const float *linear_gelu_grad(Tensor *out)
+{
+    float *d = tensor_ctx_alloc_uninit(out->ctx, (size_t)out->size * sizeof(float));
+    if (!d)
+        return NULL;
+    const float *pre = out->aux, *g = out->grad;
+    int64_t n = out->size, chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN_WORK)
+    for (int64_t c = 0; c < chunks; c++) {
+        int64_t lo = c * GELU_CHUNK, hi = n - lo < GELU_CHUNK ? n : lo + GELU_CHUNK;
+        gelu_grad_span(lo, hi, d, pre, g, true);
+    }
+    return d;
 }
 
 void linear_backward(Tensor *out)
@@ -366,16 +411,22 @@ void linear_backward(Tensor *out)
     Tensor *x = out->src[0], *w = out->src[1], *bias = out->src[2];
     int N = w->shape[0], K = w->shape[1];
     int R = (int)tensor_numel(x->ndim - 1, x->shape);
-    const float *g = out->grad;                             // (R, N)
-    float *dx = op_wants_grad(x) ? op_grad(x) : NULL;       // (R, K)
-    float *dw = op_wants_grad(w) ? op_grad(w) : NULL;       // (N, K)
-    float *db = op_wants_grad(bias) ? op_grad(bias) : NULL; // (N)
+    bool first;
+    float *dx = op_wants_grad(x) ? op_grad_first(x, &first) : NULL; // (R, K)
+    float *dw = op_wants_grad(w) ? op_grad(w) : NULL;               // (N, K)
+    float *db = op_wants_grad(bias) ? op_grad(bias) : NULL;         // (N)
     if ((op_wants_grad(x) && !dx) || (op_wants_grad(w) && !dw) || (op_wants_grad(bias) && !db))
         return;
-    if (dx) // dx += g W
-        gemm_par(false, false, R, K, N, g, N, w->data, K, 1.0f, dx, K, NULL);
+    const float *g = out->iparam[0] == LINEAR_GELU ? linear_gelu_grad(out) : out->grad; // (R, N)
+    if (!g) {
+        tensor_ctx_fail(out->ctx, TENSOR_ERR_NOMEM, "linear: backward out of memory");
+        return;
+    }
+    if (dx) // dx += g W (dx = g W when nothing reached it yet)
+        gemm_par(false, false, R, K, N, g, N, w->data, K, first ? 0.0f : 1.0f, dx, K,
+                 (GemmRows){0});
     if (dw) // dW += g^T x
-        gemm_par(true, false, N, K, R, g, N, x->data, K, 1.0f, dw, K, NULL);
+        gemm_par(true, false, N, K, R, g, N, x->data, K, 1.0f, dw, K, (GemmRows){0});
     if (db)
         colsum_add(db, g, R, N);
 }
@@ -567,9 +618,10 @@ Tensor *ag_layernorm(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *b, float eps)
     return out;
 }
 
-/* dx += rstd (dn - mean(dn) - xhat mean(dn xhat)), dn = g w; a task per row */
+/* dx += rstd (dn - mean(dn) - xhat mean(dn xhat)), dn = g w; a task per row.
+ * When first, dx is uninitialised and 0 + that is stored. */
 static void layernorm_backward_x(float *dx, const float *x, const float *w, const float *g,
-                                 const float *stats, int64_t R, int C)
+                                 const float *stats, int64_t R, int C, bool first)
 {
 #pragma omp parallel for schedule(static) if (R * C > PAR_MIN_WORK)
     for (int64_t r = 0; r < R; r++) {
@@ -584,6 +636,8 @@ static void layernorm_backward_x(float *dx, const float *x, const float *w, cons
         }
         float m1 = (float)(s1 / C), m2 = (float)(s2 / C);
         float *dr = dx + r * C;
+        if (first)
+            memset(dr, 0, (size_t)C * sizeof *dr);
 #pragma omp simd
         for (int c = 0; c < C; c++)
             dr[c] += rstd * (gr[c] * w[c] - m1 - (xr[c] - mean) * rstd * m2);
@@ -622,15 +676,16 @@ void layernorm_backward(Tensor *out)
     Tensor *x = out->src[0], *w = out->src[1], *b = out->src[2];
     int C = x->shape[x->ndim - 1];
     int64_t R = tensor_numel(x->ndim - 1, x->shape);
-    float *dx = op_wants_grad(x) ? op_grad(x) : NULL; // (R, C)
-    float *dw = op_wants_grad(w) ? op_grad(w) : NULL; // (C)
-    float *db = op_wants_grad(b) ? op_grad(b) : NULL; // (C)
+    bool first;
+    float *dx = op_wants_grad(x) ? op_grad_first(x, &first) : NULL; // (R, C)
+    float *dw = op_wants_grad(w) ? op_grad(w) : NULL;               // (C)
+    float *db = op_wants_grad(b) ? op_grad(b) : NULL;               // (C)
     if ((op_wants_grad(x) && !dx) || (op_wants_grad(w) && !dw) || (op_wants_grad(b) && !db))
         return;
     if (C == 0)
         return;
     if (dx)
-        layernorm_backward_x(dx, x->data, w->data, out->grad, out->aux, R, C);
+        layernorm_backward_x(dx, x->data, w->data, out->grad, out->aux, R, C, first);
     if (dw || db)
         layernorm_backward_wb(dw, db, x->data, out->grad, out->aux, R, C);
 }
@@ -717,15 +772,19 @@ void cross_entropy_backward(Tensor *out)
     int64_t N = logits->shape[0];
     int V = logits->shape[1];
     CeSaved s = ce_saved(out->aux, N);
-    float *dl = op_grad(logits); // (N, V)
+    bool first;
+    float *dl = op_grad_first(logits, &first); // (N, V)
     if (!dl)
         return;
 #pragma omp parallel for schedule(static) if (N * V > PAR_MIN_WORK)
     for (int64_t r = 0; r < N; r++) {
+        float *d = dl + r * V;
+        if (first)
+            memset(d, 0, (size_t)V * sizeof *d);
         if (s.target[r] < 0)
             continue;
         const float *x = logits->data + r * V;
-        float *d = dl + r * V, g = out->grad[r], mx = s.max[r], ls = s.logsum[r];
+        float g = out->grad[r], mx = s.max[r], ls = s.logsum[r];
 #pragma omp simd
         for (int j = 0; j < V; j++)
             d[j] += g * fast_expf((x[j] - mx) - ls);
@@ -901,7 +960,8 @@ void attention_backward(Tensor *out)
     Tensor *qkv = out->src[0];
     AttnDims d = attn_dims(qkv, out->iparam[0]);
     int64_t n_heads = (int64_t)d.B * d.NH, TT = (int64_t)d.T * d.T;
-    float *dqkv = op_grad(qkv); // (B, T, 3C)
+    bool first;
+    float *dqkv = op_grad_first(qkv, &first); // (B, T, 3C)
     if (!dqkv || out->size == 0)
         return;
     int failed = 0, saved = blas_enter();
@@ -916,6 +976,10 @@ void attention_backward(Tensor *out)
         for (int64_t bh = 0; bh < n_heads; bh++) {
             int64_t off = attn_head_offset(d, bh);
             const float *go = out->grad + (bh / d.NH) * d.T * d.C + (bh % d.NH) * d.HS;
+            for (int t = 0; first && t < d.T; t++) /* the head's q, k and v columns */
+                for (int part = 0; part < 3; part++)
+                    memset(dqkv + off + (int64_t)t * 3 * d.C + part * d.C, 0,
+                           (size_t)d.HS * sizeof(float));
             if (ds)
                 attention_head_backward(dqkv + off, ds, (const float *)out->aux + bh * TT, go,
                                         qkv->data + off, d);

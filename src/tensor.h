@@ -105,7 +105,7 @@ typedef enum OpKind {
     OP_SORT,      /* ascending along iparam[0]; the permutation (int32) in aux */
     /* linear algebra */
     OP_MATMUL, /* (M,K)@(K,N), (B,M,K)@(B,K,N), (B,M,K)@(K,N) */
-    OP_LINEAR, /* x (..., K) @ W(N, K)^T + b(N) */
+    OP_LINEAR, /* act(x (..., K) @ W(N, K)^T + b(N)), act in iparam[0]: LinearAct */
     /* indexing; integer indices live in aux */
     OP_GATHER,    /* x (..., V), idx (...) -> (...) */
     OP_EMBEDDING, /* W (V, C), ids (...) -> (..., C) */
@@ -115,6 +115,9 @@ typedef enum OpKind {
     OP_ATTENTION,     /* qkv (B, T, 3C) -> (B, T, C), causal; iparam[0] = heads */
     OP_COUNT
 } OpKind;
+
+/* the activation an OP_LINEAR node applies to its product */
+typedef enum LinearAct { LINEAR_NONE = 0, LINEAR_GELU } LinearAct;
 
 typedef enum TensorStatus {
     TENSOR_OK = 0,

@@ -101,8 +101,14 @@ static Tensor *op_matmul(TensorCtx *ctx, Tensor **in, const void *arg)
 
 typedef struct LinearArg {
     int R, K, N;
-    bool bias;
+    bool bias, gelu;
 } LinearArg;
+
+/* GPT-2's tanh-form GELU */
+static double ref_gelu(double x)
+{
+    return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
 
 static void ref_linear(const double *const *in, double *out, const void *arg)
 {
@@ -112,14 +118,15 @@ static void ref_linear(const double *const *in, double *out, const void *arg)
             double s = a->bias ? in[2][n] : 0;
             for (int k = 0; k < a->K; k++)
                 s += in[0][r * a->K + k] * in[1][n * a->K + k];
-            out[r * a->N + n] = s;
+            out[r * a->N + n] = a->gelu ? ref_gelu(s) : s;
         }
 }
 
 static Tensor *op_linear(TensorCtx *ctx, Tensor **in, const void *arg)
 {
     const LinearArg *a = arg;
-    return ag_linear(ctx, in[0], in[1], a->bias ? in[2] : NULL);
+    Tensor *b = a->bias ? in[2] : NULL;
+    return a->gelu ? ag_linear_gelu(ctx, in[0], in[1], b) : ag_linear(ctx, in[0], in[1], b);
 }
 
 typedef struct IndexArg {
@@ -263,24 +270,120 @@ static void test_matmul_2d_gradcheck(void) { gradcheck_matmul(1, 5, 7, 3, true, 
 static void test_matmul_batched_gradcheck(void) { gradcheck_matmul(2, 3, 5, 4, false, 3); }
 static void test_matmul_shared_rhs_gradcheck(void) { gradcheck_matmul(3, 4, 6, 5, true, 3); }
 
-static void gradcheck_linear(bool bias)
+static void gradcheck_linear(bool bias, bool gelu)
 {
-    LinearArg arg = {6, 5, 4, bias};
+    LinearArg arg = {6, 5, 4, bias, gelu};
     int sx[3] = {2, 3, 5}, sw[2] = {4, 5}, sb[1] = {4};
-    GcSpec s = {.name = bias ? "linear+bias" : "linear",
+    GcSpec s = {.name = gelu   ? "linear_gelu"
+                        : bias ? "linear+bias"
+                               : "linear",
                 .op = op_linear,
                 .ref = ref_linear,
                 .arg = &arg,
                 .n_in = bias ? 3 : 2};
-    s.in[0] = input(3, sx, -1, 1, 21);
-    s.in[1] = input(2, sw, -1, 1, 22);
+    /* wider inputs for GELU, so pre-activations reach both tails (|s| ~ 5) */
+    double range = gelu ? 1.5 : 1;
+    s.in[0] = input(3, sx, -range, range, 21);
+    s.in[1] = input(2, sw, -range, range, 22);
     if (bias)
         s.in[2] = input(1, sb, -1, 1, 23);
     check_spec(&s);
 }
 
-static void test_linear_bias_gradcheck(void) { gradcheck_linear(true); }
-static void test_linear_no_bias_gradcheck(void) { gradcheck_linear(false); }
+static void test_linear_bias_gradcheck(void) { gradcheck_linear(true, false); }
+static void test_linear_no_bias_gradcheck(void) { gradcheck_linear(false, false); }
+static void test_linear_gelu_gradcheck(void)
+{
+    gradcheck_linear(true, true);
+    gradcheck_linear(false, true);
+}
+
+/* The fused linear_gelu against gelu(linear(...)) on a product large enough
+ * to be split into row tasks: the same bits forward (with and without a
+ * tape, where the GELU runs in place) and in every gradient. */
+static void test_linear_gelu_is_gelu_of_linear(void)
+{
+    enum { R = 300, K = 40, N = 200 };
+    int sx[2] = {R, K}, sw[2] = {N, K}, sb[1] = {N};
+    TensorCtx *ctx[2] = {tensor_ctx_new(0), tensor_ctx_new(0)};
+    Tensor *x[2], *w[2], *b[2], *y[2];
+    for (int i = 0; i < 2; i++) {
+        x[i] = leaf(ctx[i], 2, sx, -2, 2, 141);
+        w[i] = leaf(ctx[i], 2, sw, -1, 1, 142);
+        b[i] = leaf(ctx[i], 1, sb, -1, 1, 143);
+    }
+    y[0] = ag_linear_gelu(ctx[0], x[0], w[0], b[0]);
+    y[1] = ag_gelu(ctx[1], ag_linear(ctx[1], x[1], w[1], b[1]));
+    Tensor *g = rand_tensor(ctx[0], 2, (int[]){R, N}, -1, 1, 144);
+    CHECK(y[0] && y[1] && ag_backward(ctx[0], y[0], g->data) == 0 &&
+          ag_backward(ctx[1], y[1], g->data) == 0);
+    size_t f = sizeof(float);
+    CHECKF(memcmp(y[0]->data, y[1]->data, R * N * f) == 0, "forward differs");
+    CHECKF(memcmp(x[0]->grad, x[1]->grad, R * K * f) == 0, "dx differs");
+    CHECKF(memcmp(w[0]->grad, w[1]->grad, N * K * f) == 0, "dW differs");
+    CHECKF(memcmp(b[0]->grad, b[1]->grad, N * f) == 0, "db differs");
+    TensorCtx *frozen = tensor_ctx_new(0);
+    frozen->no_grad = true;
+    Tensor *yf = ag_linear_gelu(frozen, x[0], w[0], b[0]);
+    CHECKF(yf && memcmp(yf->data, y[1]->data, R * N * f) == 0, "no_grad forward differs");
+    tensor_ctx_free(frozen);
+    tensor_ctx_free(ctx[0]);
+    tensor_ctx_free(ctx[1]);
+}
+
+/* An intermediate whose gradient is first stored (uninitialised buffer, see
+ * op_grad_first) and then added to by its other consumers, in each order:
+ * h = linear(x, w) feeds layernorm, gelu and a reshape, and f sums them. */
+typedef struct FirstArg {
+    int R, K, N;
+} FirstArg;
+
+static void ref_first_then_add(const double *const *in, double *out, const void *arg)
+{
+    const FirstArg *a = arg;
+    int R = a->R, K = a->K, N = a->N;
+    for (int r = 0; r < R; r++) {
+        double h[8], mean = 0, var = 0;
+        for (int n = 0; n < N; n++) {
+            h[n] = 0;
+            for (int k = 0; k < K; k++)
+                h[n] += in[0][r * K + k] * in[1][n * K + k];
+            mean += h[n] / N;
+        }
+        for (int n = 0; n < N; n++)
+            var += (h[n] - mean) * (h[n] - mean) / N;
+        for (int n = 0; n < N; n++)
+            out[r * N + n] = (h[n] - mean) / sqrt(var + 1e-5) + ref_gelu(h[n]) + h[n];
+    }
+}
+
+static Tensor *op_first_then_add(TensorCtx *ctx, Tensor **in, const void *arg)
+{
+    const FirstArg *a = arg;
+    int sw[1] = {a->N}, s2[2] = {a->R, a->N};
+    Tensor *one = tensor_new(ctx, 1, sw), *zero = tensor_new(ctx, 1, sw);
+    for (int n = 0; one && zero && n < a->N; n++)
+        one->data[n] = 1.0f, zero->data[n] = 0.0f;
+    Tensor *h = ag_linear(ctx, in[0], in[1], NULL);
+    Tensor *ln = ag_layernorm(ctx, h, one, zero, 1e-5f);
+    Tensor *ge = ag_gelu(ctx, h);
+    Tensor *re = ag_reshape(ctx, h, 2, s2);
+    return ag_add(ctx, ag_add(ctx, ln, ge), re);
+}
+
+static void test_first_write_then_accumulate_gradcheck(void)
+{
+    FirstArg arg = {5, 4, 6};
+    int sx[2] = {5, 4}, sw[2] = {6, 4};
+    GcSpec s = {.name = "first_then_add",
+                .op = op_first_then_add,
+                .ref = ref_first_then_add,
+                .arg = &arg,
+                .n_in = 2};
+    s.in[0] = input(2, sx, -1, 1, 24);
+    s.in[1] = input(2, sw, -1, 1, 25);
+    check_spec(&s);
+}
 
 static void gradcheck_gather(double range, uint64_t seed)
 {
@@ -886,6 +989,13 @@ static Tensor *case_linear(TensorCtx *ctx)
     return ag_linear(ctx, x, w, leaf(ctx, 1, sb, -1, 1, 119));
 }
 
+static Tensor *case_linear_gelu(TensorCtx *ctx)
+{
+    int sx[2] = {512, 80}, sw[2] = {40, 80}, sb[1] = {40};
+    Tensor *x = leaf(ctx, 2, sx, -2, 2, 122), *w = leaf(ctx, 2, sw, -1, 1, 123);
+    return ag_linear_gelu(ctx, x, w, leaf(ctx, 1, sb, -1, 1, 124));
+}
+
 static Tensor *case_matmul_batched(TensorCtx *ctx)
 {
     int sa[3] = {4, 64, 48}, sb[3] = {4, 48, 40};
@@ -947,6 +1057,7 @@ static void test_threads_other_ops(void)
 {
     check_threads("cross_entropy", case_cross_entropy);
     check_threads("linear", case_linear);
+    check_threads("linear_gelu", case_linear_gelu);
     check_threads("matmul", case_matmul_batched);
 }
 
@@ -983,6 +1094,9 @@ int main(void)
     RUN(test_rows_over_int_max_are_errors);
     RUN(test_linear_bias_gradcheck);
     RUN(test_linear_no_bias_gradcheck);
+    RUN(test_linear_gelu_gradcheck);
+    RUN(test_linear_gelu_is_gelu_of_linear);
+    RUN(test_first_write_then_accumulate_gradcheck);
     RUN(test_linear_vs_naive);
     RUN(test_gather_gradcheck);
     RUN(test_gather_extreme_gradcheck);
