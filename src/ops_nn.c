@@ -41,7 +41,7 @@
 #define GEMM_SPLIT_MACS 1e6 /* smaller products run as one call: a task must pay for waking */
 #define GEMM_TASK_ROWS 64   /* at least this many rows per task ... */
 #define GEMM_MAX_TASKS 8    /* ... and at most this many tasks per product */
-#define ATTN_ROWS 64        /* query rows per causal block in attention */
+#define ATTN_ROWS 16        /* query rows per causal block in attention */
 #define PAR_MIN_WORK 32768  /* elements below which a loop stays on one thread */
 #define GELU_CHUNK 8192     /* elements per task in the GELU of a fused linear */
 
