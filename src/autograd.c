@@ -63,6 +63,24 @@ static Tensor *node_fill(TensorCtx *ctx, OpKind op, int ndim, const int *shape, 
     return out;
 }
 
+bool op_add_source(Tensor *out, Tensor *src)
+{
+    TensorCtx *ctx = out->ctx;
+    if (ctx->no_grad)
+        return true; /* frozen: no sources */
+    if (src->ctx != ctx && src->op != OP_NONE && op_wants_grad(src)) {
+        tensor_ctx_fail(ctx, TENSOR_ERR_ARG,
+                        "%s: argument 4 is an intermediate of another context; graphs may "
+                        "cross contexts only through leaves",
+                        ag_op_name(out->op));
+        return false;
+    }
+    out->src[3] = src;
+    if (op_wants_grad(src))
+        out->flags |= TENSOR_REQUIRES_GRAD;
+    return true;
+}
+
 Tensor *op_node(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tensor *s0, Tensor *s1,
                 Tensor *s2)
 {

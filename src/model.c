@@ -233,16 +233,17 @@ void gpt_zero_grad(Gpt *m) { tensor_zero_grad(m->all); }
 
 bool gpt_tensor_decays(const Gpt *m, int i) { return m->tensors[i]->ndim >= 2; }
 
-/* x (N, T, C) -> x + attn(ln1(x)) + mlp(ln2(...)), pre-LayerNorm */
+/* x (N, T, C) -> x + attn(ln1(x)) + mlp(ln2(...)), pre-LayerNorm; each
+ * residual add is fused into the projection before it (linear_add) */
 static Tensor *block_forward(TensorCtx *ctx, const GptLayer *l, Tensor *x, int NH)
 {
-    Tensor *h = ag_layernorm(ctx, x, l->ln1w, l->ln1b, GPT_LN_EPS);    // (N, T, C)
-    Tensor *qkv = ag_linear(ctx, h, l->qkvw, l->qkvb);                 // (N, T, 3C)
-    Tensor *att = ag_attention(ctx, qkv, NH);                          // (N, T, C)
-    x = ag_add(ctx, x, ag_linear(ctx, att, l->attprojw, l->attprojb)); // (N, T, C)
+    Tensor *h = ag_layernorm(ctx, x, l->ln1w, l->ln1b, GPT_LN_EPS); // (N, T, C)
+    Tensor *qkv = ag_linear(ctx, h, l->qkvw, l->qkvb);              // (N, T, 3C)
+    Tensor *att = ag_attention(ctx, qkv, NH);                       // (N, T, C)
+    x = ag_linear_add(ctx, att, l->attprojw, l->attprojb, x);       // (N, T, C)
     h = ag_layernorm(ctx, x, l->ln2w, l->ln2b, GPT_LN_EPS);
-    Tensor *fc = ag_linear_gelu(ctx, h, l->fcw, l->fcb);               // (N, T, 4C)
-    return ag_add(ctx, x, ag_linear(ctx, fc, l->fcprojw, l->fcprojb)); // (N, T, C)
+    Tensor *fc = ag_linear_gelu(ctx, h, l->fcw, l->fcb);      // (N, T, 4C)
+    return ag_linear_add(ctx, fc, l->fcprojw, l->fcprojb, x); // (N, T, C)
 }
 
 static Tensor *embed(const Gpt *m, TensorCtx *ctx, const int32_t *ids, int N, int T)

@@ -76,6 +76,9 @@ Tensor *ag_linear(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias); /* bias m
 /* gelu(linear(x, w, bias)) as one op: the GELU runs on each block of rows
  * right after its product, while it is in cache (the MLP's first layer) */
 Tensor *ag_linear_gelu(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias);
+/* res + linear(x, w, bias) as one op, res shaped like the output: the add of
+ * a residual connection, done on each block of rows after its product */
+Tensor *ag_linear_add(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias, Tensor *res);
 
 /* indexing */
 /* x (..., V), idx (...) with n = numel(x) / V entries in [0, V) -> (...) */

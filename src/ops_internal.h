@@ -44,6 +44,10 @@ Tensor *op_node_uninit(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Te
  * tensor's) */
 Tensor *op_node_view(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tensor *src,
                      float *data);
+/* Records src as out's fourth source (out->src[3]), for an op with four
+ * operands, with op_node's checks; false with the error set. In a no_grad
+ * context nothing is recorded, as for the other sources. */
+bool op_add_source(Tensor *out, Tensor *src);
 /* does backward need to produce d/d(src)? */
 bool op_wants_grad(const Tensor *src);
 /* src's grad buffer, allocated zeroed in src's context on first use (NULL on OOM) */

@@ -98,12 +98,22 @@ static int gemm_task_rows(int m, int n, int k)
 
 /* What gemm_par does around each task's product, on the task's rows while
  * they are in cache: fill sets each row of C to `fill` (n entries) first and
- * the product is added to it (linear's bias); with gelu, the finished rows of
- * C (the pre-activation) go through GELU into `act` (which may be C). */
+ * the product is added to it (linear's bias); then `res`, (m, n) like C, is
+ * added to the finished rows (a residual connection: res + (bias + product),
+ * the bits of adding it afterwards); or, with act, the finished rows (the
+ * pre-activation) go through GELU into `act` (which may be C). */
 typedef struct GemmRows {
-    const float *fill;
+    const float *fill, *res;
     float *act;
 } GemmRows;
+
+/* row (n) += res (n): the residual epilogue */
+static void add_row(float *row, const float *res, int n)
+{
+#pragma omp simd
+    for (int j = 0; j < n; j++)
+        row[j] = res[j] + row[j];
+}
 
 /* gemm split by rows of C over the OpenMP threads */
 static void gemm_par(bool ta, bool tb, int m, int n, int k, const float *a, int lda, const float *b,
@@ -119,6 +129,8 @@ static void gemm_par(bool ta, bool tb, int m, int n, int k, const float *a, int 
             memcpy(ct + (int64_t)i * ldc, rw.fill, (size_t)n * sizeof *ct);
         const float *at = ta ? a + m0 : a + (int64_t)m0 * lda; // row m0 of op(A)
         gemm(ta, tb, mt, n, k, 1.0f, at, lda, b, ldb, rw.fill ? 1.0f : beta, ct, ldc);
+        for (int i = 0; rw.res && i < mt; i++)
+            add_row(ct + (int64_t)i * ldc, rw.res + (int64_t)(m0 + i) * n, n);
         for (int i = 0; rw.act && i < mt; i++)
             gelu_span(0, n, rw.act + (int64_t)(m0 + i) * n, ct + (int64_t)i * ldc);
     }
@@ -351,9 +363,36 @@ static bool linear_check(TensorCtx *ctx, const Tensor *x, const Tensor *w, const
            (!bias || has_data(ctx, "linear", "bias", bias));
 }
 
-/* y = act(x W^T + b); with GELU the pre-activation is kept in out->aux
- * (R, N) when backward will run */
-static Tensor *linear_op(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias, LinearAct act)
+/* the residual of linear_add: x's shape with N last, data unless shape-only */
+static bool residual_check(TensorCtx *ctx, const Tensor *out, const Tensor *res)
+{
+    char so[SHAPE_LEN], sr[SHAPE_LEN];
+    if (!tensor_same_shape(out, res)) {
+        tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE, "linear_add: residual %s does not fit output %s",
+                        tensor_shape_str(res, sr, sizeof sr), tensor_shape_str(out, so, sizeof so));
+        return false;
+    }
+    return has_data(ctx, "linear_add", "residual", res);
+}
+
+/* d += g, or d = 0 + g when first (d uninitialised: op_grad_first) */
+static void add_grad(float *d, const float *g, int64_t n, bool first)
+{
+    if (first) {
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN_WORK)
+        for (int64_t i = 0; i < n; i++)
+            d[i] = 0.0f + g[i];
+    } else {
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN_WORK)
+        for (int64_t i = 0; i < n; i++)
+            d[i] += g[i];
+    }
+}
+
+/* y = act(x W^T + b) [+ res]; with GELU the pre-activation is kept in
+ * out->aux (R, N) when backward will run */
+static Tensor *linear_op(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias, LinearAct act,
+                         Tensor *res)
 {
     if (!x || !w)
         return NULL;
@@ -364,7 +403,7 @@ static Tensor *linear_op(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias, Lin
     int N = w->shape[0], K = w->shape[1];
     shape[x->ndim - 1] = N;
     Tensor *out = op_node_uninit(ctx, OP_LINEAR, x->ndim, shape, x, w, bias);
-    if (!out)
+    if (!out || (res && (!residual_check(ctx, out, res) || !op_add_source(out, res))))
         return NULL;
     out->iparam[0] = act;
     bool keep_pre = act == LINEAR_GELU && saves(out);
@@ -374,20 +413,28 @@ static Tensor *linear_op(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias, Lin
         return out;
     int R = (int)tensor_numel(x->ndim - 1, x->shape);
     // y (R, N) = x (R, K) W^T (+ bias): W used in place, transposed by the flag
-    GemmRows rw = {bias ? bias->data : NULL, act == LINEAR_GELU ? out->data : NULL};
-    gemm_par(false, true, R, N, K, x->data, K, w->data, K, 0.0f, keep_pre ? out->aux : out->data, N,
-             rw);
+    GemmRows rw = {bias ? bias->data : NULL, res ? res->data : NULL,
+                   act == LINEAR_GELU ? out->data : NULL};
+    float *c = keep_pre ? out->aux : out->data;
+    gemm_par(false, true, R, N, K, x->data, K, w->data, K, 0.0f, c, N, rw);
     return out;
 }
 
 Tensor *ag_linear(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias)
 {
-    return linear_op(ctx, x, w, bias, LINEAR_NONE);
+    return linear_op(ctx, x, w, bias, LINEAR_NONE, NULL);
 }
 
 Tensor *ag_linear_gelu(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias)
 {
-    return linear_op(ctx, x, w, bias, LINEAR_GELU);
+    return linear_op(ctx, x, w, bias, LINEAR_GELU, NULL);
+}
+
+Tensor *ag_linear_add(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias, Tensor *res)
+{
+    if (!res)
+        return NULL;
+    return linear_op(ctx, x, w, bias, LINEAR_NONE, res);
 }
 
 /* d pre-activation = g gelu'(pre) into scratch, for a GELU linear */
@@ -417,11 +464,16 @@ void linear_backward(Tensor *out)
     float *db = op_wants_grad(bias) ? op_grad(bias) : NULL;         // (N)
     if ((op_wants_grad(x) && !dx) || (op_wants_grad(w) && !dw) || (op_wants_grad(bias) && !db))
         return;
+    Tensor *res = out->src[3];
+    bool res_first;
+    float *dres = op_wants_grad(res) ? op_grad_first(res, &res_first) : NULL;           // (R, N)
     const float *g = out->iparam[0] == LINEAR_GELU ? linear_gelu_grad(out) : out->grad; // (R, N)
-    if (!g) {
+    if (!g || (op_wants_grad(res) && !dres)) {
         tensor_ctx_fail(out->ctx, TENSOR_ERR_NOMEM, "linear: backward out of memory");
         return;
     }
+    if (dres) // d res += g
+        add_grad(dres, out->grad, out->size, res_first);
     if (dx) // dx += g W (dx = g W when nothing reached it yet)
         gemm_par(false, false, R, K, N, g, N, w->data, K, first ? 0.0f : 1.0f, dx, K,
                  (GemmRows){0});

@@ -105,7 +105,7 @@ typedef enum OpKind {
     OP_SORT,      /* ascending along iparam[0]; the permutation (int32) in aux */
     /* linear algebra */
     OP_MATMUL, /* (M,K)@(K,N), (B,M,K)@(B,K,N), (B,M,K)@(K,N) */
-    OP_LINEAR, /* act(x (..., K) @ W(N, K)^T + b(N)), act in iparam[0]: LinearAct */
+    OP_LINEAR, /* act(x (..., K) @ W(N, K)^T + b(N)) [+ r], act in iparam[0]: LinearAct */
     /* indexing; integer indices live in aux */
     OP_GATHER,    /* x (..., V), idx (...) -> (...) */
     OP_EMBEDDING, /* W (V, C), ids (...) -> (..., C) */
@@ -143,7 +143,7 @@ typedef struct Tensor {
     float *data;  /* (size) NULL in a meta context */
     float *grad;  /* (size) NULL until needed; d root / d this */
     OpKind op;
-    struct Tensor *src[3];
+    struct Tensor *src[4]; /* sources; src[3] only for ops with a fourth (op_add_source) */
     float fparam[4];
     int iparam[4];
     void *aux; /* op-private: saved statistics or integer indices */

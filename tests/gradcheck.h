@@ -28,7 +28,7 @@
 #include "rng.h"
 #include "testlib.h"
 
-#define GC_MAX_IN 3
+#define GC_MAX_IN 4
 
 typedef struct GcInput {
     int ndim;

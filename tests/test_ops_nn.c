@@ -101,7 +101,7 @@ static Tensor *op_matmul(TensorCtx *ctx, Tensor **in, const void *arg)
 
 typedef struct LinearArg {
     int R, K, N;
-    bool bias, gelu;
+    bool bias, gelu, residual; /* the residual is the last input */
 } LinearArg;
 
 /* GPT-2's tanh-form GELU */
@@ -119,6 +119,8 @@ static void ref_linear(const double *const *in, double *out, const void *arg)
             for (int k = 0; k < a->K; k++)
                 s += in[0][r * a->K + k] * in[1][n * a->K + k];
             out[r * a->N + n] = a->gelu ? ref_gelu(s) : s;
+            if (a->residual)
+                out[r * a->N + n] += in[a->bias ? 3 : 2][r * a->N + n];
         }
 }
 
@@ -126,6 +128,8 @@ static Tensor *op_linear(TensorCtx *ctx, Tensor **in, const void *arg)
 {
     const LinearArg *a = arg;
     Tensor *b = a->bias ? in[2] : NULL;
+    if (a->residual)
+        return ag_linear_add(ctx, in[0], in[1], b, in[a->bias ? 3 : 2]);
     return a->gelu ? ag_linear_gelu(ctx, in[0], in[1], b) : ag_linear(ctx, in[0], in[1], b);
 }
 
@@ -270,32 +274,64 @@ static void test_matmul_2d_gradcheck(void) { gradcheck_matmul(1, 5, 7, 3, true, 
 static void test_matmul_batched_gradcheck(void) { gradcheck_matmul(2, 3, 5, 4, false, 3); }
 static void test_matmul_shared_rhs_gradcheck(void) { gradcheck_matmul(3, 4, 6, 5, true, 3); }
 
-static void gradcheck_linear(bool bias, bool gelu)
+static void gradcheck_linear(bool bias, bool gelu, bool residual)
 {
-    LinearArg arg = {6, 5, 4, bias, gelu};
-    int sx[3] = {2, 3, 5}, sw[2] = {4, 5}, sb[1] = {4};
-    GcSpec s = {.name = gelu   ? "linear_gelu"
-                        : bias ? "linear+bias"
-                               : "linear",
-                .op = op_linear,
-                .ref = ref_linear,
-                .arg = &arg,
-                .n_in = bias ? 3 : 2};
+    LinearArg arg = {6, 5, 4, bias, gelu, residual};
+    int sx[3] = {2, 3, 5}, sw[2] = {4, 5}, sb[1] = {4}, sr[3] = {2, 3, 4};
+    const char *name = residual ? "linear_add" : gelu ? "linear_gelu" : "linear";
+    GcSpec s = {.name = name, .op = op_linear, .ref = ref_linear, .arg = &arg};
+    s.n_in = 2 + bias + residual;
     /* wider inputs for GELU, so pre-activations reach both tails (|s| ~ 5) */
     double range = gelu ? 1.5 : 1;
     s.in[0] = input(3, sx, -range, range, 21);
     s.in[1] = input(2, sw, -range, range, 22);
     if (bias)
         s.in[2] = input(1, sb, -1, 1, 23);
+    if (residual)
+        s.in[s.n_in - 1] = input(3, sr, -1, 1, 26);
     check_spec(&s);
 }
 
-static void test_linear_bias_gradcheck(void) { gradcheck_linear(true, false); }
-static void test_linear_no_bias_gradcheck(void) { gradcheck_linear(false, false); }
+static void test_linear_bias_gradcheck(void) { gradcheck_linear(true, false, false); }
+static void test_linear_no_bias_gradcheck(void) { gradcheck_linear(false, false, false); }
 static void test_linear_gelu_gradcheck(void)
 {
-    gradcheck_linear(true, true);
-    gradcheck_linear(false, true);
+    gradcheck_linear(true, true, false);
+    gradcheck_linear(false, true, false);
+}
+static void test_linear_add_gradcheck(void)
+{
+    gradcheck_linear(true, false, true);
+    gradcheck_linear(false, false, true);
+}
+
+/* The fused linear_add against add(res, linear(...)), split into row tasks:
+ * the same bits forward and in every gradient, the residual's included. */
+static void test_linear_add_is_add_of_linear(void)
+{
+    enum { R = 300, K = 40, N = 200 };
+    int sx[2] = {R, K}, sw[2] = {N, K}, sb[1] = {N}, sr[2] = {R, N};
+    TensorCtx *ctx[2] = {tensor_ctx_new(0), tensor_ctx_new(0)};
+    Tensor *x[2], *w[2], *b[2], *r[2], *y[2];
+    for (int i = 0; i < 2; i++) {
+        x[i] = leaf(ctx[i], 2, sx, -1, 1, 145);
+        w[i] = leaf(ctx[i], 2, sw, -1, 1, 146);
+        b[i] = leaf(ctx[i], 1, sb, -1, 1, 147);
+        r[i] = leaf(ctx[i], 2, sr, -3, 3, 148);
+    }
+    y[0] = ag_linear_add(ctx[0], x[0], w[0], b[0], r[0]);
+    y[1] = ag_add(ctx[1], r[1], ag_linear(ctx[1], x[1], w[1], b[1]));
+    Tensor *g = rand_tensor(ctx[0], 2, sr, -1, 1, 149);
+    CHECK(y[0] && y[1] && ag_backward(ctx[0], y[0], g->data) == 0 &&
+          ag_backward(ctx[1], y[1], g->data) == 0);
+    size_t f = sizeof(float);
+    CHECKF(memcmp(y[0]->data, y[1]->data, R * N * f) == 0, "forward differs");
+    CHECKF(memcmp(x[0]->grad, x[1]->grad, R * K * f) == 0, "dx differs");
+    CHECKF(memcmp(w[0]->grad, w[1]->grad, N * K * f) == 0, "dW differs");
+    CHECKF(memcmp(b[0]->grad, b[1]->grad, N * f) == 0, "db differs");
+    CHECKF(memcmp(r[0]->grad, r[1]->grad, R * N * f) == 0, "d residual differs");
+    tensor_ctx_free(ctx[0]);
+    tensor_ctx_free(ctx[1]);
 }
 
 /* The fused linear_gelu against gelu(linear(...)) on a product large enough
@@ -772,6 +808,8 @@ static void test_shape_errors(void)
               "got (3) @ (3, 2)");
     CHECK_ERR(ctx, ag_linear(ctx, a43, b52, NULL),
               "linear: x (4, 3) does not fit weight (5, 2): expected x (..., 2)");
+    CHECK_ERR(ctx, ag_linear_add(ctx, b52, b52, NULL, a43),
+              "linear_add: residual (4, 3) does not fit output (5, 5)");
     CHECK_ERR(ctx, ag_linear(ctx, b52, b52, zeros(ctx, 1, 4, 0, 0)),
               "linear: bias (4) does not fit weight (5, 2): expected (5)");
     CHECK_ERR(ctx, ag_layernorm(ctx, a43, zeros(ctx, 1, 3, 0, 0), zeros(ctx, 1, 4, 0, 0), 1e-5f),
@@ -1096,6 +1134,8 @@ int main(void)
     RUN(test_linear_no_bias_gradcheck);
     RUN(test_linear_gelu_gradcheck);
     RUN(test_linear_gelu_is_gelu_of_linear);
+    RUN(test_linear_add_gradcheck);
+    RUN(test_linear_add_is_add_of_linear);
     RUN(test_first_write_then_accumulate_gradcheck);
     RUN(test_linear_vs_naive);
     RUN(test_gather_gradcheck);
