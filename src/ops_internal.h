@@ -117,16 +117,19 @@ static inline float fast_expf(float x)
 }
 
 /* GELU, tanh form (GPT-2): 0.5 x (1 + tanh u), u = sqrt(2/pi) (x + 0.044715 x^3).
- * Since 1 + tanh u = 2 sigmoid(2u), it is computed as x s, s = sigmoid(2u),
- * which keeps full relative precision where 1 + tanh u cancels (x << 0).
- * s and 1 - s both come from one e = exp(-|2u|) in [0, 1]: s = 1 / (1 + e)
- * for u >= 0, e / (1 + e) below, and s (1 - s) = e / (1 + e)^2 either way, so
- * backward takes one exponential and nothing cancels. Selects, no branches,
- * and fast_expf: the loops vectorise (GELU was a quarter of a training step
- * through libm's expf). Where s or s (1 - s) is exactly 0 the x-term is taken
- * as 0, so gelu(-inf) = 0 and the gradient at +-inf is 1 or 0, not inf * 0. */
+ * Since 1 + tanh u = 2 sigmoid(2u), it is computed as x s, s = sigmoid(v) =
+ * 1 / (1 + e), v = 2u, e = exp(-v): no cancellation where 1 + tanh u
+ * would cancel (x << 0), and s (1 - s) = e s s for backward, so one
+ * exponential serves both and nothing cancels there either. GELU is the
+ * heaviest elementwise work of a training step, so its exponential is
+ * gelu_exp: fast_expf's polynomial with the argument clamped to [-87.34, 88]
+ * by integer minimums and no special-case masks. Past |v| = 87.34 the
+ * result is then fixed by selects: gelu is 0 (and its gradient 0) for v below,
+ * and the gradient is 1 above, so gelu(-inf) = 0 and the gradient at +-inf is
+ * 0 or 1, not inf * 0; NaN passes through. */
 #define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_C 0.044715f
+#define GELU_FAR 0x42AEAC50u /* 87.3365: |v| past which e under- or overflows */
 static inline float gelu_u(float x) { return GELU_K * (x + GELU_C * x * x * x); }
 /* mask ? a : b bit by bit (mask all ones or all zeros). The selects below are
  * made of these and integer tests, because gcc (under -ftrapping-math, the
@@ -136,22 +139,50 @@ static inline float select_bits(uint32_t mask, float a, float b)
 {
     return u2f((f2u(a) & mask) | (f2u(b) & ~mask));
 }
-static inline uint32_t is_zero_mask(float f) { return -(uint32_t)((f2u(f) << 1) == 0); }
+/* exp(x) for GELU: x clamped to [-87.3365, 88] (a NaN lands on one end), then
+ * fast_expf's reduction and polynomial; 2^n is one exponent field, n <= 127 */
+static inline float gelu_exp(float x)
+{
+    const uint32_t lo = 0xC2AEAC50u; /* -87.3365 */
+    const int32_t hi = 0x42B00000;   /* 88 */
+    uint32_t ux = f2u(x), uc = ux < lo ? ux : lo;
+    int32_t ic = (int32_t)uc < hi ? (int32_t)uc : hi;
+    float c = u2f((uint32_t)ic);
+    float t = c * 1.44269504088896341f + 12582912.0f;
+    float n = t - 12582912.0f;
+    float r = c - n * 0.693359375f - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    return p * u2f((f2u(t) - 0x4B400000u + 127u) << 23);
+}
+/* all ones where v is beyond -GELU_FAR (or -inf), where v is beyond +GELU_FAR
+ * (or +inf); neither for NaN */
+static inline uint32_t gelu_far_neg(float v)
+{
+    return -(uint32_t)(f2u(v) > (GELU_FAR | 0x80000000u) && f2u(v) <= 0xFF800000u);
+}
+static inline uint32_t gelu_far_pos(float v)
+{
+    return -(uint32_t)(f2u(v) > GELU_FAR && f2u(v) <= 0x7F800000u);
+}
 
 static inline float gelu_f(float x)
 {
-    float v = 2.0f * gelu_u(x), e = fast_expf(-fabsf(v)), r = 1.0f / (1.0f + e);
-    uint32_t neg = (uint32_t)((int32_t)f2u(v) >> 31); /* all ones for v < 0 (or -0, NaN) */
-    float s = select_bits(neg, e * r, r);
-    return select_bits(is_zero_mask(s), 0.0f, x * s);
+    float v = 2.0f * gelu_u(x), s = 1.0f / (1.0f + gelu_exp(-v));
+    return select_bits(gelu_far_neg(v), 0.0f, x * s);
 }
 static inline float gelu_grad(float x)
 {
-    float v = 2.0f * gelu_u(x), e = fast_expf(-fabsf(v)), r = 1.0f / (1.0f + e), er = e * r;
-    uint32_t neg = (uint32_t)((int32_t)f2u(v) >> 31);
-    float s = select_bits(neg, er, r), s1s = er * r; /* s (1 - s) */
+    float v = 2.0f * gelu_u(x), e = gelu_exp(-v), s = 1.0f / (1.0f + e);
+    float s1s = e * s * s; /* s (1 - s) */
     float du = GELU_K * (1.0f + 3.0f * GELU_C * x * x);
-    return select_bits(is_zero_mask(s1s), s, s + 2.0f * x * s1s * du);
+    float g = select_bits(gelu_far_pos(v), 1.0f, s + 2.0f * x * s1s * du);
+    return select_bits(gelu_far_neg(v), 0.0f, g);
 }
 
 /* ELEM_CLONES on a function: gcc also builds it for AVX-512F and AVX2 and
