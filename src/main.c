@@ -48,13 +48,18 @@ static void usage(FILE *out)
                  "example:\n  prefrun train losses/discopop.lua\n");
 }
 
-/* libgomp reads OMP_WAIT_POLICY once, when it is loaded. Its default spins
- * each idle worker for ~300k iterations after every parallel region, and on
- * 2 cores those spinners starve OpenBLAS's own threads in the sgemm that
- * follows: the training step ran 5-15x slower than with a passive policy
- * (measured: 100 steps of the default run, 14.6 s vs 0.95 s). So when the
- * variable is unset, set it and re-execute this program with the same
- * arguments so libgomp sees it, once, before any command runs (every
+/* libgomp reads OMP_WAIT_POLICY and GOMP_SPINCOUNT once, when it is loaded.
+ * Its default spins each idle worker for ~300k iterations (about 3 ms) after
+ * every parallel region, and on 2 cores those spinners starve OpenBLAS's own
+ * threads in an sgemm that follows: the training step ran 5-15x slower than
+ * with a passive policy (measured: 100 steps of the default run, 14.6 s vs
+ * 0.95 s). Fully passive workers sleep at once, though, and a training step
+ * runs hundreds of short regions back to back, each then paying a futex
+ * wake-up: a short spin of 10k iterations (~0.1 ms) keeps the workers awake
+ * between them and gave 6% on `prefrun bench` tiny (102.9 -> 96.3 ms a step,
+ * the sgemm peak unchanged at 206 GFLOP/s) and 25% on 100 toy steps. So when
+ * OMP_WAIT_POLICY is unset, set both and re-execute this program with the
+ * same arguments so libgomp sees them, once, before any command runs (every
  * command that trains, samples or evaluates needs it, and `discover` and
  * `check` hand it to the children they fork). Returns only when that is not
  * needed or not possible; the run then just goes slower. */
@@ -62,7 +67,8 @@ static void reexec_passive(char **argv)
 {
     if (getenv("OMP_WAIT_POLICY"))
         return;
-    if (setenv("OMP_WAIT_POLICY", "passive", 1) == 0) {
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) == 0 &&
+        (getenv("GOMP_SPINCOUNT") || setenv("GOMP_SPINCOUNT", "10000", 1) == 0)) {
         fflush(NULL);
         execv("/proc/self/exe", argv);
     }

@@ -417,10 +417,12 @@ static void test_clip_and_schedules(void)
 int main(int argc, char **argv)
 {
     (void)argc;
-    /* as the CLI does (cli_train.c): libgomp reads its wait policy once, at
+    /* as the CLI does (main.c): libgomp reads its wait policy once, at
      * load, and its default spinning starves OpenBLAS's threads in the
-     * two-thread run; re-executing with a passive policy keeps it fast */
-    if (!getenv("OMP_WAIT_POLICY") && setenv("OMP_WAIT_POLICY", "passive", 1) == 0)
+     * two-thread run; re-executing with a passive policy and a short spin
+     * keeps it fast */
+    if (!getenv("OMP_WAIT_POLICY") && setenv("OMP_WAIT_POLICY", "passive", 1) == 0 &&
+        (getenv("GOMP_SPINCOUNT") || setenv("GOMP_SPINCOUNT", "10000", 1) == 0))
         execv("/proc/self/exe", argv);
     snprintf(tmp_root, sizeof tmp_root, "/tmp/prefrun-test-train-XXXXXX");
     if (!mkdtemp(tmp_root)) {
