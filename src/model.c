@@ -290,14 +290,50 @@ Tensor *gpt_forward(const Gpt *m, TensorCtx *ctx, const int32_t *ids, int N, int
     return ag_layernorm(ctx, x, m->lnfw, m->lnfb, GPT_LN_EPS);
 }
 
+/* The LM head and cross-entropy on the rows whose target counts only: the
+ * prompt's positions (target -1) need no logits. The rows are gathered by
+ * an embedding lookup into h, and the per-row losses put back in place by a
+ * second one into (losses, 0), which gives masked positions exactly 0. */
+static Tensor *selected_logps(const Gpt *m, TensorCtx *ctx, Tensor *h2, const int32_t *targets,
+                              int N, int T, int n_sel)
+{
+    int64_t NT = (int64_t)N * T;
+    int32_t *sel = tensor_ctx_alloc_uninit(ctx, (size_t)(2 * n_sel + NT) * sizeof *sel);
+    if (!sel)
+        return NULL;
+    int32_t *sel_tg = sel + n_sel, *where = sel_tg + n_sel; // (S), (S), (NT)
+    for (int64_t i = 0, k = 0; i < NT; i++) {
+        where[i] = targets[i] >= 0 ? (int32_t)k : n_sel;
+        if (targets[i] >= 0) {
+            sel[k] = (int32_t)i;
+            sel_tg[k++] = targets[i];
+        }
+    }
+    int s1[1] = {n_sel}, s2[2] = {n_sel, 1}, one[2] = {1, 1}, nt[2] = {N, T};
+    Tensor *hs = ag_embedding(ctx, h2, sel, 1, s1);                                       // (S, C)
+    Tensor *nll = ag_cross_entropy(ctx, ag_linear(ctx, hs, m->wte, NULL), sel_tg, n_sel); // (S)
+    Tensor *zero = tensor_new(ctx, 2, one);
+    if (zero)
+        zero->data[0] = 0.0f;
+    Tensor *col = ag_concat(ctx, ag_reshape(ctx, nll, 2, s2), zero, 0); // (S + 1, 1)
+    Tensor *tok = ag_embedding(ctx, col, where, 2, nt);                 // (N, T, 1)
+    return ag_neg(ctx, ag_reshape(ctx, tok, 2, nt));                    // (N, T)
+}
+
 Tensor *gpt_token_logps(const Gpt *m, TensorCtx *ctx, const int32_t *ids, const int32_t *targets,
                         int N, int T)
 {
     Tensor *h = gpt_forward(m, ctx, ids, N, T); // (N, T, C)
     int rows[2] = {N * T, m->cfg.width}, nt[2] = {N, T};
-    Tensor *logits = ag_linear(ctx, ag_reshape(ctx, h, 2, rows), m->wte, NULL); // (NT, V)
-    Tensor *nll = ag_cross_entropy(ctx, logits, targets, (int64_t)N * T);       // (NT)
-    return ag_neg(ctx, ag_reshape(ctx, nll, 2, nt));                            // (N, T)
+    Tensor *h2 = ag_reshape(ctx, h, 2, rows); // (NT, C)
+    int n_sel = 0;
+    for (int64_t i = 0; i < (int64_t)N * T; i++)
+        n_sel += targets[i] >= 0;
+    if (h2 && !ctx->meta && n_sel > 0 && n_sel < N * T)
+        return selected_logps(m, ctx, h2, targets, N, T, n_sel);
+    Tensor *logits = ag_linear(ctx, h2, m->wte, NULL);                    // (NT, V)
+    Tensor *nll = ag_cross_entropy(ctx, logits, targets, (int64_t)N * T); // (NT)
+    return ag_neg(ctx, ag_reshape(ctx, nll, 2, nt));                      // (N, T)
 }
 
 int gpt_pair_logps(const Gpt *m, TensorCtx *ctx, const GptPairBatch *batch, GptPairLogps *out)

@@ -115,7 +115,8 @@ bool gpt_tensor_decays(const Gpt *m, int i);
 /* Hidden states after the final LayerNorm for ids (N, T): (N, T, C). */
 Tensor *gpt_forward(const Gpt *m, TensorCtx *ctx, const int32_t *ids, int N, int T);
 /* Per-token log-probs of targets (N, T) (-1: masked, gives 0): (N, T). One
- * fused log-softmax + gather (cross-entropy) over the tied LM head. */
+ * fused log-softmax + gather (cross-entropy) over the tied LM head, run on
+ * the unmasked positions only (a prompt's positions need no logits). */
 Tensor *gpt_token_logps(const Gpt *m, TensorCtx *ctx, const int32_t *ids, const int32_t *targets,
                         int N, int T);
 /* One forward on the concatenated (2B, T) batch, split into chosen and
