@@ -900,14 +900,18 @@ static void causal_softmax_row(float *p, int i, int width)
 /* One head: out (T, HS) from q (row stride 3C). p receives the probabilities:
  * all (T, T) of them when p_whole (saved for backward), else it is one
  * (ATTN_ROWS, T) block reused for every block of rows. */
-static void attention_head(float *out, float *p, bool p_whole, const float *q, AttnDims d)
+static void attention_head(float *out, float *p, bool p_whole, const float *q, float *kt,
+                           AttnDims d)
 {
     int ld = 3 * d.C, T = d.T;
     const float *k = q + d.C, *v = q + 2 * d.C;
+    for (int t = 0; t < T; t++) /* k^T (HS, T): q k^T is then a plain product */
+        for (int c = 0; c < d.HS; c++)
+            kt[(int64_t)c * T + t] = k[(int64_t)t * ld + c];
     for (int i0 = 0; i0 < T; i0 += ATTN_ROWS) {
         int i1 = i0 + ATTN_ROWS < T ? i0 + ATTN_ROWS : T, m = i1 - i0;
         float *pb = p_whole ? p + (int64_t)i0 * T : p; // (m, T), row stride T
-        gemm(false, true, m, i1, d.HS, d.scale, q + (int64_t)i0 * ld, ld, k, ld, 0.0f, pb, T);
+        gemm(false, false, m, i1, d.HS, d.scale, q + (int64_t)i0 * ld, ld, kt, T, 0.0f, pb, T);
         for (int i = i0; i < i1; i++)
             causal_softmax_row(pb + (int64_t)(i - i0) * T, i, p_whole ? T : i1);
         gemm(false, false, m, d.HS, i1, 1.0f, pb, T, v, ld, 0.0f, out + (int64_t)i0 * d.C, d.C);
@@ -922,18 +926,18 @@ static int attention_forward(float *out, float *att, const float *qkv, AttnDims 
     int failed = 0, saved = blas_enter();
 #pragma omp parallel
     {
-        float *scratch = // (ATTN_ROWS, T): one block of probabilities when none are saved
-            att ? NULL : malloc((size_t)ATTN_ROWS * d.T * sizeof(float));
-        if (!att && !scratch) {
+        float *scratch = // k^T (HS, T), and one (ATTN_ROWS, T) block of P when none are saved
+            malloc(((size_t)d.HS + (att ? 0 : ATTN_ROWS)) * d.T * sizeof(float));
+        if (!scratch) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
         for (int64_t bh = 0; bh < n_heads; bh++)
-            if (att || scratch)
+            if (scratch)
                 attention_head(out + (bh / d.NH) * d.T * d.C + (bh % d.NH) * d.HS,
-                               att ? att + bh * TT : scratch, att != NULL,
-                               qkv + attn_head_offset(d, bh), d);
+                               att ? att + bh * TT : scratch + (int64_t)d.HS * d.T, att != NULL,
+                               qkv + attn_head_offset(d, bh), scratch, d);
         free(scratch);
     }
     blas_leave(saved);
@@ -985,19 +989,22 @@ static void softmax_backward_row(float *dp, const float *p, int i, int width)
         dp[j] = 0.0f;
 }
 
-/* One head's backward, block by block: ds is (ATTN_ROWS, T) scratch, go the
+/* One head's backward, block by block: ds is (ATTN_ROWS + HS, T) scratch, go the
  * head's dout (row stride C), dq its slice of dqkv (row stride 3C). */
 static void attention_head_backward(float *dq, float *ds, const float *p, const float *go,
                                     const float *q, AttnDims d)
 {
     int ld = 3 * d.C, T = d.T;
     const float *k = q + d.C, *v = q + 2 * d.C;
-    float *dk = dq + d.C, *dv = dq + 2 * d.C;
+    float *dk = dq + d.C, *dv = dq + 2 * d.C, *vt = ds + (int64_t)ATTN_ROWS * T;
+    for (int t = 0; t < T; t++) /* v^T (HS, T): dout v^T is then a plain product */
+        for (int c = 0; c < d.HS; c++)
+            vt[(int64_t)c * T + t] = v[(int64_t)t * ld + c];
     for (int i0 = 0; i0 < T; i0 += ATTN_ROWS) {
         int i1 = i0 + ATTN_ROWS < T ? i0 + ATTN_ROWS : T, m = i1 - i0;
         const float *pb = p + (int64_t)i0 * T, *gb = go + (int64_t)i0 * d.C;
         // dP = dout v^T ; dv += P^T dout
-        gemm(false, true, m, i1, d.HS, 1.0f, gb, d.C, v, ld, 0.0f, ds, T);
+        gemm(false, false, m, i1, d.HS, 1.0f, gb, d.C, vt, T, 0.0f, ds, T);
         gemm(true, false, i1, d.HS, m, 1.0f, pb, T, gb, d.C, 1.0f, dv, ld);
         for (int i = i0; i < i1; i++)
             softmax_backward_row(ds + (int64_t)(i - i0) * T, pb + (int64_t)(i - i0) * T, i, i1);
@@ -1019,7 +1026,8 @@ void attention_backward(Tensor *out)
     int failed = 0, saved = blas_enter();
 #pragma omp parallel
     {
-        float *ds = malloc((size_t)ATTN_ROWS * d.T * sizeof(float)); // (ATTN_ROWS, T)
+        // a (ATTN_ROWS, T) block of dS, then v^T (HS, T)
+        float *ds = malloc(((size_t)ATTN_ROWS + d.HS) * d.T * sizeof(float));
         if (!ds) {
 #pragma omp atomic write
             failed = 1;
