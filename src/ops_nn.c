@@ -871,30 +871,42 @@ static int64_t attn_head_offset(AttnDims d, int64_t bh)
     return (bh / d.NH) * d.T * 3 * d.C + (bh % d.NH) * d.HS;
 }
 
-/* p[j] = exp(p[j] - mx) for j < n: lanes independent, so cloned for wider
- * ISAs (ELEM_CLONES); the row's sum stays in the caller, in the baseline
- * build, so its order does not depend on the CPU */
-ELEM_CLONES static void exp_shifted(float *p, int n, float mx)
+/* Scores -> unnormalised probabilities for a block of query rows i0..i0+m-1
+ * (row r of p, stride T, has keys 0..i1-1 computed): p = exp(p - max[r])
+ * for keys j <= i0 + r, 0 for the masked ones. One call for the block, with
+ * lanes independent (keys), so it is cloned for wider ISAs (ELEM_CLONES);
+ * the row maxima and sums stay in the caller, in the baseline build. */
+ELEM_CLONES static void exp_block(float *p, int m, int T, int i0, int i1, const float *max)
 {
+    for (int r = 0; r < m; r++) {
+        float *pr = p + (int64_t)r * T, mx = max[r];
+        int last = i0 + r;
 #pragma omp simd
-    for (int j = 0; j < n; j++)
-        p[j] = fast_expf(p[j] - mx);
+        for (int j = 0; j < i1; j++)
+            pr[j] = u2f(f2u(fast_expf(pr[j] - mx)) & -(uint32_t)(j <= last));
+    }
 }
 
-/* scores of query i (keys 0..i live) -> probabilities; zeros up to `width` */
-static void causal_softmax_row(float *p, int i, int width)
+/* A block of query rows i0..i0+m-1 (scores for keys 0..i1-1, row stride T)
+ * -> causal softmax probabilities; zeros from i1 up to `width` */
+static void causal_softmax_block(float *p, int m, int T, int i0, int i1, int width)
 {
-    exp_shifted(p, i + 1, row_max(p, i + 1));
-    float sum = 0; /* at most T terms in [0, 1], the largest 1 */
+    float max[ATTN_ROWS];
+    for (int r = 0; r < m; r++)
+        max[r] = row_max(p + (int64_t)r * T, i0 + r + 1);
+    exp_block(p, m, T, i0, i1, max);
+    for (int r = 0; r < m; r++) {
+        float *pr = p + (int64_t)r * T, sum = 0; /* at most T terms in [0, 1], one 1 */
 #pragma omp simd reduction(+ : sum)
-    for (int j = 0; j <= i; j++)
-        sum += p[j];
-    float inv = 1.0f / sum;
+        for (int j = 0; j <= i0 + r; j++)
+            sum += pr[j];
+        float inv = 1.0f / sum;
 #pragma omp simd
-    for (int j = 0; j <= i; j++)
-        p[j] *= inv;
-    for (int j = i + 1; j < width; j++)
-        p[j] = 0.0f;
+        for (int j = 0; j <= i0 + r; j++)
+            pr[j] *= inv;
+        for (int j = i1; j < width; j++)
+            pr[j] = 0.0f;
+    }
 }
 
 /* One head: out (T, HS) from q (row stride 3C). p receives the probabilities:
@@ -912,8 +924,7 @@ static void attention_head(float *out, float *p, bool p_whole, const float *q, f
         int i1 = i0 + ATTN_ROWS < T ? i0 + ATTN_ROWS : T, m = i1 - i0;
         float *pb = p_whole ? p + (int64_t)i0 * T : p; // (m, T), row stride T
         gemm(false, false, m, i1, d.HS, d.scale, q + (int64_t)i0 * ld, ld, kt, T, 0.0f, pb, T);
-        for (int i = i0; i < i1; i++)
-            causal_softmax_row(pb + (int64_t)(i - i0) * T, i, p_whole ? T : i1);
+        causal_softmax_block(pb, m, T, i0, i1, p_whole ? T : i1);
         gemm(false, false, m, d.HS, i1, 1.0f, pb, T, v, ld, 0.0f, out + (int64_t)i0 * d.C, d.C);
     }
 }
