@@ -669,10 +669,11 @@ static void test_cross_entropy_accuracy(void)
 /* Products big enough that ops_nn.c splits them into row tasks (more than a
  * million multiply-adds), forward and backward against exact sums: the
  * transposed operand of dW = g^T x is offset per task differently from the
- * plain one, and only a split product shows it. */
+ * plain one, and only a split product shows it. R is past 2 * WGRAD_ROWS,
+ * so dW and db are summed in parts (weight_grads), with a short last part. */
 static void test_linear_large_vs_naive(void)
 {
-    enum { R = 300, K = 40, N = 200 };
+    enum { R = 1100, K = 40, N = 200 };
     TensorCtx *ctx = tensor_ctx_new(0);
     int sx[2] = {R, K}, sw[2] = {N, K}, sb[1] = {N};
     Tensor *x = leaf(ctx, 2, sx, -1, 1, 131), *w = leaf(ctx, 2, sw, -1, 1, 132);
@@ -1027,6 +1028,14 @@ static Tensor *case_linear(TensorCtx *ctx)
     return ag_linear(ctx, x, w, leaf(ctx, 1, sb, -1, 1, 119));
 }
 
+/* past 2 * WGRAD_ROWS rows: dW and db summed in parts */
+static Tensor *case_linear_parts(TensorCtx *ctx)
+{
+    int sx[2] = {1100, 48}, sw[2] = {40, 48}, sb[1] = {40};
+    Tensor *x = leaf(ctx, 2, sx, -1, 1, 125), *w = leaf(ctx, 2, sw, -1, 1, 126);
+    return ag_linear(ctx, x, w, leaf(ctx, 1, sb, -1, 1, 127));
+}
+
 static Tensor *case_linear_gelu(TensorCtx *ctx)
 {
     int sx[2] = {512, 80}, sw[2] = {40, 80}, sb[1] = {40};
@@ -1096,6 +1105,7 @@ static void test_threads_other_ops(void)
     check_threads("cross_entropy", case_cross_entropy);
     check_threads("linear", case_linear);
     check_threads("linear_gelu", case_linear_gelu);
+    check_threads("linear, weight gradients in parts", case_linear_parts);
     check_threads("matmul", case_matmul_batched);
 }
 
