@@ -679,18 +679,37 @@ static bool layernorm_check(TensorCtx *ctx, const Tensor *x, const Tensor *w, co
            has_data(ctx, "layernorm", "bias", b);
 }
 
+/* Sums over a row run in LN_LANES running double sums (lane l takes entries
+ * l, l + LN_LANES, ...) then added in lane order: no sum crosses vector
+ * lanes, so the row kernels below are cloned for wider ISAs (ELEM_CLONES)
+ * and give the same bits on each. */
+#define LN_LANES 16
+#define LANE_SUM(acc, C, c, EXPR)                                                                  \
+    do {                                                                                           \
+        double acc##_l[LN_LANES] = {0};                                                            \
+        int c##0_ = 0;                                                                             \
+        for (; c##0_ + LN_LANES <= (C); c##0_ += LN_LANES) {                                       \
+            _Pragma("omp simd") for (int l_ = 0; l_ < LN_LANES; l_++)                              \
+            {                                                                                      \
+                const int c = c##0_ + l_;                                                          \
+                acc##_l[l_] += (EXPR);                                                             \
+            }                                                                                      \
+        }                                                                                          \
+        for (int c = c##0_; c < (C); c++)                                                          \
+            acc##_l[c - c##0_] += (EXPR);                                                          \
+        acc = 0;                                                                                   \
+        for (int l_ = 0; l_ < LN_LANES; l_++)                                                      \
+            acc += acc##_l[l_];                                                                    \
+    } while (0)
+
 /* One row, two passes in double: a large offset does not swamp the variance. */
-static void layernorm_row(float *y, const float *x, const float *w, const float *b, int C,
-                          float eps, float *mean_out, float *rstd_out)
+ELEM_CLONES static void layernorm_row(float *y, const float *x, const float *w, const float *b,
+                                      int C, float eps, float *mean_out, float *rstd_out)
 {
-    double s = 0, v = 0;
-#pragma omp simd reduction(+ : s)
-    for (int c = 0; c < C; c++)
-        s += x[c];
+    double s, v;
+    LANE_SUM(s, C, c, (double)x[c]);
     float mean = (float)(s / C);
-#pragma omp simd reduction(+ : v)
-    for (int c = 0; c < C; c++)
-        v += ((double)x[c] - mean) * ((double)x[c] - mean);
+    LANE_SUM(v, C, c, ((double)x[c] - mean) * ((double)x[c] - mean));
     float rstd = (float)(1.0 / sqrt(v / C + eps));
 #pragma omp simd
     for (int c = 0; c < C; c++)
@@ -728,33 +747,56 @@ Tensor *ag_layernorm(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *b, float eps)
     return out;
 }
 
-/* dx += rstd (dn - mean(dn) - xhat mean(dn xhat)), dn = g w; a task per row.
- * When first, dx is uninitialised and 0 + that is stored. */
+/* One row of dx += rstd (dn - mean(dn) - xhat mean(dn xhat)), dn = g w;
+ * when first, dx is uninitialised and 0 + that is stored */
+ELEM_CLONES static void layernorm_backward_row(float *dr, const float *xr, const float *w,
+                                               const float *gr, float mean, float rstd, int C,
+                                               bool first)
+{
+    double s1, s2;
+    LANE_SUM(s1, C, c, (double)(gr[c] * w[c]));
+    LANE_SUM(s2, C, c, (double)(gr[c] * w[c]) * ((xr[c] - mean) * rstd));
+    float m1 = (float)(s1 / C), m2 = (float)(s2 / C);
+    if (first)
+        memset(dr, 0, (size_t)C * sizeof *dr);
+#pragma omp simd
+    for (int c = 0; c < C; c++)
+        dr[c] += rstd * (gr[c] * w[c] - m1 - (xr[c] - mean) * rstd * m2);
+}
+
 static void layernorm_backward_x(float *dx, const float *x, const float *w, const float *g,
                                  const float *stats, int64_t R, int C, bool first)
 {
 #pragma omp parallel for schedule(static) if (R * C > PAR_MIN_WORK)
+    for (int64_t r = 0; r < R; r++)
+        layernorm_backward_row(dx + r * C, x + r * C, w, g + r * C, stats[r], stats[R + r], C,
+                               first);
+}
+
+/* dw, db of columns c0..c0+wd-1 (wd <= COL_BLOCK): rows in order, columns in
+ * independent lanes (so cloned, ELEM_CLONES, with the same bits on each) */
+ELEM_CLONES static void layernorm_wb_block(float *dw, float *db, const float *x, const float *g,
+                                           const float *stats, int64_t R, int C, int c0, int wd)
+{
+    double aw[COL_BLOCK] = {0}, ab[COL_BLOCK] = {0};
     for (int64_t r = 0; r < R; r++) {
-        const float *xr = x + r * C, *gr = g + r * C;
+        const float *xr = x + r * C + c0, *gr = g + r * C + c0;
         float mean = stats[r], rstd = stats[R + r];
-        double s1 = 0, s2 = 0;
-#pragma omp simd reduction(+ : s1, s2)
-        for (int c = 0; c < C; c++) {
-            float dn = gr[c] * w[c];
-            s1 += dn;
-            s2 += (double)dn * ((xr[c] - mean) * rstd);
-        }
-        float m1 = (float)(s1 / C), m2 = (float)(s2 / C);
-        float *dr = dx + r * C;
-        if (first)
-            memset(dr, 0, (size_t)C * sizeof *dr);
 #pragma omp simd
-        for (int c = 0; c < C; c++)
-            dr[c] += rstd * (gr[c] * w[c] - m1 - (xr[c] - mean) * rstd * m2);
+        for (int j = 0; j < wd; j++) {
+            aw[j] += (double)gr[j] * ((xr[j] - mean) * rstd);
+            ab[j] += gr[j];
+        }
+    }
+    for (int j = 0; j < wd; j++) {
+        if (dw)
+            dw[c0 + j] += (float)aw[j];
+        if (db)
+            db[c0 + j] += (float)ab[j];
     }
 }
 
-/* dw += sum_r g xhat, db += sum_r g: rows in order, a task per column block */
+/* dw += sum_r g xhat, db += sum_r g: a task per column block */
 static void layernorm_backward_wb(float *dw, float *db, const float *x, const float *g,
                                   const float *stats, int64_t R, int C)
 {
@@ -762,22 +804,7 @@ static void layernorm_backward_wb(float *dw, float *db, const float *x, const fl
 #pragma omp parallel for schedule(static) if (R * C > PAR_MIN_WORK)
     for (int blk = 0; blk < n_blocks; blk++) {
         int c0 = blk * COL_BLOCK, wd = C - c0 < COL_BLOCK ? C - c0 : COL_BLOCK;
-        double aw[COL_BLOCK] = {0}, ab[COL_BLOCK] = {0};
-        for (int64_t r = 0; r < R; r++) {
-            const float *xr = x + r * C + c0, *gr = g + r * C + c0;
-            float mean = stats[r], rstd = stats[R + r];
-#pragma omp simd
-            for (int j = 0; j < wd; j++) {
-                aw[j] += (double)gr[j] * ((xr[j] - mean) * rstd);
-                ab[j] += gr[j];
-            }
-        }
-        for (int j = 0; j < wd; j++) {
-            if (dw)
-                dw[c0 + j] += (float)aw[j];
-            if (db)
-                db[c0 + j] += (float)ab[j];
-        }
+        layernorm_wb_block(dw, db, x, g, stats, R, C, c0, wd);
     }
 }
 
