@@ -708,6 +708,48 @@ static void test_linear_large_vs_naive(void)
     tensor_ctx_free(ctx);
 }
 
+/* ops_nn.c's LayerNorm row sums, written out one lane at a time in this
+ * baseline (SSE2) build: 16 running double sums, entry c in lane c % 16,
+ * added in lane order. The op's kernels are cloned for AVX2 and AVX-512 and
+ * must give these bits on any CPU. C = 200 leaves a tail of 8. */
+static double lane_sum16(const double *v, int C)
+{
+    double lane[16] = {0}, s = 0;
+    for (int c = 0; c < C; c++)
+        lane[c % 16] += v[c];
+    for (int l = 0; l < 16; l++)
+        s += lane[l];
+    return s;
+}
+
+static void test_layernorm_clones_match_lane_sums(void)
+{
+    enum { R = 64, C = 200 };
+    TensorCtx *ctx = tensor_ctx_new(0);
+    Tensor *x = rand_tensor(ctx, 2, (int[]){R, C}, 95, 105, 171); /* a large offset */
+    Tensor *w = rand_tensor(ctx, 1, (int[]){C}, -2, 2, 172);
+    Tensor *b = rand_tensor(ctx, 1, (int[]){C}, -1, 1, 173);
+    Tensor *y = ag_layernorm(ctx, x, w, b, 1e-5f);
+    CHECK(y != NULL);
+    int bad = !y;
+    for (int r = 0; r < R && !bad; r++) {
+        const float *xr = x->data + r * C;
+        double v[C];
+        for (int c = 0; c < C; c++)
+            v[c] = xr[c];
+        float mean = (float)(lane_sum16(v, C) / C);
+        for (int c = 0; c < C; c++)
+            v[c] = ((double)xr[c] - mean) * ((double)xr[c] - mean);
+        float rstd = (float)(1.0 / sqrt(lane_sum16(v, C) / C + 1e-5f));
+        for (int c = 0; c < C && !bad; c++) {
+            float want = (xr[c] - mean) * rstd * w->data[c] + b->data[c];
+            bad = memcmp(&want, &y->data[r * C + c], sizeof want) != 0;
+            CHECKF(!bad, "row %d col %d: %a, lane sums give %a", r, c, y->data[r * C + c], want);
+        }
+    }
+    tensor_ctx_free(ctx);
+}
+
 /* (B, M, K) @ (K, N) collapsed to one split product, and its backward. */
 static void test_matmul_large_vs_naive(void)
 {
@@ -1159,6 +1201,7 @@ int main(void)
     RUN(test_cross_entropy_uniform_is_log_v);
     RUN(test_cross_entropy_accuracy);
     RUN(test_linear_large_vs_naive);
+    RUN(test_layernorm_clones_match_lane_sums);
     RUN(test_matmul_large_vs_naive);
     RUN(test_attention_gradcheck);
     RUN(test_attention_odd_sizes_gradcheck);
