@@ -711,7 +711,10 @@ static void test_linear_large_vs_naive(void)
 /* ops_nn.c's LayerNorm row sums, written out one lane at a time in this
  * baseline (SSE2) build: 16 running double sums, entry c in lane c % 16,
  * added in lane order. The op's kernels are cloned for AVX2 and AVX-512 and
- * must give these bits on any CPU. C = 200 leaves a tail of 8. */
+ * must give these bits on any CPU. C = 200 leaves a tail of 8. Sums of
+ * ordinary floats in double are mostly exact whatever the order, so the
+ * first rows hold +-1e20 pairs whose cancellation depends on the grouping:
+ * another lane count, or one vector-wide reduction, changes their mean. */
 static double lane_sum16(const double *v, int C)
 {
     double lane[16] = {0}, s = 0;
@@ -728,7 +731,10 @@ static void test_layernorm_clones_match_lane_sums(void)
     TensorCtx *ctx = tensor_ctx_new(0);
     Tensor *x = rand_tensor(ctx, 2, (int[]){R, C}, 95, 105, 171); /* a large offset */
     Tensor *w = rand_tensor(ctx, 1, (int[]){C}, -2, 2, 172);
-    Tensor *b = rand_tensor(ctx, 1, (int[]){C}, -1, 1, 173);
+    Tensor *b = rand_tensor(ctx, 1, (int[]){C}, 0, 0, 173); /* zero: no tiny term swamped */
+    for (int r = 0; r < 4; r++) /* 1e20 at c, -1e20 at c + 16 + 9r: one lane when r = 0 */
+        for (int c = 0; c < C; c++)
+            x->data[r * C + c] = c == r ? 1e20f : c == r + 16 + 8 * r ? -1e20f : 1.0f;
     Tensor *y = ag_layernorm(ctx, x, w, b, 1e-5f);
     CHECK(y != NULL);
     int bad = !y;
