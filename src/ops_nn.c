@@ -69,6 +69,30 @@ static void blas_leave(int saved)
         openblas_set_num_threads(saved);
 }
 
+/* LANE_SUM(acc, C, c, EXPR): acc = the sum of EXPR over c = 0..C-1, in
+ * double, as SUM_LANES running sums (lane l takes c = l, l + SUM_LANES, ...)
+ * then added in lane order. No sum crosses vector lanes, so a row kernel
+ * summing this way can be cloned for wider ISAs (ELEM_CLONES) and gives the
+ * same bits on each (layernorm and cross-entropy rows). */
+#define SUM_LANES 16
+#define LANE_SUM(acc, C, c, EXPR)                                                                  \
+    do {                                                                                           \
+        double acc##_l[SUM_LANES] = {0};                                                           \
+        int c##0_ = 0;                                                                             \
+        for (; c##0_ + SUM_LANES <= (C); c##0_ += SUM_LANES) {                                     \
+            _Pragma("omp simd") for (int l_ = 0; l_ < SUM_LANES; l_++)                             \
+            {                                                                                      \
+                const int c = c##0_ + l_;                                                          \
+                acc##_l[l_] += (EXPR);                                                             \
+            }                                                                                      \
+        }                                                                                          \
+        for (int c = c##0_; c < (C); c++)                                                          \
+            acc##_l[c - c##0_] += (EXPR);                                                          \
+        acc = 0;                                                                                   \
+        for (int l_ = 0; l_ < SUM_LANES; l_++)                                                     \
+            acc += acc##_l[l_];                                                                    \
+    } while (0)
+
 /* Row-major C = alpha op(A) op(B) + beta C on one thread, with the
  * degenerate sizes cblas rejects (a zero leading dim) handled here. */
 static void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
@@ -679,29 +703,6 @@ static bool layernorm_check(TensorCtx *ctx, const Tensor *x, const Tensor *w, co
            has_data(ctx, "layernorm", "bias", b);
 }
 
-/* Sums over a row run in LN_LANES running double sums (lane l takes entries
- * l, l + LN_LANES, ...) then added in lane order: no sum crosses vector
- * lanes, so the row kernels below are cloned for wider ISAs (ELEM_CLONES)
- * and give the same bits on each. */
-#define LN_LANES 16
-#define LANE_SUM(acc, C, c, EXPR)                                                                  \
-    do {                                                                                           \
-        double acc##_l[LN_LANES] = {0};                                                            \
-        int c##0_ = 0;                                                                             \
-        for (; c##0_ + LN_LANES <= (C); c##0_ += LN_LANES) {                                       \
-            _Pragma("omp simd") for (int l_ = 0; l_ < LN_LANES; l_++)                              \
-            {                                                                                      \
-                const int c = c##0_ + l_;                                                          \
-                acc##_l[l_] += (EXPR);                                                             \
-            }                                                                                      \
-        }                                                                                          \
-        for (int c = c##0_; c < (C); c++)                                                          \
-            acc##_l[c - c##0_] += (EXPR);                                                          \
-        acc = 0;                                                                                   \
-        for (int l_ = 0; l_ < LN_LANES; l_++)                                                      \
-            acc += acc##_l[l_];                                                                    \
-    } while (0)
-
 /* One row, two passes in double: a large offset does not swamp the variance. */
 ELEM_CLONES static void layernorm_row(float *y, const float *x, const float *w, const float *b,
                                       int C, float eps, float *mean_out, float *rstd_out)
@@ -845,16 +846,22 @@ static CeSaved ce_saved(void *aux, int64_t N)
     return s;
 }
 
-/* the row's max and log(sum exp(x - max)) */
-static void ce_row_stats(const float *x, int V, float *max_out, float *logsum_out)
+/* the row's max and log(sum exp(x - max)), the sum in lanes (LANE_SUM) */
+ELEM_CLONES static void ce_row_stats(const float *x, int V, float *max_out, float *logsum_out)
 {
     float mx = row_max(x, V);
-    double sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < V; j++)
-        sum += fast_expf(x[j] - mx);
+    double sum;
+    LANE_SUM(sum, V, j, (double)fast_expf(x[j] - mx));
     *max_out = mx;
     *logsum_out = (float)log(sum);
+}
+
+/* d[j] += g softmax(x)[j] for one row; lanes independent (ELEM_CLONES) */
+ELEM_CLONES static void ce_row_grad(float *d, const float *x, int V, float g, float mx, float ls)
+{
+#pragma omp simd
+    for (int j = 0; j < V; j++)
+        d[j] += g * fast_expf((x[j] - mx) - ls);
 }
 
 Tensor *ag_cross_entropy(TensorCtx *ctx, Tensor *logits, const int32_t *targets, int64_t n)
@@ -921,10 +928,8 @@ void cross_entropy_backward(Tensor *out)
         if (s.target[r] < 0)
             continue;
         const float *x = logits->data + r * V;
-        float g = out->grad[r], mx = s.max[r], ls = s.logsum[r];
-#pragma omp simd
-        for (int j = 0; j < V; j++)
-            d[j] += g * fast_expf((x[j] - mx) - ls);
+        float g = out->grad[r];
+        ce_row_grad(d, x, V, g, s.max[r], s.logsum[r]);
         d[s.target[r]] -= g;
     }
 }
