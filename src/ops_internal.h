@@ -79,6 +79,33 @@ static inline float u2f(uint32_t u)
     return f;
 }
 
+/* x clamped to [lo, hi] (lo a negative float's bits, hi a positive one's) by
+ * two integer minimums: a branch here would be threaded by gcc into
+ * separate paths that it then cannot vectorise. A NaN lands on one end. */
+static inline float exp_clamp(float x, uint32_t lo, int32_t hi)
+{
+    uint32_t ux = f2u(x), uc = ux < lo ? ux : lo;
+    int32_t ic = (int32_t)uc < hi ? (int32_t)uc : hi;
+    return u2f((uint32_t)ic);
+}
+
+/* exp(c) = p 2^n for c in range (Cephes' expf reduction and polynomial):
+ * returns p, and t, whose bits minus 0x4B400000 are n */
+static inline float exp_poly(float c, float *t_out)
+{
+    float t = c * 1.44269504088896341f + 12582912.0f; /* round(c / ln 2) + 1.5 * 2^23 */
+    float n = t - 12582912.0f;
+    float r = c - n * 0.693359375f - n * -2.12194440e-4f; /* ln 2 in two parts */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    *t_out = t;
+    return p * r * r + r + 1.0f;
+}
+
 /* exp(x) within 1 ulp (Cephes' expf polynomial), in a form gcc vectorises
  * under `omp simd` without -ffast-math: softmax rows, cross-entropy and GELU
  * spend most of their time here, and libm's expf is a call per element. Below
@@ -92,21 +119,7 @@ static inline float fast_expf(float x)
     uint32_t is_nan = (ux & 0x7fffffffu) > 0x7f800000u;
     uint32_t under = ux > lo;         /* x < lo, -inf, negative NaN */
     uint32_t over = (int32_t)ux > hi; /* x > hi, +inf, positive NaN */
-    /* clamp by two integer minimums: a branch here would be threaded by gcc
-     * into separate paths that it then cannot vectorise */
-    uint32_t uc = ux < lo ? ux : lo;
-    int32_t ic = (int32_t)uc < hi ? (int32_t)uc : hi;
-    float c = u2f((uint32_t)ic);
-    float t = c * 1.44269504088896341f + 12582912.0f; /* round(c / ln 2) + 1.5 * 2^23 */
-    float n = t - 12582912.0f;
-    float r = c - n * 0.693359375f - n * -2.12194440e-4f; /* ln 2 in two parts */
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    float t, p = exp_poly(exp_clamp(x, lo, hi), &t);
     /* p 2^n as p 2^(n/2) 2^(n - n/2): n runs to 128, past the largest exponent */
     int32_t ni = (int32_t)(f2u(t) - 0x4B400000u), n1 = ni / 2;
     float y = p * u2f((uint32_t)(n1 + 127) << 23) * u2f((uint32_t)(ni - n1 + 127) << 23);
@@ -145,19 +158,7 @@ static inline float gelu_exp(float x)
 {
     const uint32_t lo = 0xC2AEAC50u; /* -87.3365 */
     const int32_t hi = 0x42B00000;   /* 88 */
-    uint32_t ux = f2u(x), uc = ux < lo ? ux : lo;
-    int32_t ic = (int32_t)uc < hi ? (int32_t)uc : hi;
-    float c = u2f((uint32_t)ic);
-    float t = c * 1.44269504088896341f + 12582912.0f;
-    float n = t - 12582912.0f;
-    float r = c - n * 0.693359375f - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    float t, p = exp_poly(exp_clamp(x, lo, hi), &t);
     return p * u2f((f2u(t) - 0x4B400000u + 127u) << 23);
 }
 /* all ones where v is beyond -GELU_FAR (or -inf), where v is beyond +GELU_FAR

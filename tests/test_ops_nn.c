@@ -305,66 +305,81 @@ static void test_linear_add_gradcheck(void)
     gradcheck_linear(false, false, true);
 }
 
-/* The fused linear_add against add(res, linear(...)), split into row tasks:
- * the same bits forward and in every gradient, the residual's included. */
-static void test_linear_add_is_add_of_linear(void)
+/* A fused linear op and the ops it stands for, built on the same leaves x
+ * (R, K), w (N, K), b (N) and r (R, N) */
+typedef Tensor *(*LinearBuild)(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *b, Tensor *r);
+
+static Tensor *fused_gelu(TensorCtx *c, Tensor *x, Tensor *w, Tensor *b, Tensor *r)
 {
-    enum { R = 300, K = 40, N = 200 };
-    int sx[2] = {R, K}, sw[2] = {N, K}, sb[1] = {N}, sr[2] = {R, N};
-    TensorCtx *ctx[2] = {tensor_ctx_new(0), tensor_ctx_new(0)};
-    Tensor *x[2], *w[2], *b[2], *r[2], *y[2];
-    for (int i = 0; i < 2; i++) {
-        x[i] = leaf(ctx[i], 2, sx, -1, 1, 145);
-        w[i] = leaf(ctx[i], 2, sw, -1, 1, 146);
-        b[i] = leaf(ctx[i], 1, sb, -1, 1, 147);
-        r[i] = leaf(ctx[i], 2, sr, -3, 3, 148);
-    }
-    y[0] = ag_linear_add(ctx[0], x[0], w[0], b[0], r[0]);
-    y[1] = ag_add(ctx[1], r[1], ag_linear(ctx[1], x[1], w[1], b[1]));
-    Tensor *g = rand_tensor(ctx[0], 2, sr, -1, 1, 149);
-    CHECK(y[0] && y[1] && ag_backward(ctx[0], y[0], g->data) == 0 &&
-          ag_backward(ctx[1], y[1], g->data) == 0);
-    size_t f = sizeof(float);
-    CHECKF(memcmp(y[0]->data, y[1]->data, R * N * f) == 0, "forward differs");
-    CHECKF(memcmp(x[0]->grad, x[1]->grad, R * K * f) == 0, "dx differs");
-    CHECKF(memcmp(w[0]->grad, w[1]->grad, N * K * f) == 0, "dW differs");
-    CHECKF(memcmp(b[0]->grad, b[1]->grad, N * f) == 0, "db differs");
-    CHECKF(memcmp(r[0]->grad, r[1]->grad, R * N * f) == 0, "d residual differs");
-    tensor_ctx_free(ctx[0]);
-    tensor_ctx_free(ctx[1]);
+    (void)r;
+    return ag_linear_gelu(c, x, w, b);
+}
+static Tensor *plain_gelu(TensorCtx *c, Tensor *x, Tensor *w, Tensor *b, Tensor *r)
+{
+    (void)r;
+    return ag_gelu(c, ag_linear(c, x, w, b));
+}
+static Tensor *fused_add(TensorCtx *c, Tensor *x, Tensor *w, Tensor *b, Tensor *r)
+{
+    return ag_linear_add(c, x, w, b, r);
+}
+static Tensor *plain_add(TensorCtx *c, Tensor *x, Tensor *w, Tensor *b, Tensor *r)
+{
+    return ag_add(c, r, ag_linear(c, x, w, b));
 }
 
-/* The fused linear_gelu against gelu(linear(...)) on a product large enough
- * to be split into row tasks: the same bits forward (with and without a
- * tape, where the GELU runs in place) and in every gradient. */
+enum { FR = 300, FK = 40, FN = 200 }; /* large enough to be split into row tasks */
+
+/* the leaves, the same values in any context; with_grad false: plain data */
+static void fused_leaves(TensorCtx *ctx, Tensor *t[4], bool with_grad)
+{
+    const int sh[4][2] = {{FR, FK}, {FN, FK}, {FN, 0}, {FR, FN}};
+    const double range[4] = {2, 1, 1, 3};
+    for (int k = 0; k < 4; k++) {
+        int nd = sh[k][1] ? 2 : 1;
+        t[k] = with_grad ? leaf(ctx, nd, sh[k], -range[k], range[k], 141 + k)
+                         : rand_tensor(ctx, nd, sh[k], -range[k], range[k], 141 + k);
+    }
+}
+
+/* The fused op against the ops it stands for: the same bits forward (also
+ * in a no_grad context, where nothing is saved and GELU runs in place) and
+ * in every leaf's gradient, the residual's included. */
+static void check_fused_linear(const char *name, LinearBuild fused, LinearBuild plain)
+{
+    TensorCtx *ctx[2] = {tensor_ctx_new(0), tensor_ctx_new(0)}, *frozen = tensor_ctx_new(0);
+    frozen->no_grad = true;
+    Tensor *t[2][4], *tf[4], *y[2];
+    for (int i = 0; i < 2; i++)
+        fused_leaves(ctx[i], t[i], true);
+    fused_leaves(frozen, tf, false);
+    y[0] = fused(ctx[0], t[0][0], t[0][1], t[0][2], t[0][3]);
+    y[1] = plain(ctx[1], t[1][0], t[1][1], t[1][2], t[1][3]);
+    Tensor *yf = fused(frozen, tf[0], tf[1], tf[2], tf[3]);
+    Tensor *g = rand_tensor(ctx[0], 2, (int[]){FR, FN}, -1, 1, 149);
+    CHECK(y[0] && y[1] && yf && ag_backward(ctx[0], y[0], g->data) == 0 &&
+          ag_backward(ctx[1], y[1], g->data) == 0);
+    size_t n = (size_t)FR * FN * sizeof(float);
+    CHECKF(y[0] && y[1] && memcmp(y[0]->data, y[1]->data, n) == 0, "%s: forward differs", name);
+    CHECKF(yf && y[1] && memcmp(yf->data, y[1]->data, n) == 0, "%s: no_grad forward differs", name);
+    for (int k = 0; k < 4; k++) {
+        size_t bytes = (size_t)t[0][k]->size * sizeof(float);
+        CHECKF(memcmp(t[0][k]->grad, t[1][k]->grad, bytes) == 0, "%s: gradient %d differs", name,
+               k);
+    }
+    for (int i = 0; i < 2; i++)
+        tensor_ctx_free(ctx[i]);
+    tensor_ctx_free(frozen);
+}
+
 static void test_linear_gelu_is_gelu_of_linear(void)
 {
-    enum { R = 300, K = 40, N = 200 };
-    int sx[2] = {R, K}, sw[2] = {N, K}, sb[1] = {N};
-    TensorCtx *ctx[2] = {tensor_ctx_new(0), tensor_ctx_new(0)};
-    Tensor *x[2], *w[2], *b[2], *y[2];
-    for (int i = 0; i < 2; i++) {
-        x[i] = leaf(ctx[i], 2, sx, -2, 2, 141);
-        w[i] = leaf(ctx[i], 2, sw, -1, 1, 142);
-        b[i] = leaf(ctx[i], 1, sb, -1, 1, 143);
-    }
-    y[0] = ag_linear_gelu(ctx[0], x[0], w[0], b[0]);
-    y[1] = ag_gelu(ctx[1], ag_linear(ctx[1], x[1], w[1], b[1]));
-    Tensor *g = rand_tensor(ctx[0], 2, (int[]){R, N}, -1, 1, 144);
-    CHECK(y[0] && y[1] && ag_backward(ctx[0], y[0], g->data) == 0 &&
-          ag_backward(ctx[1], y[1], g->data) == 0);
-    size_t f = sizeof(float);
-    CHECKF(memcmp(y[0]->data, y[1]->data, R * N * f) == 0, "forward differs");
-    CHECKF(memcmp(x[0]->grad, x[1]->grad, R * K * f) == 0, "dx differs");
-    CHECKF(memcmp(w[0]->grad, w[1]->grad, N * K * f) == 0, "dW differs");
-    CHECKF(memcmp(b[0]->grad, b[1]->grad, N * f) == 0, "db differs");
-    TensorCtx *frozen = tensor_ctx_new(0);
-    frozen->no_grad = true;
-    Tensor *yf = ag_linear_gelu(frozen, x[0], w[0], b[0]);
-    CHECKF(yf && memcmp(yf->data, y[1]->data, R * N * f) == 0, "no_grad forward differs");
-    tensor_ctx_free(frozen);
-    tensor_ctx_free(ctx[0]);
-    tensor_ctx_free(ctx[1]);
+    check_fused_linear("linear_gelu", fused_gelu, plain_gelu);
+}
+
+static void test_linear_add_is_add_of_linear(void)
+{
+    check_fused_linear("linear_add", fused_add, plain_add);
 }
 
 /* An intermediate whose gradient is first stored (uninitialised buffer, see
