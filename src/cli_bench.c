@@ -192,7 +192,6 @@ int cmd_bench(int argc, char **argv)
     const char *which = "all", *loss = PREFRUN_SOURCE_ROOT "/losses/sigmoid.lua";
     int threads = 0, steps = 10, c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        char *end = NULL;
         switch (c) {
         case 'c':
             which = optarg;
@@ -201,20 +200,18 @@ int cmd_bench(int argc, char **argv)
             loss = optarg;
             break;
         case 't':
-            threads = (int)strtol(optarg, &end, 10);
+            if (cli_opt_int("bench", "--threads", optarg, 0, 1 << 10, &threads) != 0)
+                return EXIT_USAGE;
             break;
         case 's':
-            steps = (int)strtol(optarg, &end, 10);
+            if (cli_opt_int("bench", "--steps", optarg, 1, 1 << 20, &steps) != 0)
+                return EXIT_USAGE;
             break;
         case 'h':
             usage(stdout);
             return EXIT_OK;
         default:
             usage(stderr);
-            return EXIT_USAGE;
-        }
-        if (end && (*end || end == optarg || threads < 0 || steps < 1)) {
-            fprintf(stderr, "prefrun bench: bad number '%s'\n", optarg);
             return EXIT_USAGE;
         }
     }

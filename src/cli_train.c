@@ -103,7 +103,6 @@ static int parse_args(int argc, char **argv, TrainArgs *a)
         {NULL, 0, NULL, 0},
     };
     int c;
-    char *end;
     a->threads = -1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -139,12 +138,8 @@ static int parse_args(int argc, char **argv, TrainArgs *a)
             a->sets[a->n_sets++] = optarg;
             break;
         case O_THREADS:
-            a->threads = (int)strtol(optarg, &end, 10);
-            if (*end || end == optarg || a->threads < 0) {
-                fprintf(stderr, "prefrun train: --threads: expected a count >= 0, got '%s'\n",
-                        optarg);
+            if (cli_opt_int("train", "--threads", optarg, 0, 1 << 10, &a->threads) != 0)
                 return EXIT_USAGE;
-            }
             break;
         case 'h':
             usage(stdout);
