@@ -37,17 +37,27 @@ float *op_grad_first(Tensor *src, bool *first)
     return src->grad;
 }
 
+/* Can src (argument i + 1 of op) be recorded in ctx? Not when it is an
+ * intermediate of another context that wants a gradient: backward would walk
+ * a tape it does not own. false with the error set. */
+static bool source_ok(TensorCtx *ctx, OpKind op, int i, const Tensor *src)
+{
+    if (!src || src->ctx == ctx || src->op == OP_NONE || ctx->no_grad || !op_wants_grad(src))
+        return true;
+    tensor_ctx_fail(ctx, TENSOR_ERR_ARG,
+                    "%s: argument %d is an intermediate of another context; graphs may cross "
+                    "contexts only through leaves",
+                    ag_op_name(op), i + 1);
+    return false;
+}
+
 static Tensor *node_fill(TensorCtx *ctx, OpKind op, int ndim, const int *shape, Tensor *s0,
                          Tensor *s1, Tensor *s2, TensorFill fill)
 {
     Tensor *srcs[3] = {s0, s1, s2};
     for (int i = 0; i < 3; i++)
-        if (srcs[i] && srcs[i]->ctx != ctx && srcs[i]->op != OP_NONE && !ctx->no_grad &&
-            op_wants_grad(srcs[i]))
-            return tensor_ctx_fail(ctx, TENSOR_ERR_ARG,
-                                   "%s: argument %d is an intermediate of another context; "
-                                   "graphs may cross contexts only through leaves",
-                                   ag_op_name(op), i + 1);
+        if (!source_ok(ctx, op, i, srcs[i]))
+            return NULL;
     Tensor *out = tensor_new_node_fill(ctx, op, ndim, shape, fill);
     if (!out)
         return NULL;
@@ -66,15 +76,10 @@ static Tensor *node_fill(TensorCtx *ctx, OpKind op, int ndim, const int *shape, 
 bool op_add_source(Tensor *out, Tensor *src)
 {
     TensorCtx *ctx = out->ctx;
+    if (!source_ok(ctx, out->op, 3, src))
+        return false;
     if (ctx->no_grad)
         return true; /* frozen: no sources */
-    if (src->ctx != ctx && src->op != OP_NONE && op_wants_grad(src)) {
-        tensor_ctx_fail(ctx, TENSOR_ERR_ARG,
-                        "%s: argument 4 is an intermediate of another context; graphs may "
-                        "cross contexts only through leaves",
-                        ag_op_name(out->op));
-        return false;
-    }
     out->src[3] = src;
     if (op_wants_grad(src))
         out->flags |= TENSOR_REQUIRES_GRAD;

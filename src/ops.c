@@ -572,7 +572,8 @@ ELEM_CLONES static void gelu_grad_set(int64_t lo, int64_t hi, float *d, const fl
     for (int64_t i = lo; i < hi; i++)
         d[i] = 0.0f + g[i] * gelu_grad(a[i]);
 }
-void gelu_grad_span(int64_t lo, int64_t hi, float *d, const float *a, const float *g, bool first)
+static void gelu_grad_span(int64_t lo, int64_t hi, float *d, const float *a, const float *g,
+                           bool first)
 {
     if (first)
         gelu_grad_set(lo, hi, d, a, g);
@@ -595,14 +596,16 @@ static void gelu_fwd(int64_t n, float *o, const float *a, const float *p)
     (void)p;
     RUN_FOR(n, lo, hi, gelu_span(lo, hi, o, a));
 }
+void gelu_grad_into(float *d, const float *a, const float *g, int64_t n, bool first)
+{
+    RUN_FOR(n, lo, hi, gelu_grad_span(lo, hi, d, a, g, first));
+}
 static void gelu_backward(Tensor *out)
 {
     bool first;
     float *d = op_grad_first(out->src[0], &first);
-    if (!d)
-        return;
-    const float *a = out->src[0]->data, *g = out->grad;
-    RUN_FOR(out->size, lo, hi, gelu_grad_span(lo, hi, d, a, g, first));
+    if (d)
+        gelu_grad_into(d, out->src[0]->data, out->grad, out->size, first);
 }
 /* Gradient only strictly inside (lo, hi): at a bound the function has a kink,
  * and the zero of the clamped side is chosen, so a value pinned at its bound
@@ -891,9 +894,12 @@ static void add_into(float *d, const float *g, int64_t n)
     PAR_FOR(n, i, n, { d[i] += g[i]; });
 }
 
-static void copy_into(float *d, const float *g, int64_t n)
+void grad_add(float *d, const float *g, int64_t n, bool first)
 {
-    PAR_FOR(n, i, n, { d[i] = 0.0f + g[i]; });
+    if (first)
+        PAR_FOR(n, i, n, { d[i] = 0.0f + g[i]; });
+    else
+        add_into(d, g, n);
 }
 
 /* shape with its one -1 (if any) resolved against a->size; false with the error set */
@@ -946,10 +952,8 @@ static void reshape_backward(Tensor *out)
 {
     bool first;
     float *d = op_grad_first(out->src[0], &first);
-    if (d && first)
-        copy_into(d, out->grad, out->size);
-    else if (d)
-        add_into(d, out->grad, out->size);
+    if (d)
+        grad_add(d, out->grad, out->size, first);
 }
 
 Tensor *ag_detach(TensorCtx *ctx, Tensor *a)

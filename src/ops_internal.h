@@ -197,12 +197,14 @@ static inline float gelu_grad(float x)
 #define ELEM_CLONES
 #endif
 
-/* GELU over [lo, hi): o[i] = gelu_f(a[i]); and d[i] += g[i] gelu_grad(a[i]),
- * or = 0 + that when first (see op_grad_first). In ops.c, cloned for wider
- * ISAs (ELEM_CLONES) with the same bits on each; ops_nn.c's fused linear
- * uses them too. */
+/* GELU over [lo, hi): o[i] = gelu_f(a[i]), cloned for wider ISAs
+ * (ELEM_CLONES) with the same bits on each. And over all n, split over the
+ * threads: d[i] += g[i] gelu_grad(a[i]), or = 0 + that when first (see
+ * op_grad_first). In ops.c; ops_nn.c's fused linear uses them too. */
 void gelu_span(int64_t lo, int64_t hi, float *o, const float *a);
-void gelu_grad_span(int64_t lo, int64_t hi, float *d, const float *a, const float *g, bool first);
+void gelu_grad_into(float *d, const float *a, const float *g, int64_t n, bool first);
+/* d += g over n entries, or d = 0 + g when first, split over the threads */
+void grad_add(float *d, const float *g, int64_t n, bool first);
 
 /* backward functions defined in ops_nn.c */
 void matmul_backward(Tensor *out);

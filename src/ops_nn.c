@@ -46,7 +46,6 @@
 #define WGRAD_MAX_PARTS 8   /* ... in at most this many parts (a power of two) */
 #define ATTN_ROWS 16        /* query rows per causal block in attention */
 #define PAR_MIN_WORK 32768  /* elements below which a loop stays on one thread */
-#define GELU_CHUNK 8192     /* elements per task in the GELU of a fused linear */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -408,20 +407,6 @@ static bool residual_check(TensorCtx *ctx, const Tensor *out, const Tensor *res)
     return has_data(ctx, "linear_add", "residual", res);
 }
 
-/* d += g, or d = 0 + g when first (d uninitialised: op_grad_first) */
-static void add_grad(float *d, const float *g, int64_t n, bool first)
-{
-    if (first) {
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN_WORK)
-        for (int64_t i = 0; i < n; i++)
-            d[i] = 0.0f + g[i];
-    } else {
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN_WORK)
-        for (int64_t i = 0; i < n; i++)
-            d[i] += g[i];
-    }
-}
-
 /* y = act(x W^T + b) [+ res]; with GELU the pre-activation is kept in
  * out->aux (R, N) when backward will run */
 static Tensor *linear_op(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias, LinearAct act,
@@ -474,15 +459,8 @@ Tensor *ag_linear_add(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias, Tensor
 static const float *linear_gelu_grad(Tensor *out)
 {
     float *d = tensor_ctx_alloc_uninit(out->ctx, (size_t)out->size * sizeof(float));
-    if (!d)
-        return NULL;
-    const float *pre = out->aux, *g = out->grad;
-    int64_t n = out->size, chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
-#pragma omp parallel for schedule(static) if (n > PAR_MIN_WORK)
-    for (int64_t c = 0; c < chunks; c++) {
-        int64_t lo = c * GELU_CHUNK, hi = n - lo < GELU_CHUNK ? n : lo + GELU_CHUNK;
-        gelu_grad_span(lo, hi, d, pre, g, true);
-    }
+    if (d)
+        gelu_grad_into(d, out->aux, out->grad, out->size, true);
     return d;
 }
 
@@ -564,7 +542,7 @@ void linear_backward(Tensor *out)
         return;
     }
     if (dres) // d res += g
-        add_grad(dres, out->grad, out->size, res_first);
+        grad_add(dres, out->grad, out->size, res_first);
     if (dx) // dx += g W (dx = g W when nothing reached it yet)
         gemm_par(false, false, R, K, N, g, N, w->data, K, first ? 0.0f : 1.0f, dx, K,
                  (GemmRows){0});
@@ -1006,6 +984,14 @@ static void causal_softmax_block(float *p, int m, int T, int i0, int i1, int wid
     }
 }
 
+/* dst (HS, T) <- src^T, src one head's k or v: T rows of HS, row stride 3C */
+static void head_transpose(float *dst, const float *src, AttnDims d)
+{
+    for (int t = 0; t < d.T; t++)
+        for (int c = 0; c < d.HS; c++)
+            dst[(int64_t)c * d.T + t] = src[(int64_t)t * 3 * d.C + c];
+}
+
 /* One head: out (T, HS) from q (row stride 3C). p receives the probabilities:
  * all (T, T) of them when p_whole (saved for backward), else it is one
  * (ATTN_ROWS, T) block reused for every block of rows. */
@@ -1014,9 +1000,7 @@ static void attention_head(float *out, float *p, bool p_whole, const float *q, f
 {
     int ld = 3 * d.C, T = d.T;
     const float *k = q + d.C, *v = q + 2 * d.C;
-    for (int t = 0; t < T; t++) /* k^T (HS, T): q k^T is then a plain product */
-        for (int c = 0; c < d.HS; c++)
-            kt[(int64_t)c * T + t] = k[(int64_t)t * ld + c];
+    head_transpose(kt, k, d); /* q k^T is then a plain product */
     for (int i0 = 0; i0 < T; i0 += ATTN_ROWS) {
         int i1 = i0 + ATTN_ROWS < T ? i0 + ATTN_ROWS : T, m = i1 - i0;
         float *pb = p_whole ? p + (int64_t)i0 * T : p; // (m, T), row stride T
@@ -1105,9 +1089,7 @@ static void attention_head_backward(float *dq, float *ds, const float *p, const 
     int ld = 3 * d.C, T = d.T;
     const float *k = q + d.C, *v = q + 2 * d.C;
     float *dk = dq + d.C, *dv = dq + 2 * d.C, *vt = ds + (int64_t)ATTN_ROWS * T;
-    for (int t = 0; t < T; t++) /* v^T (HS, T): dout v^T is then a plain product */
-        for (int c = 0; c < d.HS; c++)
-            vt[(int64_t)c * T + t] = v[(int64_t)t * ld + c];
+    head_transpose(vt, v, d); /* dout v^T is then a plain product */
     for (int i0 = 0; i0 < T; i0 += ATTN_ROWS) {
         int i1 = i0 + ATTN_ROWS < T ? i0 + ATTN_ROWS : T, m = i1 - i0;
         const float *pb = p + (int64_t)i0 * T, *gb = go + (int64_t)i0 * d.C;
