@@ -218,6 +218,21 @@ static json_t *floats_json(const float *v, int n)
     return arr;
 }
 
+/* The loss batch of f, in LossBatch's field order (policy chosen and
+ * rejected, reference chosen and rejected, lengths), with d/d(policy) asked */
+static LossBatch grad_batch(Tensor *f[6], int B)
+{
+    tensor_requires_grad(f[0]);
+    tensor_requires_grad(f[1]);
+    return (LossBatch){.B = B,
+                       .policy_chosen_logps = f[0],
+                       .policy_rejected_logps = f[1],
+                       .reference_chosen_logps = f[2],
+                       .reference_rejected_logps = f[3],
+                       .chosen_lengths = f[4],
+                       .rejected_lengths = f[5]};
+}
+
 /* one case: the batch, the loss, backward of the mean, the result object */
 static json_t *run_case(LossScript *ls, json_t *cs, char *err, size_t errlen)
 {
@@ -235,15 +250,7 @@ static json_t *run_case(LossScript *ls, json_t *cs, char *err, size_t errlen)
             goto done;
     if (case_params(ls, cs, err, errlen) != 0)
         goto done;
-    tensor_requires_grad(f[0]);
-    tensor_requires_grad(f[1]);
-    b = (LossBatch){.B = B,
-                    .policy_chosen_logps = f[0],
-                    .policy_rejected_logps = f[1],
-                    .reference_chosen_logps = f[2],
-                    .reference_rejected_logps = f[3],
-                    .chosen_lengths = f[4],
-                    .rejected_lengths = f[5]};
+    b = grad_batch(f, B);
     Tensor *l = loss_eval(ls, ctx, &b, err, errlen);
     if (!l)
         goto done;
@@ -425,15 +432,7 @@ static int bench_one(LossScript *ls, int B, bool backward, double *us, char *err
                 v[i] = k >= 4 ? 20.0f : -30.0f - (float)((i * 7 + k * 3) % 11);
             f[k] = tensor_from_data(ctx, 1, shape, v);
         }
-        tensor_requires_grad(f[0]);
-        tensor_requires_grad(f[1]);
-        LossBatch b = {.B = B,
-                       .policy_chosen_logps = f[0],
-                       .policy_rejected_logps = f[1],
-                       .reference_chosen_logps = f[2],
-                       .reference_rejected_logps = f[3],
-                       .chosen_lengths = f[4],
-                       .rejected_lengths = f[5]};
+        LossBatch b = grad_batch(f, B);
         Tensor *l = loss_eval(ls, ctx, &b, err, errlen);
         if (!l)
             rc = -1;
