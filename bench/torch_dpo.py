@@ -3,7 +3,7 @@
 same machine, so that prefrun's speed can be given as a ratio measured in one
 sitting rather than against figures taken elsewhere.
 
-The model and step follow src/model.c and `prefrun bench`: a GPT-2-style
+The model and step follow src/model/model.c and `prefrun bench`: a GPT-2-style
 decoder (token and position embeddings, pre-LayerNorm blocks, causal
 multi-head attention, tanh-GELU MLP, tied LM head), a frozen reference copy
 run under no_grad, per-sequence log-probs summed over the response tokens
@@ -27,7 +27,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-CONFIGS = {  # name: (V, T, C, L, H, B), as in src/cli_bench.c
+CONFIGS = {  # name: (V, T, C, L, H, B), as in src/cli/bench.c
     "tiny": (256, 64, 128, 4, 4, 16),
     "small": (256, 128, 256, 6, 8, 8),
 }

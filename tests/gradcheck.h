@@ -24,8 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ops.h"
-#include "rng.h"
+#include "core/ops.h"
+#include "core/rng.h"
 #include "testlib.h"
 
 #define GC_MAX_IN 4

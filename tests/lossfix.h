@@ -13,8 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "loss.h"
-#include "ops.h"
+#include "lua/loss.h"
+#include "core/ops.h"
 #include "testlib.h"
 
 /* a path under the source tree ($PREFRUN_ROOT, set by meson) */

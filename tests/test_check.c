@@ -18,7 +18,7 @@
  */
 #include <jansson.h>
 
-#include "check.h"
+#include "lua/check.h"
 #include "lossfix.h"
 
 static const CheckDiag *find_diag(const CheckReport *rep, const char *code)

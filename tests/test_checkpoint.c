@@ -13,9 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "checkpoint.h"
-#include "fsutil.h"
-#include "rng.h"
+#include "model/checkpoint.h"
+#include "util/fsutil.h"
+#include "core/rng.h"
 #include "testlib.h"
 
 static char err[512];

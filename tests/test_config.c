@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "fsutil.h"
+#include "train/config.h"
+#include "util/fsutil.h"
 #include "prefrun_config.h"
 #include "testlib.h"
 

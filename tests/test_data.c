@@ -7,11 +7,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "data.h"
-#include "fsutil.h"
+#include "train/data.h"
+#include "util/fsutil.h"
 #include "prefrun_config.h"
 #include "testlib.h"
-#include "toydata.h"
+#include "train/toydata.h"
 
 #define E DATA_TOK_EOT
 

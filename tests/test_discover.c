@@ -26,14 +26,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "discover.h"
-#include "discover_archive.h"
-#include "fitness.h"
-#include "discover_pool.h"
-#include "discover_probe.h"
-#include "fsutil.h"
+#include "discover/discover.h"
+#include "discover/archive.h"
+#include "task/fitness.h"
+#include "discover/pool.h"
+#include "discover/probe.h"
+#include "util/fsutil.h"
 #include "prefrun_config.h"
-#include "propose.h"
+#include "discover/propose.h"
 #include "testlib.h"
 
 static char root_dir[256]; /* this run's scratch directory */

@@ -17,16 +17,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "eval.h"
-#include "frontier.h"
-#include "fsutil.h"
+#include "task/eval.h"
+#include "task/frontier.h"
+#include "util/fsutil.h"
 #include "testfs.h"
 #include "prefrun_config.h"
-#include "pretrain.h"
-#include "sample.h"
-#include "task_data.h"
+#include "task/pretrain.h"
+#include "task/sample.h"
+#include "task/task_data.h"
 #include "testlib.h"
-#include "train.h"
+#include "train/train.h"
 
 static char tmp_root[256];
 

@@ -80,10 +80,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "loss.h"
-#include "ops.h"
+#include "lua/loss.h"
+#include "core/ops.h"
 #include "prefrun_config.h"
-#include "rng.h"
+#include "core/rng.h"
 #include "testlib.h"
 
 typedef long double real;

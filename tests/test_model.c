@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model.h"
-#include "ops.h"
-#include "rng.h"
+#include "model/model.h"
+#include "core/ops.h"
+#include "core/rng.h"
 #include "testlib.h"
 
 /* V 13, maxT 8, C 8, L 2, NH 2: every op of the model, small enough that the

@@ -25,8 +25,8 @@
 #include <string.h>
 
 #include "gradcheck.h"
-#include "ops.h"
-#include "ops_internal.h"
+#include "core/ops.h"
+#include "core/ops_internal.h"
 #include "testlib.h"
 
 #define RTOL 1e-5
@@ -999,8 +999,7 @@ static void gelu_vector_clones_match_the_scalar_path(void)
     for (int i = 0; y && i < n; i++) {
         float want = gelu_f(v[i]), want_g = seed[i] * gelu_grad(v[i]);
         bool same = f2u(y->data[i]) == f2u(want) || (isnan(y->data[i]) && isnan(want));
-        bool same_g = f2u(x->grad[i]) == f2u(0.0f + want_g) ||
-                      (isnan(x->grad[i]) && isnan(want_g));
+        bool same_g = f2u(x->grad[i]) == f2u(0.0f + want_g) || (isnan(x->grad[i]) && isnan(want_g));
         if (!same && bad_y++ < 3)
             CHECKF(0, "gelu(%a) = %a, scalar %a", v[i], y->data[i], want);
         if (!same_g && bad_g++ < 3)

@@ -1,5 +1,5 @@
 /*
- * test_ops_nn.c — the network ops of src/ops_nn.c against plain double
+ * test_ops_nn.c — the network ops of src/core/ops_nn.c against plain double
  * references: matmul, linear, gather, embedding, layernorm, cross-entropy and
  * causal attention.
  *
@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "gradcheck.h"
-#include "ops.h"
+#include "core/ops.h"
 
 /* ---- input helpers ------------------------------------------------------ */
 

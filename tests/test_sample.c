@@ -11,11 +11,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "data.h"
-#include "model.h"
-#include "ops.h"
-#include "rng.h"
-#include "sample.h"
+#include "train/data.h"
+#include "model/model.h"
+#include "core/ops.h"
+#include "core/rng.h"
+#include "task/sample.h"
 #include "testlib.h"
 
 /* The tokenizer's vocabulary, a short context so sequences fill it, two

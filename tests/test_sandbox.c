@@ -16,7 +16,7 @@
 #include <lua.h>
 
 #include "lossfix.h"
-#include "sandbox.h"
+#include "lua/sandbox.h"
 
 /* tight limits: every bomb goes off in milliseconds */
 static const LossLimits tight = {

@@ -11,9 +11,9 @@
 
 #include <jansson.h>
 
-#include "data.h"
-#include "fsutil.h"
-#include "task.h"
+#include "train/data.h"
+#include "util/fsutil.h"
+#include "task/task.h"
 #include "testlib.h"
 
 static double R(double s) { return tanh(s / TASK_REWARD_SCALE); }

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ops.h"
+#include "core/ops.h"
 #include "testlib.h"
 
 #define ARENA_ALIGN 64 /* tensor.h: tensor_ctx_alloc is 64-byte aligned */

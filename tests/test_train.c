@@ -14,14 +14,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "checkpoint.h"
-#include "config.h"
-#include "fsutil.h"
+#include "model/checkpoint.h"
+#include "train/config.h"
+#include "util/fsutil.h"
 #include "testfs.h"
-#include "optim.h"
+#include "model/optim.h"
 #include "prefrun_config.h"
 #include "testlib.h"
-#include "train.h"
+#include "train/train.h"
 
 static char tmp_root[256];
 

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fsutil.h"
+#include "util/fsutil.h"
 
 /* true when both files read and hold the same bytes */
 static inline bool same_file(const char *a, const char *b)

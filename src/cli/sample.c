@@ -1,0 +1,191 @@
+/*
+ * cli/sample.c — `prefrun sample`: completions from any checkpoint, with
+ * their task reward; and the number parsers the task's commands share
+ * (cli_opt_*, declared in cli.h).
+ *
+ * Output: one line per completion, "REWARD<TAB>PROMPT+COMPLETION", the
+ * completion's bytes as sampled (a byte the model should not emit, like a
+ * newline, is printed as \n or \xHH so each sample stays one line).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "task/sample.h"
+#include "task/task.h"
+
+int cli_opt_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "prefrun %s: %s: expected an integer in [%ld, %ld], got '%s'\n", cmd, opt,
+                lo, hi, s);
+        return EXIT_USAGE;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+int cli_opt_u64(const char *cmd, const char *opt, const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || *end || s[0] == '-') {
+        fprintf(stderr, "prefrun %s: %s: expected a non-negative integer, got '%s'\n", cmd, opt, s);
+        return EXIT_USAGE;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_opt_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
+                   double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "prefrun %s: %s: expected a number in [%g, %g], got '%s'\n", cmd, opt, lo,
+                hi, s);
+        return EXIT_USAGE;
+    }
+    *out = v;
+    return 0;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: prefrun sample CHECKPOINT [--prompt TEXT] [-n N] [--temperature T]\n"
+               "                      [--top-k K] [--seed S] [--max-new-tokens M]\n\n"
+               "Samples completions of TEXT from a model with a KV cache and prints one\n"
+               "line per sample: its task reward, a tab, then prompt + completion.\n"
+               "CHECKPOINT is a run directory (its latest checkpoint), a checkpoint\n"
+               "directory, or a .safetensors file (e.g. the reference `prefrun pretrain`\n"
+               "prints). A completion ends where the model emits end-of-text, or when\n"
+               "the context is full.\n\n"
+               "options:\n"
+               "  --prompt TEXT        the prompt (default: none, whole reviews)\n"
+               "  -n N                 samples (default 5)\n"
+               "  --temperature T      0 is greedy (default 1)\n"
+               "  --top-k K            sample among the K likeliest tokens (default 0: all)\n"
+               "  --seed S             sampling seed (default 1)\n"
+               "  --max-new-tokens M   at most M bytes per completion (default: the context)\n"
+               "  -h, --help           this text\n\n"
+               "examples:\n"
+               "  prefrun sample runs/dpo --prompt 'the plot was ' -n 3\n"
+               "  prefrun sample \"$(prefrun pretrain --quiet)\" --temperature 0.7 --top-k 20\n");
+}
+
+typedef struct SampleArgs {
+    const char *path, *prompt;
+    int n;
+    SampleOptions o;
+} SampleArgs;
+
+static int parse(int argc, char **argv, SampleArgs *a)
+{
+    enum { O_PROMPT = 256, O_TEMP, O_TOPK, O_SEED, O_MAX };
+    static const struct option opts[] = {
+        {"prompt", required_argument, NULL, O_PROMPT},
+        {"temperature", required_argument, NULL, O_TEMP},
+        {"top-k", required_argument, NULL, O_TOPK},
+        {"seed", required_argument, NULL, O_SEED},
+        {"max-new-tokens", required_argument, NULL, O_MAX},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c, rc = 0;
+    while (rc == 0 && (c = getopt_long(argc, argv, "hn:", opts, NULL)) != -1) {
+        switch (c) {
+        case O_PROMPT:
+            a->prompt = optarg;
+            break;
+        case 'n':
+            rc = cli_opt_int("sample", "-n", optarg, 1, 1 << 20, &a->n);
+            break;
+        case O_TEMP:
+            rc = cli_opt_double("sample", "--temperature", optarg, 0, 1e6, &a->o.temperature);
+            break;
+        case O_TOPK:
+            rc = cli_opt_int("sample", "--top-k", optarg, 0, 1 << 20, &a->o.top_k);
+            break;
+        case O_SEED:
+            rc = cli_opt_u64("sample", "--seed", optarg, &a->o.seed);
+            break;
+        case O_MAX:
+            rc =
+                cli_opt_int("sample", "--max-new-tokens", optarg, 1, 1 << 20, &a->o.max_new_tokens);
+            break;
+        case 'h':
+            usage(stdout);
+            return -1;
+        default:
+            fprintf(stderr, "(see prefrun sample --help)\n");
+            return EXIT_USAGE;
+        }
+    }
+    if (rc != 0)
+        return rc;
+    if (optind != argc - 1) {
+        fprintf(stderr, "prefrun sample: expected one CHECKPOINT (see --help)\n");
+        return EXIT_USAGE;
+    }
+    a->path = argv[optind];
+    return 0;
+}
+
+/* bytes of s, with the ones that would break the line escaped */
+static void put_text(const char *s, int n)
+{
+    for (int i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '\n')
+            fputs("\\n", stdout);
+        else if (ch < 0x20 || ch == 0x7f)
+            printf("\\x%02x", ch);
+        else
+            putchar(ch);
+    }
+}
+
+static int run(const SampleArgs *a)
+{
+    char err[1024];
+    Gpt *m;
+    if (sample_model_load(a->path, &m, NULL, 0, err, sizeof err) != 0) {
+        fprintf(stderr, "prefrun sample: %s\n", err);
+        return EXIT_INPUT;
+    }
+    const char **prompts = malloc((size_t)a->n * sizeof *prompts);
+    SampleResult *res = calloc((size_t)a->n, sizeof *res);
+    int rc = prompts && res ? 0 : -1;
+    snprintf(err, sizeof err, "out of memory");
+    for (int i = 0; rc == 0 && i < a->n; i++)
+        prompts[i] = a->prompt ? a->prompt : "";
+    if (rc == 0)
+        rc = sample_generate(m, prompts, a->n, &a->o, res, err, sizeof err);
+    for (int i = 0; rc == 0 && i < a->n; i++) {
+        printf("%+.3f\t", task_reward(res[i].text, (size_t)res[i].len));
+        put_text(prompts[i], (int)strlen(prompts[i]));
+        put_text(res[i].text, res[i].len);
+        putchar('\n');
+    }
+    if (rc != 0)
+        fprintf(stderr, "prefrun sample: %s\n", err);
+    sample_results_free(res, rc == 0 ? a->n : 0);
+    free(res);
+    free(prompts);
+    gpt_free(m);
+    return rc == 0 ? EXIT_OK : EXIT_INPUT;
+}
+
+int cmd_sample(int argc, char **argv)
+{
+    SampleArgs a = {.n = 5, .o = {.temperature = 1.0, .seed = 1}};
+    int rc = parse(argc, argv, &a);
+    if (rc != 0)
+        return rc < 0 ? EXIT_OK : rc;
+    return run(&a);
+}

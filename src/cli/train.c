@@ -1,0 +1,378 @@
+/*
+ * cli/train.c — `prefrun train`: options, configuration layering, the run
+ * directory, and the exit code. The loop itself is train.c.
+ *
+ * Configuration layers, later ones win: the defaults; the resumed run's
+ * checkpoint config (--resume); --config FILE; the flags --data,
+ * --eval-data, --threads; each --set key=value in order.
+ */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/checkpoint.h"
+#include "cli/cli.h"
+#include "train/config.h"
+#include "util/fsutil.h"
+#include "task/task_data.h"
+#include "train/train.h"
+
+#define MAX_SETS 64
+#define PATH_LEN 1024
+
+typedef struct TrainArgs {
+    const char *weights, *data, *eval_data, *out, *config, *resume;
+    const char *sets[MAX_SETS];
+    int n_sets, threads; /* threads -1: not given */
+    bool quiet;
+    int n_losses;
+    const char *losses[TRAIN_MAX_LOSSES];
+    char resumed_losses[TRAIN_MAX_LOSSES][PATH_LEN + 32];
+    int n_saved_weights; /* the resumed run's loss weights */
+    double saved_weights[TRAIN_MAX_LOSSES];
+    const char *task; /* --task builtin|toy; NULL: builtin unless data is named */
+    bool builtin;     /* the built-in task's settings go under the user's */
+} TrainArgs;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: prefrun train LOSS.lua [LOSS2.lua ...] [options]\n\n"
+               "Trains a GPT policy against its frozen initial copy (the reference) on\n"
+               "preference pairs, with the loss computed each step by the Lua script(s).\n"
+               "Several scripts are summed with weights, as TRL's list loss_type does.\n\n"
+               "options:\n"
+               "  --loss-weights W1,W2,...  one weight per loss script (default: all 1)\n"
+               "  --data FILE.jsonl         TRL preference pairs {prompt, chosen, rejected}\n"
+               "                            (default: the built-in task, see --task)\n"
+               "  --task builtin|toy        builtin: the review task's pairs, with the policy\n"
+               "                            starting from its cached pretrained reference\n"
+               "                            (built on first use; see prefrun pretrain);\n"
+               "                            toy: the small generated toy data set\n"
+               "  --eval-data FILE.jsonl    held-out pairs (default: eval_fraction of the data)\n"
+               "  --out RUN_DIR             run directory (default: runs/<loss name>, or\n"
+               "                            runs/<loss name>-2, -3, ... when taken)\n"
+               "  --config RUN.yaml         settings file (keys below)\n"
+               "  --set KEY=VALUE           override one setting; repeatable; a loss param\n"
+               "                            by name (--set beta=0.2) or as loss.NAME\n"
+               "  --resume RUN_DIR          continue RUN_DIR from its latest checkpoint, with\n"
+               "                            its saved config (LOSS.lua may then be omitted)\n"
+               "  --threads N               OpenMP and OpenBLAS threads (default: all cores)\n"
+               "  --quiet                   no progress output\n"
+               "  -h, --help                this text\n\n"
+               "The run directory gets config.yaml, metrics.jsonl (TRL's metric names, one\n"
+               "line per logging step, eval_* lines per evaluation) and checkpoint-<step>/\n"
+               "directories (safetensors) with a `latest` pointer.\n\n"
+               "settings (--config / --set):\n");
+    for (int i = 0; i < config_key_count(); i++)
+        fprintf(f, "  %-28s %s\n", config_key_name(i), config_key_help(i));
+    fprintf(f, "\nexamples:\n"
+               "  prefrun train losses/discopop.lua\n"
+               "  prefrun train losses/dpo.lua losses/sft.lua --loss-weights 1,0.2 \\\n"
+               "      --set beta=0.1 --set max_steps=200 --out runs/rpo\n"
+               "  prefrun train --resume runs/rpo --set max_steps=400\n");
+}
+
+static int parse_args(int argc, char **argv, TrainArgs *a)
+{
+    enum {
+        O_WEIGHTS = 1000,
+        O_DATA,
+        O_EVAL,
+        O_OUT,
+        O_CONFIG,
+        O_SET,
+        O_RESUME,
+        O_THREADS,
+        O_QUIET,
+        O_TASK
+    };
+    static const struct option opts[] = {
+        {"loss-weights", required_argument, NULL, O_WEIGHTS},
+        {"data", required_argument, NULL, O_DATA},
+        {"eval-data", required_argument, NULL, O_EVAL},
+        {"out", required_argument, NULL, O_OUT},
+        {"config", required_argument, NULL, O_CONFIG},
+        {"set", required_argument, NULL, O_SET},
+        {"resume", required_argument, NULL, O_RESUME},
+        {"threads", required_argument, NULL, O_THREADS},
+        {"quiet", no_argument, NULL, O_QUIET},
+        {"task", required_argument, NULL, O_TASK},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    a->threads = -1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_WEIGHTS:
+            a->weights = optarg;
+            break;
+        case O_TASK:
+            a->task = optarg;
+            break;
+        case O_DATA:
+            a->data = optarg;
+            break;
+        case O_EVAL:
+            a->eval_data = optarg;
+            break;
+        case O_OUT:
+            a->out = optarg;
+            break;
+        case O_CONFIG:
+            a->config = optarg;
+            break;
+        case O_RESUME:
+            a->resume = optarg;
+            break;
+        case O_QUIET:
+            a->quiet = true;
+            break;
+        case O_SET:
+            if (a->n_sets == MAX_SETS) {
+                fprintf(stderr, "prefrun train: more than %d --set options\n", MAX_SETS);
+                return EXIT_USAGE;
+            }
+            a->sets[a->n_sets++] = optarg;
+            break;
+        case O_THREADS:
+            if (cli_opt_int("train", "--threads", optarg, 0, 1 << 10, &a->threads) != 0)
+                return EXIT_USAGE;
+            break;
+        case 'h':
+            usage(stdout);
+            return -1;
+        default:
+            fprintf(stderr, "(see prefrun train --help)\n");
+            return EXIT_USAGE;
+        }
+    }
+    for (int i = optind; i < argc; i++) {
+        if (a->n_losses == TRAIN_MAX_LOSSES) {
+            fprintf(stderr, "prefrun train: at most %d loss scripts\n", TRAIN_MAX_LOSSES);
+            return EXIT_USAGE;
+        }
+        a->losses[a->n_losses++] = argv[i];
+    }
+    if (a->n_losses == 0 && !a->resume) {
+        fprintf(stderr, "prefrun train: a loss script is required, e.g. "
+                        "prefrun train losses/discopop.lua (see --help)\n");
+        return EXIT_USAGE;
+    }
+    if (a->resume && a->out && strcmp(a->resume, a->out) != 0) {
+        fprintf(stderr, "prefrun train: --out %s and --resume %s name different runs\n", a->out,
+                a->resume);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+static int parse_weights(const TrainArgs *a, double *w, int n)
+{
+    for (int i = 0; i < n; i++)
+        w[i] = a->n_saved_weights == n ? a->saved_weights[i] : 1.0;
+    if (!a->weights)
+        return 0;
+    const char *p = a->weights;
+    for (int i = 0; i < n; i++) {
+        char *end;
+        w[i] = strtod(p, &end);
+        bool last = i == n - 1;
+        if (end == p || (last ? *end != '\0' : *end != ',')) {
+            fprintf(stderr,
+                    "prefrun train: --loss-weights '%s': expected %d comma-separated "
+                    "numbers, one per loss script\n",
+                    a->weights, n);
+            return EXIT_USAGE;
+        }
+        p = end + 1;
+    }
+    return 0;
+}
+
+/* With --resume: the checkpoint's config.yaml as the base layer, and its
+ * loss scripts when none are named. */
+static int resume_base(TrainArgs *a, Config *cfg, char *err, size_t errlen)
+{
+    char dir[PATH_LEN], path[PATH_LEN + 32];
+    int64_t step;
+    int rc = ckpt_find_latest(a->resume, dir, sizeof dir, &step, err, errlen);
+    if (rc == 1)
+        snprintf(err, errlen, "--resume %s: no checkpoint there to resume from", a->resume);
+    if (rc != 0)
+        return -1;
+    snprintf(path, sizeof path, "%s/%s", dir, CKPT_CONFIG_FILE);
+    if (config_load_yaml(cfg, path, err, errlen) != 0)
+        return -1;
+    TrainerState st;
+    a->n_saved_weights = 0;
+    snprintf(path, sizeof path, "%s/%s", dir, CKPT_STATE_FILE);
+    if (ckpt_state_load(path, &st, err, errlen) != 0)
+        return -1;
+    for (int i = 0; i < TRAIN_MAX_LOSSES; i++) {
+        char name[CKPT_VALUE_NAME_LEN];
+        snprintf(name, sizeof name, "loss_weight.%d", i);
+        double w = ckpt_state_get(&st, name, NAN);
+        if (isnan(w))
+            break;
+        a->saved_weights[a->n_saved_weights++] = w;
+    }
+    for (int i = 0; a->n_losses == i && i < TRAIN_MAX_LOSSES; i++) {
+        if (i == 0)
+            snprintf(path, sizeof path, "%s/%s", dir, CKPT_LOSS_FILE);
+        else
+            snprintf(path, sizeof path, "%s/loss-%d.lua", dir, i + 1);
+        if (!fsutil_exists(path))
+            break;
+        snprintf(a->resumed_losses[i], sizeof a->resumed_losses[i], "%s", path);
+        a->losses[a->n_losses++] = a->resumed_losses[i];
+    }
+    return 0;
+}
+
+static int build_config(TrainArgs *a, Config *cfg, char *err, size_t errlen)
+{
+    config_defaults(cfg);
+    if (a->builtin)
+        task_train_defaults(cfg);
+    if (a->resume && resume_base(a, cfg, err, errlen) != 0)
+        return -1;
+    if (a->config && config_load_yaml(cfg, a->config, err, errlen) != 0)
+        return -1;
+    if (a->data)
+        snprintf(cfg->train_file, sizeof cfg->train_file, "%s", a->data);
+    if (a->eval_data)
+        snprintf(cfg->eval_file, sizeof cfg->eval_file, "%s", a->eval_data);
+    if (a->threads >= 0)
+        cfg->threads = a->threads;
+    for (int i = 0; i < a->n_sets; i++)
+        if (config_set(cfg, a->sets[i], err, errlen) != 0)
+            return -1;
+    return config_finalize(cfg, err, errlen);
+}
+
+/* "losses/discopop.lua" -> "discopop"; several joined with '+'. */
+static void run_name(const TrainArgs *a, char *out, size_t len)
+{
+    size_t k = 0;
+    out[0] = '\0';
+    for (int i = 0; i < a->n_losses && k < len; i++) {
+        const char *base = strrchr(a->losses[i], '/');
+        base = base ? base + 1 : a->losses[i];
+        size_t n = strlen(base);
+        if (n > 4 && strcmp(base + n - 4, ".lua") == 0)
+            n -= 4;
+        k += (size_t)snprintf(out + k, len - k, "%s%.*s", i ? "+" : "", (int)n, base);
+    }
+}
+
+static bool holds_run(const char *dir)
+{
+    char path[PATH_LEN + 32];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    if (fsutil_exists(path))
+        return true;
+    snprintf(path, sizeof path, "%s/latest", dir);
+    return fsutil_exists(path);
+}
+
+/* --resume, --out, output_dir, or the first free runs/<name>[-k]. */
+static int choose_run_dir(const TrainArgs *a, const Config *cfg, char *dir, size_t len)
+{
+    const char *given = a->resume            ? a->resume
+                        : a->out             ? a->out
+                        : cfg->output_dir[0] ? cfg->output_dir
+                                             : NULL;
+    if (given) {
+        snprintf(dir, len, "%s", given);
+        if (!a->resume && holds_run(dir)) {
+            fprintf(stderr,
+                    "prefrun train: %s already holds a run; continue it with --resume %s "
+                    "or choose another --out\n",
+                    dir, dir);
+            return EXIT_USAGE;
+        }
+        return 0;
+    }
+    char name[256];
+    run_name(a, name, sizeof name);
+    snprintf(dir, len, "runs/%s", name);
+    for (int k = 2; holds_run(dir) && k < 10000; k++)
+        snprintf(dir, len, "runs/%s-%d", name, k);
+    return 0;
+}
+
+/* The built-in task when no data is named (or --task builtin): the config
+ * is rebuilt over its settings, then pointed at its pairs, and the policy
+ * starts from its reference. A run on task files (--resume) finds its
+ * reference beside them. */
+static int use_task(TrainArgs *a, TrainOptions *opt, TaskAssets *t, char *err, size_t errlen)
+{
+    bool named = opt->cfg.train_file[0];
+    /* a resumed run without a train_file trained on the toy data: keep it */
+    bool toy = (a->task && strcmp(a->task, "toy") == 0) || (a->resume && !named);
+    if (a->task && !toy && strcmp(a->task, "builtin") != 0)
+        return snprintf(err, errlen, "--task %s: expected builtin or toy", a->task), -1;
+    if (a->task && !toy && named && !a->resume)
+        return snprintf(err, errlen, "--task builtin and --data name different data"), -1;
+    int rc = toy ? 1 : named ? task_assets_find(opt->cfg.train_file, t, err, errlen) : 0;
+    if (rc == 0 && !named) {
+        a->builtin = true;
+        rc = build_config(a, &opt->cfg, err, errlen);
+        rc = rc ? rc : task_train_setup(&opt->cfg, a->quiet, t, err, errlen);
+    }
+    if (rc == 0)
+        opt->init_model = t->reference;
+    return rc < 0 ? -1 : 0;
+}
+
+static int run(TrainArgs *a)
+{
+    char err[2048];
+    TrainOptions opt = {.resume = a->resume != NULL, .quiet = a->quiet};
+    TaskAssets task;
+    if (build_config(a, &opt.cfg, err, sizeof err) != 0 ||
+        use_task(a, &opt, &task, err, sizeof err) != 0) {
+        fprintf(stderr, "prefrun train: %s\n", err);
+        return EXIT_INPUT;
+    }
+    int rc = parse_weights(a, opt.loss_weights, a->n_losses);
+    char dir[PATH_LEN];
+    if (rc != 0 || (rc = choose_run_dir(a, &opt.cfg, dir, sizeof dir)) != 0)
+        return rc;
+    opt.n_losses = a->n_losses;
+    for (int i = 0; i < a->n_losses; i++)
+        opt.loss_paths[i] = a->losses[i];
+    opt.run_dir = dir;
+    if (!a->quiet)
+        fprintf(stderr, "prefrun train: %s -> %s\n", a->resume ? "resuming" : "run", dir);
+    TrainResult res;
+    TrainStatus st = train_run(&opt, &res, err, sizeof err);
+    if (st != TRAIN_OK) {
+        fprintf(stderr, "prefrun train: %s\n", err);
+        return st == TRAIN_BAD_INPUT ? EXIT_INPUT : EXIT_FAILED;
+    }
+    if (!a->quiet) {
+        fprintf(stderr,
+                "prefrun train: steps %lld-%lld of %lld in %.1f s; loss %.4f, "
+                "rewards/accuracies %.3f",
+                (long long)res.first_step + 1, (long long)res.steps, (long long)res.total_steps,
+                res.seconds, res.last_loss, res.last_accuracy);
+        if (res.skipped_batches)
+            fprintf(stderr, "; %lld batches skipped (nan_policy = skip)",
+                    (long long)res.skipped_batches);
+        fprintf(stderr, "\nprefrun train: metrics in %s/metrics.jsonl\n", dir);
+    }
+    return EXIT_OK;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    TrainArgs a = {0};
+    int rc = parse_args(argc, argv, &a);
+    if (rc != 0)
+        return rc < 0 ? EXIT_OK : rc;
+    return run(&a);
+}

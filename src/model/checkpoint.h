@@ -1,0 +1,136 @@
+/*
+ * model/checkpoint.h — safetensors files and the checkpoint directory of a run.
+ *
+ * Safetensors (huggingface/safetensors, the format PyTorch and HF users
+ * read): an 8-byte little-endian header length N, N bytes of JSON header,
+ * then the data. The header maps each tensor name to {"dtype", "shape",
+ * "data_offsets": [begin, end]} (offsets relative to the data start) and may
+ * hold "__metadata__", a string-to-string map. prefrun writes only "F32",
+ * pads the header with spaces to a multiple of 8 (so data is aligned, as the
+ * reference writer does) and writes the file atomically (fsutil). Reading
+ * validates everything before any tensor is used: a truncated file, a bad or
+ * oversized header, a wrong dtype or shape, offsets out of range, overlapping
+ * or leaving holes (the spec forbids both) are errors naming the file and the
+ * tensor.
+ *
+ *     StEntry e[2] = {st_entry("wte", wte), st_entry("wpe", wpe)};
+ *     st_save("model.safetensors", e, 2, NULL, err, sizeof err);
+ *     StFile *f = st_open("model.safetensors", err, sizeof err);
+ *     st_read_all(f, e, 2, true, err, sizeof err);   // into wte->data, wpe->data
+ *     st_close(f);
+ *
+ * Checkpoint directory of a run:
+ *     RUN_DIR/checkpoint-<step>/model.safetensors
+ *                              /optimizer.safetensors
+ *                              /trainer_state.json
+ *                              /config.yaml
+ *                              /loss.lua
+ *     RUN_DIR/latest            "checkpoint-<step>\n"
+ * ckpt_begin makes RUN_DIR/.checkpoint-<step>.partial/; the trainer writes
+ * the files there; ckpt_commit renames it to checkpoint-<step> (one atomic
+ * rename of a directory whose files are all fsync'ed), fsyncs RUN_DIR, and
+ * only then rewrites `latest` atomically and prunes old checkpoints (each is
+ * first renamed to a hidden name, then removed). So at every instant
+ * `latest` names a complete checkpoint, and a kill -9 at any moment leaves
+ * it loadable; stale hidden directories are cleaned by the next ckpt_begin.
+ */
+#ifndef PREFRUN_CHECKPOINT_H
+#define PREFRUN_CHECKPOINT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/tensor.h"
+
+/* ---- safetensors ---- */
+
+/* One named float32 tensor: the source when saving, the destination (shape
+ * checked, data written) when reading. */
+typedef struct StEntry {
+    const char *name;
+    int ndim; /* 0..TENSOR_MAX_DIMS */
+    int64_t shape[TENSOR_MAX_DIMS];
+    float *data; /* (prod(shape)) */
+} StEntry;
+
+/* An entry viewing t's shape and data under the given name. */
+StEntry st_entry(const char *name, const Tensor *t);
+
+/* Writes n entries (names distinct) atomically. meta: NULL, or a
+ * NULL-terminated list of key, value strings for "__metadata__". */
+int st_save(const char *path, const StEntry *e, int n, const char *const *meta, char *err,
+            size_t errlen);
+
+typedef struct StFile StFile;
+
+/* Reads and validates the whole file. */
+StFile *st_open(const char *path, char *err, size_t errlen);
+void st_close(StFile *f);
+int st_count(const StFile *f);
+const char *st_name(const StFile *f, int i); /* in data order */
+/* dtype, shape of a tensor; -1 when absent */
+int st_info(const StFile *f, const char *name, const char **dtype, int *ndim,
+            int64_t shape[TENSOR_MAX_DIMS]);
+/* A "__metadata__" value, or NULL. */
+const char *st_meta(const StFile *f, const char *key);
+/* Copies tensor e->name into e->data after checking it is F32 with e's shape. */
+int st_read(const StFile *f, const StEntry *e, char *err, size_t errlen);
+/* st_read for every entry; strict: the file may hold no other tensors. */
+int st_read_all(const StFile *f, const StEntry *e, int n, bool strict, char *err, size_t errlen);
+
+/* ---- trainer state (trainer_state.json) ---- */
+
+#define CKPT_MAX_VALUES 64
+#define CKPT_VALUE_NAME_LEN 64
+
+/* What the trainer needs, besides weights and optimizer moments, to resume
+ * exactly. `values` carries any other numbers (running metric sums, counters)
+ * under names the trainer picks; doubles round-trip bit for bit. */
+typedef struct TrainerState {
+    int64_t step;      /* optimizer steps done */
+    int64_t epoch;     /* DataOrder.epoch */
+    int64_t epoch_pos; /* DataOrder.pos */
+    uint64_t rng[4];   /* the trainer's Rng state */
+    int64_t tokens_seen;
+    int64_t skipped_batches; /* nan_policy = skip */
+    int n_values;
+    char value_names[CKPT_MAX_VALUES][CKPT_VALUE_NAME_LEN];
+    double values[CKPT_MAX_VALUES];
+} TrainerState;
+
+int ckpt_state_set(TrainerState *s, const char *name, double value); /* 0, or -1 when full */
+/* The value, or def when absent. */
+double ckpt_state_get(const TrainerState *s, const char *name, double def);
+int ckpt_state_save(const char *path, const TrainerState *s, char *err, size_t errlen);
+int ckpt_state_load(const char *path, TrainerState *s, char *err, size_t errlen);
+
+/* ---- checkpoint directories ---- */
+
+#define CKPT_MODEL_FILE "model.safetensors"
+#define CKPT_OPTIMIZER_FILE "optimizer.safetensors"
+#define CKPT_STATE_FILE "trainer_state.json"
+#define CKPT_CONFIG_FILE "config.yaml"
+#define CKPT_LOSS_FILE "loss.lua"
+
+/* Creates RUN_DIR (mkdir -p) and an empty RUN_DIR/.checkpoint-<step>.partial/,
+ * removing stale partial or half-deleted directories; its path goes to dir. */
+int ckpt_begin(const char *run_dir, int64_t step, char *dir, size_t dirlen, char *err,
+               size_t errlen);
+/* Publishes the partial directory as checkpoint-<step> (replacing one of the
+ * same step), points `latest` at it, then keeps the newest keep_last
+ * checkpoints (0: all). The checkpoint must hold model.safetensors and
+ * trainer_state.json. */
+int ckpt_commit(const char *run_dir, int64_t step, int keep_last, char *err, size_t errlen);
+/* The last complete checkpoint: the one `latest` names, or when `latest` is
+ * missing or names no complete checkpoint, the highest complete
+ * checkpoint-<step>. Its directory goes to dir and its step to *step.
+ * Returns 0, 1 when the run has no checkpoint (not an error), -1 on error. */
+int ckpt_find_latest(const char *run_dir, char *dir, size_t dirlen, int64_t *step, char *err,
+                     size_t errlen);
+/* Removes all but the newest keep_last checkpoints (never the latest one). */
+int ckpt_prune(const char *run_dir, int keep_last, char *err, size_t errlen);
+/* The path RUN_DIR/checkpoint-<step>/FILE (FILE may be NULL for the directory). */
+int ckpt_path(char *out, size_t cap, const char *run_dir, int64_t step, const char *file);
+
+#endif

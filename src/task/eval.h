@@ -1,0 +1,92 @@
+/*
+ * task/eval.h — what a trained policy does on the built-in task: reward, KL to
+ * the reference, win rate against the reference, and preference accuracy
+ * on held-out pairs (the DPO paper's IMDb evaluation, on our task).
+ *
+ *     EvalOptions o;
+ *     eval_defaults(&o);
+ *     EvalResult r;
+ *     eval_path("runs/dpo", &o, &r, err, sizeof err);   // a run, checkpoint or model file
+ *     printf("reward %.3f +- %.3f, KL %.2f\n", r.reward, r.reward_ci, r.kl);
+ *
+ * The numbers, over P held-out (EVAL) prompts x N samples each:
+ *   reward      mean task_reward of the policy's completions (temperature 1),
+ *               with a 95% normal interval 1.96 sd / sqrt(PN);
+ *   kl          the sequence-level KL(policy || reference) estimated from the
+ *               policy's own samples, as the DPO paper does:
+ *               mean over samples y ~ policy of log p_pol(y|x) - log p_ref(y|x),
+ *               summed over the completion's tokens (its EOT included when it
+ *               ended); both log-probs come from sample_score, so a model
+ *               evaluated against a copy of itself gives exactly 0;
+ *   win_rate    the share of samples whose reward beats the reference's
+ *               sample for the same prompt and index (ties count half); both
+ *               models draw with the same per-sample seeds (common random
+ *               numbers), so the reference against itself gives exactly 0.5;
+ *   accuracy    the share of held-out pairs whose implicit reward margin
+ *               (log pi/ref of chosen - of rejected) is > 0, TRL's
+ *               rewards/accuracies (a tie, e.g. the reference itself, is 0).
+ * Everything is a function of the models, the options and the seed.
+ *
+ * Which reference and pairs. eval_path finds them from the run: the
+ * config.yaml beside the model names train_file, and task.json beside that
+ * names the task's reference and held-out pairs (task_data.h). A model file
+ * without a run config (e.g. the reference itself) is evaluated on the
+ * default built-in task for its model shape (task_prepare, so it is built
+ * if missing). EvalOptions.reference / pairs_file override either.
+ *
+ * Errors are values: 0 on success, -1 with a message in err.
+ */
+#ifndef PREFRUN_EVAL_H
+#define PREFRUN_EVAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/model.h"
+
+typedef struct EvalOptions {
+    int n_prompts;          /* held-out prompts P (at most ~150 exist) */
+    int samples;            /* completions per prompt N */
+    uint64_t seed;          /* sampling seed */
+    int max_pairs;          /* held-out pairs scored; 0: all */
+    const char *reference;  /* NULL: the run's task reference */
+    const char *pairs_file; /* NULL: the task's eval.jsonl; "" skips accuracy */
+    const char *cache_dir;  /* where the default task lives (NULL: default) */
+    bool quiet;             /* no progress output when a task must be built */
+} EvalOptions;
+
+typedef struct EvalResult {
+    int64_t samples;          /* P x N */
+    double reward, reward_ci; /* the policy's mean reward, 95% half-width */
+    double ref_reward, ref_reward_ci;
+    double kl, kl_ci;   /* nats per sequence */
+    double win_rate;    /* in [0, 1] */
+    double accuracy;    /* NAN when no pairs were scored */
+    int64_t pairs;      /* held-out pairs scored */
+    double mean_length; /* completion bytes */
+    double ended;       /* share of completions that produced EOT */
+    double seconds;
+    char model[1024]; /* the files used */
+    char reference[1024];
+} EvalResult;
+
+/* P = 64, N = 4, seed 1, at most 256 pairs. */
+void eval_defaults(EvalOptions *o);
+
+/* policy against ref on the task of task_seed; pairs_file NULL or "" skips
+ * the accuracy. The two models must have the same shape. */
+int eval_models(const Gpt *policy, const Gpt *ref, uint64_t task_seed, const char *pairs_file,
+                const EvalOptions *o, EvalResult *r, char *err, size_t errlen);
+
+/* A run directory, checkpoint directory or model file, with its reference
+ * and pairs found as above. */
+int eval_path(const char *path, const EvalOptions *o, EvalResult *r, char *err, size_t errlen);
+
+/* The result as a JSON object (new reference), the names of the fields above. */
+json_t *eval_result_json(const EvalResult *r);
+/* The inverse (a JSON null is NAN); -1 when j is not such an object. */
+int eval_result_from_json(const json_t *j, EvalResult *r);
+
+#endif

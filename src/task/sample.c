@@ -1,0 +1,710 @@
+/*
+ * task/sample.c — model files, the KV-cache inference path, sampling and scoring
+ * (see sample.h for the token layout, the end of a completion and the
+ * determinism rule).
+ *
+ * The inference path mirrors model.c's forward one position at a time:
+ * LayerNorm with two passes in double, GELU's tanh form, attention scaled by
+ * 1/sqrt(HS). It keeps no graph; its buffers are the cache's, allocated once.
+ *
+ * Letters: S sequences in a cache, n rows in one step (n <= S), maxT
+ * context, C width, L layers, NH heads, HS = C / NH, V vocabulary.
+ */
+#include "task/sample.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/checkpoint.h"
+#include "train/config.h"
+#include "train/data.h"
+#include "util/errmsg.h"
+#include "util/fsutil.h"
+#include "core/ops.h"
+#include "core/rng.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define PATH_LEN 1024
+#define LN_EPS 1e-5f               /* model.c's GPT_LN_EPS; the cache test fails if they part */
+#define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
+#define GELU_C 0.044715f
+
+int sample_blas_enter(void)
+{
+    int n = openblas_get_num_threads();
+    if (n != 1)
+        openblas_set_num_threads(1);
+    return n;
+}
+
+void sample_blas_leave(int n)
+{
+    if (n != 1)
+        openblas_set_num_threads(n);
+}
+
+/* ---- model files -------------------------------------------------------- */
+
+static StEntry *model_entries(const Gpt *m, char *err, size_t errlen)
+{
+    StEntry *e = malloc((size_t)m->n_tensors * sizeof *e);
+    if (!e) {
+        err_fail(err, errlen, "model: out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < m->n_tensors; i++)
+        e[i] = st_entry(m->tensors[i]->name, m->tensors[i]);
+    return e;
+}
+
+int sample_model_save(const Gpt *m, const char *path, const char *const *meta, char *err,
+                      size_t errlen)
+{
+    enum { MAX_META = 32 };
+    char num[5][16];
+    const int v[5] = {m->cfg.vocab, m->cfg.context, m->cfg.width, m->cfg.layers, m->cfg.heads};
+    const char *keys[5] = {"vocab", "context", "width", "layers", "heads"};
+    const char *all[2 * MAX_META + 1];
+    int k = 0;
+    all[k++] = "format";
+    all[k++] = "pt";
+    for (int i = 0; i < 5; i++) {
+        snprintf(num[i], sizeof num[i], "%d", v[i]);
+        all[k++] = keys[i];
+        all[k++] = num[i];
+    }
+    for (int i = 0; meta && meta[i] && meta[i + 1] && k < 2 * MAX_META; i += 2) {
+        all[k++] = meta[i];
+        all[k++] = meta[i + 1];
+    }
+    all[k] = NULL;
+    StEntry *e = model_entries(m, err, errlen);
+    int rc = e ? st_save(path, e, m->n_tensors, all, err, errlen) : -1;
+    free(e);
+    return rc;
+}
+
+/* A run directory (latest checkpoint), a checkpoint directory or a file. */
+static int resolve_model_file(const char *path, char *file, size_t len, char *err, size_t errlen)
+{
+    if (!fsutil_is_dir(path)) {
+        if (!fsutil_exists(path))
+            return err_fail(err, errlen, "%s: no such file or directory", path);
+        snprintf(file, len, "%s", path);
+        return 0;
+    }
+    char dir[PATH_LEN];
+    snprintf(file, len, "%s/%s", path, CKPT_MODEL_FILE);
+    if (fsutil_exists(file))
+        return 0;
+    int64_t step;
+    int rc = ckpt_find_latest(path, dir, sizeof dir, &step, err, errlen);
+    if (rc == 1)
+        return err_fail(err, errlen, "%s: neither a model file, a checkpoint nor a run with one",
+                        path);
+    if (rc != 0)
+        return -1;
+    snprintf(file, len, "%s/%s", dir, CKPT_MODEL_FILE);
+    return 0;
+}
+
+static bool meta_int(const StFile *f, const char *key, int *out)
+{
+    const char *s = st_meta(f, key);
+    char *end;
+    long v = s ? strtol(s, &end, 10) : 0;
+    if (!s || end == s || *end || v <= 0 || v > 1 << 24)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+/* The config from the file's metadata, else from config.yaml beside it. */
+static int model_config(const StFile *f, const char *file, GptConfig *g, char *err, size_t errlen)
+{
+    if (meta_int(f, "vocab", &g->vocab) && meta_int(f, "context", &g->context) &&
+        meta_int(f, "width", &g->width) && meta_int(f, "layers", &g->layers) &&
+        meta_int(f, "heads", &g->heads))
+        return 0;
+    char yaml[PATH_LEN + 32];
+    const char *slash = strrchr(file, '/');
+    int dlen = slash ? (int)(slash - file) : 1;
+    snprintf(yaml, sizeof yaml, "%.*s/%s", dlen, slash ? file : ".", CKPT_CONFIG_FILE);
+    if (!fsutil_exists(yaml))
+        return err_fail(err, errlen, "%s: no model config in its metadata and no %s beside it",
+                        file, CKPT_CONFIG_FILE);
+    Config c;
+    config_defaults(&c);
+    if (config_load_yaml(&c, yaml, err, errlen) != 0)
+        return -1;
+    *g = (GptConfig){c.vocab, c.context, c.width, c.layers, c.heads};
+    return 0;
+}
+
+int sample_model_load(const char *path, Gpt **out, char *resolved, size_t rlen, char *err,
+                      size_t errlen)
+{
+    char file[PATH_LEN + 32];
+    *out = NULL;
+    if (resolve_model_file(path, file, sizeof file, err, errlen) != 0)
+        return -1;
+    StFile *f = st_open(file, err, errlen);
+    if (!f)
+        return -1;
+    GptConfig g;
+    Gpt *m = NULL;
+    StEntry *e = NULL;
+    int rc = model_config(f, file, &g, err, errlen);
+    if (rc == 0 && !(m = gpt_new(&g, false, err, errlen)))
+        rc = -1;
+    if (rc == 0 && !(e = model_entries(m, err, errlen)))
+        rc = -1;
+    if (rc == 0)
+        rc = st_read_all(f, e, m->n_tensors, true, err, errlen);
+    free(e);
+    st_close(f);
+    if (rc != 0) {
+        gpt_free(m);
+        return -1;
+    }
+    if (resolved)
+        snprintf(resolved, rlen, "%s", file);
+    *out = m;
+    return 0;
+}
+
+int sample_model_read(Gpt *m, const char *file, char *err, size_t errlen)
+{
+    StFile *f = st_open(file, err, errlen);
+    StEntry *e = f ? model_entries(m, err, errlen) : NULL;
+    int rc = e ? st_read_all(f, e, m->n_tensors, true, err, errlen) : -1;
+    free(e);
+    st_close(f);
+    return rc;
+}
+
+/* ---- KV cache ----------------------------------------------------------- */
+
+struct SampleCache {
+    const Gpt *m;
+    int S, maxT, C, L, NH, V;
+    int *pos;       // (S) tokens held per sequence
+    float *kc, *vc; // (L, S, maxT, C) keys and values of every position fed
+    float *x;       // (S, C) residual stream of the step's rows
+    float *h;       // (S, C) LayerNorm output, then projection output
+    float *qkv;     // (S, 3C)
+    float *att;     // (S, C)
+    float *fc;      // (S, 4C)
+    float *p;       // (maxT) one head's attention probabilities
+};
+
+SampleCache *sample_cache_new(const Gpt *m, int n_seq, char *err, size_t errlen)
+{
+    SampleCache *c = calloc(1, sizeof *c);
+    if (!c || n_seq <= 0) {
+        free(c);
+        err_fail(err, errlen, "sample: cache for %d sequences: %s", n_seq,
+                 n_seq <= 0 ? "need at least one" : "out of memory");
+        return NULL;
+    }
+    const GptConfig *g = &m->cfg;
+    *c = (SampleCache){.m = m,
+                       .S = n_seq,
+                       .maxT = g->context,
+                       .C = g->width,
+                       .L = g->layers,
+                       .NH = g->heads,
+                       .V = g->vocab};
+    size_t S = (size_t)n_seq, C = (size_t)g->width, kv = (size_t)g->layers * S * g->context * C;
+    c->pos = calloc(S, sizeof *c->pos);
+    c->kc = malloc(kv * sizeof(float));
+    c->vc = malloc(kv * sizeof(float));
+    c->x = malloc(S * C * sizeof(float));
+    c->h = malloc(S * C * sizeof(float));
+    c->qkv = malloc(3 * S * C * sizeof(float));
+    c->att = malloc(S * C * sizeof(float));
+    c->fc = malloc(4 * S * C * sizeof(float));
+    c->p = malloc((size_t)g->context * sizeof(float));
+    if (!c->pos || !c->kc || !c->vc || !c->x || !c->h || !c->qkv || !c->att || !c->fc || !c->p) {
+        sample_cache_free(c);
+        err_fail(err, errlen, "sample: out of memory for a cache of %d sequences", n_seq);
+        return NULL;
+    }
+    return c;
+}
+
+void sample_cache_free(SampleCache *c)
+{
+    if (!c)
+        return;
+    free(c->pos);
+    free(c->kc);
+    free(c->vc);
+    free(c->x);
+    free(c->h);
+    free(c->qkv);
+    free(c->att);
+    free(c->fc);
+    free(c->p);
+    free(c);
+}
+
+void sample_cache_reset(SampleCache *c) { memset(c->pos, 0, (size_t)c->S * sizeof *c->pos); }
+
+int sample_cache_len(const SampleCache *c, int s) { return c->pos[s]; }
+
+/* y (n, C) = LayerNorm(x) w + b, row by row, as ops_nn.c computes it */
+static void ln_rows(float *y, const float *x, const Tensor *w, const Tensor *b, int n, int C)
+{
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * C;
+        float *yr = y + (size_t)r * C;
+        double s = 0, v = 0;
+        for (int i = 0; i < C; i++)
+            s += xr[i];
+        float mean = (float)(s / C);
+        for (int i = 0; i < C; i++)
+            v += ((double)xr[i] - mean) * ((double)xr[i] - mean);
+        float rstd = (float)(1.0 / sqrt(v / C + LN_EPS));
+        for (int i = 0; i < C; i++)
+            yr[i] = (xr[i] - mean) * rstd * w->data[i] + b->data[i];
+    }
+}
+
+/* out (n, N) = in (n, K) @ W (N, K)^T + bias (N) */
+static void linear_rows(float *out, const float *in, const Tensor *w, const Tensor *bias, int n)
+{
+    int N = w->shape[0], K = w->shape[1];
+    for (int r = 0; r < n; r++)
+        memcpy(out + (size_t)r * N, bias->data, (size_t)N * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, N, K, 1.0f, in, K, w->data, K, 1.0f,
+                out, N);
+}
+
+static void gelu_rows(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float u = GELU_K * (x[i] + GELU_C * x[i] * x[i] * x[i]);
+        x[i] = 0.5f * x[i] * (1.0f + tanhf(u));
+    }
+}
+
+/* One head of one row: out (HS) = softmax(q K^T / sqrt(HS)) V over the
+ * sequence's positions 0..T-1 (the current one already cached). */
+static void attend(SampleCache *c, const float *q, const float *K, const float *Vv, int T,
+                   float *out)
+{
+    int C = c->C, HS = C / c->NH;
+    float scale = 1.0f / sqrtf((float)HS), mx = -INFINITY, sum = 0;
+    for (int j = 0; j < T; j++) {
+        float s = 0;
+        for (int d = 0; d < HS; d++)
+            s += q[d] * K[(size_t)j * C + d];
+        c->p[j] = s * scale;
+        mx = c->p[j] > mx ? c->p[j] : mx;
+    }
+    for (int j = 0; j < T; j++)
+        sum += c->p[j] = expf(c->p[j] - mx);
+    for (int d = 0; d < HS; d++)
+        out[d] = 0;
+    for (int j = 0; j < T; j++) {
+        float pj = c->p[j] / sum;
+        for (int d = 0; d < HS; d++)
+            out[d] += pj * Vv[(size_t)j * C + d];
+    }
+}
+
+/* Stores the step's keys and values, then attends every row and head. */
+static void attention_rows(SampleCache *c, int l, const int *seq, int n)
+{
+    int C = c->C, HS = C / c->NH;
+    for (int r = 0; r < n; r++) {
+        size_t base = (((size_t)l * c->S + seq[r]) * c->maxT) * C;
+        const float *row = c->qkv + (size_t)r * 3 * C;
+        int p = c->pos[seq[r]];
+        memcpy(c->kc + base + (size_t)p * C, row + C, (size_t)C * sizeof(float));
+        memcpy(c->vc + base + (size_t)p * C, row + 2 * C, (size_t)C * sizeof(float));
+        for (int h = 0; h < c->NH; h++)
+            attend(c, row + h * HS, c->kc + base + h * HS, c->vc + base + h * HS, p + 1,
+                   c->att + (size_t)r * C + h * HS);
+    }
+}
+
+static void add_rows(float *x, const float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] += y[i];
+}
+
+/* x += attn(ln1(x)); x += mlp(ln2(x)) for the step's n rows */
+static void layer_step(SampleCache *c, int l, const int *seq, int n)
+{
+    const GptLayer *w = &c->m->h[l];
+    size_t nC = (size_t)n * c->C;
+    ln_rows(c->h, c->x, w->ln1w, w->ln1b, n, c->C);
+    linear_rows(c->qkv, c->h, w->qkvw, w->qkvb, n);
+    attention_rows(c, l, seq, n);
+    linear_rows(c->h, c->att, w->attprojw, w->attprojb, n);
+    add_rows(c->x, c->h, nC);
+    ln_rows(c->h, c->x, w->ln2w, w->ln2b, n, c->C);
+    linear_rows(c->fc, c->h, w->fcw, w->fcb, n);
+    gelu_rows(c->fc, 4 * nC);
+    linear_rows(c->h, c->fc, w->fcprojw, w->fcprojb, n);
+    add_rows(c->x, c->h, nC);
+}
+
+static int step_check(const SampleCache *c, const int *seq, const int32_t *tok, int n, char *err,
+                      size_t errlen)
+{
+    if (n < 1 || n > c->S)
+        return err_fail(err, errlen, "sample: %d rows in a step of a %d-sequence cache", n, c->S);
+    for (int r = 0; r < n; r++) {
+        if (seq[r] < 0 || seq[r] >= c->S)
+            return err_fail(err, errlen, "sample: sequence %d out of range [0, %d)", seq[r], c->S);
+        if (c->pos[seq[r]] >= c->maxT)
+            return err_fail(err, errlen, "sample: sequence %d is full (%d positions)", seq[r],
+                            c->maxT);
+        if (tok[r] < 0 || tok[r] >= c->V)
+            return err_fail(err, errlen, "sample: token %d out of range [0, %d)", (int)tok[r],
+                            c->V);
+    }
+    return 0;
+}
+
+int sample_cache_step(SampleCache *c, const int *seq, const int32_t *tok, int n, float *logits,
+                      char *err, size_t errlen)
+{
+    if (step_check(c, seq, tok, n, err, errlen) != 0)
+        return -1;
+    int C = c->C;
+    for (int r = 0; r < n; r++) {
+        const float *te = c->m->wte->data + (size_t)tok[r] * C;
+        const float *pe = c->m->wpe->data + (size_t)c->pos[seq[r]] * C;
+        for (int i = 0; i < C; i++)
+            c->x[(size_t)r * C + i] = te[i] + pe[i];
+    }
+    for (int l = 0; l < c->L; l++)
+        layer_step(c, l, seq, n);
+    ln_rows(c->h, c->x, c->m->lnfw, c->m->lnfb, n, C);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c->V, C, 1.0f, c->h, C, c->m->wte->data,
+                C, 0.0f, logits, c->V);
+    for (int r = 0; r < n; r++)
+        c->pos[seq[r]]++;
+    return 0;
+}
+
+/* ---- sampling ----------------------------------------------------------- */
+
+/* One sequence's generation state. */
+typedef struct Gen {
+    const char *prompt;
+    int plen, fed; /* prompt bytes, prompt bytes fed so far */
+    int cap;       /* most completion bytes: leaves room for EOT in maxT */
+    char *text;    // (cap + 1)
+    int len;
+    bool done, ended;
+    double logp;
+    int32_t next; /* the token to feed at the next step */
+    Rng rng;
+} Gen;
+
+static int cmp_desc(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
+}
+
+/* log p(t) under the model's full softmax, as sample_score computes it */
+static double token_logp(const float *lg, int V, int t)
+{
+    double mx = -INFINITY, s = 0;
+    for (int i = 0; i < V; i++)
+        mx = lg[i] > mx ? lg[i] : mx;
+    for (int i = 0; i < V; i++)
+        s += exp((double)lg[i] - mx);
+    return (double)lg[t] - mx - log(s);
+}
+
+/* Draws a token from lg (V) with temperature and top-k; work (V) is scratch.
+ * Only bytes 1..255 and EOT are candidates (token 0 would end a C string). */
+static int32_t draw(const float *lg, int V, const SampleOptions *o, Rng *r, float *work)
+{
+    int Vn = V < DATA_VOCAB ? V : DATA_VOCAB, best = 1;
+    for (int i = 1; i < Vn; i++)
+        best = lg[i] > lg[best] ? i : best;
+    if (o->temperature <= 0)
+        return best;
+    float cut = -INFINITY;
+    if (o->top_k > 0 && o->top_k < Vn - 1) {
+        memcpy(work, lg + 1, (size_t)(Vn - 1) * sizeof(float));
+        qsort(work, (size_t)(Vn - 1), sizeof(float), cmp_desc);
+        cut = work[o->top_k - 1]; /* ties at the cut all stay in */
+    }
+    double total = 0, inv_t = 1.0 / o->temperature;
+    for (int i = 1; i < Vn; i++)
+        total += lg[i] >= cut ? exp(((double)lg[i] - lg[best]) * inv_t) : 0.0;
+    double u = rng_uniform(r) * total, acc = 0;
+    int last = best;
+    for (int i = 1; i < Vn; i++) {
+        if (lg[i] < cut)
+            continue;
+        acc += exp(((double)lg[i] - lg[best]) * inv_t);
+        last = i;
+        if (u < acc)
+            return i;
+    }
+    return last; /* u within rounding of total */
+}
+
+static uint64_t seq_seed(uint64_t seed, int64_t i)
+{
+    return seed ^ (0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1));
+}
+
+static int gen_init(Gen *g, const char *prompt, int maxT, const SampleOptions *o, int64_t index,
+                    char *err, size_t errlen)
+{
+    *g = (Gen){.prompt = prompt, .plen = (int)strlen(prompt), .next = DATA_TOK_EOT};
+    /* [EOT] prompt completion [EOT] must fit in maxT positions */
+    g->cap = maxT - 2 - g->plen;
+    if (o->max_new_tokens > 0 && o->max_new_tokens < g->cap)
+        g->cap = o->max_new_tokens;
+    if (g->cap < 1)
+        return err_fail(err, errlen,
+                        "sample: prompt %lld (%d bytes) leaves no room in a context of %d",
+                        (long long)index, g->plen, maxT);
+    g->text = malloc((size_t)g->cap + 1);
+    if (!g->text)
+        return err_fail(err, errlen, "sample: out of memory");
+    g->text[0] = '\0';
+    rng_seed(&g->rng, seq_seed(o->seed, index));
+    return 0;
+}
+
+/* After a step: feed the prompt on, or sample the next token from lg. */
+static void gen_advance(Gen *g, const float *lg, int V, const SampleOptions *o, float *work)
+{
+    if (g->fed < g->plen) {
+        g->next = (unsigned char)g->prompt[g->fed++];
+        return;
+    }
+    int32_t t = draw(lg, V, o, &g->rng, work);
+    g->logp += token_logp(lg, V, t);
+    if (t == DATA_TOK_EOT) {
+        g->done = g->ended = true;
+        return;
+    }
+    g->text[g->len++] = (char)t;
+    g->text[g->len] = '\0';
+    g->next = t;
+    g->done = g->len >= g->cap;
+}
+
+typedef struct ChunkWork {
+    SampleCache *cache;
+    float *logits; // (S, V)
+    float *work;   // (V)
+    int *seq;      // (S)
+    int32_t *tok;  // (S)
+} ChunkWork;
+
+/* Runs n <= SAMPLE_CHUNK generations to the end. */
+static int generate_chunk(ChunkWork *w, Gen *g, int n, const SampleOptions *o, char *err,
+                          size_t errlen)
+{
+    int V = w->cache->V;
+    sample_cache_reset(w->cache);
+    for (;;) {
+        int rows = 0;
+        for (int i = 0; i < n; i++)
+            if (!g[i].done) {
+                w->seq[rows] = i;
+                w->tok[rows++] = g[i].next;
+            }
+        if (rows == 0)
+            return 0;
+        if (sample_cache_step(w->cache, w->seq, w->tok, rows, w->logits, err, errlen) != 0)
+            return -1;
+        for (int r = 0; r < rows; r++)
+            gen_advance(&g[w->seq[r]], w->logits + (size_t)r * V, V, o, w->work);
+    }
+}
+
+static void chunk_work_free(ChunkWork *w)
+{
+    sample_cache_free(w->cache);
+    free(w->logits);
+    free(w->work);
+    free(w->seq);
+    free(w->tok);
+}
+
+static int chunk_work_new(ChunkWork *w, const Gpt *m, char *err, size_t errlen)
+{
+    size_t V = (size_t)m->cfg.vocab;
+    *w = (ChunkWork){.cache = sample_cache_new(m, SAMPLE_CHUNK, err, errlen)};
+    w->logits = malloc(SAMPLE_CHUNK * V * sizeof(float));
+    w->work = malloc(V * sizeof(float));
+    w->seq = malloc(SAMPLE_CHUNK * sizeof(int));
+    w->tok = malloc(SAMPLE_CHUNK * sizeof(int32_t));
+    if (w->cache && w->logits && w->work && w->seq && w->tok)
+        return 0;
+    chunk_work_free(w);
+    return err_fail(err, errlen, "sample: out of memory");
+}
+
+/* Generates chunks ci = first, first + stride, ... with one ChunkWork. */
+static int generate_strided(const Gpt *m, Gen *g, int n, const SampleOptions *o, int first,
+                            int stride, char *err, size_t errlen)
+{
+    ChunkWork w;
+    if (chunk_work_new(&w, m, err, errlen) != 0)
+        return -1;
+    int rc = 0;
+    for (int c0 = first * SAMPLE_CHUNK; rc == 0 && c0 < n; c0 += stride * SAMPLE_CHUNK) {
+        int k = n - c0 < SAMPLE_CHUNK ? n - c0 : SAMPLE_CHUNK;
+        rc = generate_chunk(&w, g + c0, k, o, err, errlen);
+    }
+    chunk_work_free(&w);
+    return rc;
+}
+
+/* Every chunk, split over the OpenMP threads; the first error wins. */
+static int generate_all(const Gpt *m, Gen *g, int n, const SampleOptions *o, char *err,
+                        size_t errlen)
+{
+    int failed = 0, saved = sample_blas_enter();
+#pragma omp parallel
+    {
+        char my_err[256];
+        int nt = 1, id = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        id = omp_get_thread_num();
+#endif
+        if (generate_strided(m, g, n, o, id, nt, my_err, sizeof my_err) != 0) {
+#pragma omp critical(sample_err)
+            if (!failed++)
+                snprintf(err, errlen, "%s", my_err);
+        }
+    }
+    sample_blas_leave(saved);
+    return failed ? -1 : 0;
+}
+
+int sample_generate(const Gpt *m, const char *const *prompts, int n, const SampleOptions *o,
+                    SampleResult *out, char *err, size_t errlen)
+{
+    if (n <= 0)
+        return 0;
+    if (o->temperature < 0 || !isfinite(o->temperature) || o->top_k < 0)
+        return err_fail(err, errlen, "sample: temperature must be >= 0 and top_k >= 0");
+    Gen *g = calloc((size_t)n, sizeof *g);
+    if (!g)
+        return err_fail(err, errlen, "sample: out of memory");
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < n; i++)
+        rc = gen_init(&g[i], prompts[i], m->cfg.context, o, i, err, errlen);
+    if (rc == 0)
+        rc = generate_all(m, g, n, o, err, errlen);
+    for (int i = 0; i < n; i++) {
+        out[i] = (SampleResult){g[i].text, g[i].len, g[i].ended, g[i].logp};
+        if (rc != 0) {
+            free(g[i].text);
+            out[i] = (SampleResult){0};
+        }
+    }
+    free(g);
+    return rc;
+}
+
+void sample_results_free(SampleResult *r, int n)
+{
+    for (int i = 0; r && i < n; i++) {
+        free(r[i].text);
+        r[i].text = NULL;
+    }
+}
+
+/* ---- scoring ------------------------------------------------------------ */
+
+/* Tokens of result r's row: [EOT] prompt completion [EOT if ended]. */
+static int score_len(const char *prompt, const SampleResult *r)
+{
+    return 1 + (int)strlen(prompt) + r->len + (r->ended ? 1 : 0);
+}
+
+/* Row i of ids and targets (T positions): the row's tokens, EOT padding;
+ * targets from the first completion token on, -1 elsewhere. seq is scratch
+ * for the row's len tokens. */
+static void score_fill(const char *prompt, const SampleResult *r, int T, int32_t *seq, int32_t *ids,
+                       int32_t *tg)
+{
+    int p = (int)strlen(prompt), len = score_len(prompt, r);
+    seq[0] = DATA_TOK_EOT;
+    data_tokenize(prompt, (size_t)p, seq + 1);
+    data_tokenize(r->text, (size_t)r->len, seq + 1 + p);
+    if (r->ended)
+        seq[len - 1] = DATA_TOK_EOT;
+    for (int t = 0; t < T; t++) {
+        ids[t] = t < len ? seq[t] : DATA_TOK_EOT;
+        tg[t] = t + 1 < len && t + 1 > p ? seq[t + 1] : -1;
+    }
+}
+
+/* One forward over n results: logp[i] = sum of row i's target log-probs. */
+static int score_chunk(const Gpt *m, TensorCtx *ctx, const char *const *prompts,
+                       const SampleResult *res, int n, double *logp, char *err, size_t errlen)
+{
+    int maxT = m->cfg.context, T = 1;
+    if (n < 1)
+        return 0;
+    for (int i = 0; i < n; i++) {
+        int len = score_len(prompts[i], &res[i]);
+        if (len > maxT + 1) /* T = len - 1 positions predict the len - 1 tokens after EOT */
+            return err_fail(err, errlen, "sample: completion %d does not fit in a context of %d", i,
+                            maxT);
+        T = len - 1 > T ? len - 1 : T;
+    }
+    int32_t *seq = malloc((size_t)(maxT + 1) * sizeof *seq);
+    int32_t *ids = malloc((size_t)n * T * sizeof *ids), *tg = malloc((size_t)n * T * sizeof *tg);
+    int rc = seq && ids && tg ? 0 : err_fail(err, errlen, "sample: out of memory");
+    for (int i = 0; rc == 0 && i < n; i++)
+        score_fill(prompts[i], &res[i], T, seq, ids + (size_t)i * T, tg + (size_t)i * T);
+    Tensor *lp = rc == 0 ? gpt_token_logps(m, ctx, ids, tg, n, T) : NULL; // (n, T)
+    if (rc == 0 && !lp)
+        rc = err_fail(err, errlen, "sample: %s", tensor_ctx_error(ctx));
+    for (int i = 0; rc == 0 && i < n; i++) {
+        double s = 0;
+        for (int t = 0; t < T; t++)
+            s += lp->data[(size_t)i * T + t];
+        logp[i] = s;
+    }
+    free(seq);
+    free(ids);
+    free(tg);
+    return rc;
+}
+
+int sample_score(const Gpt *m, const char *const *prompts, const SampleResult *res, int n,
+                 double *logp, char *err, size_t errlen)
+{
+    TensorCtx *ctx = tensor_ctx_new(0);
+    if (!ctx)
+        return err_fail(err, errlen, "sample: out of memory");
+    ctx->no_grad = true;
+    int rc = 0;
+    for (int i0 = 0; rc == 0 && i0 < n; i0 += SAMPLE_CHUNK) {
+        int k = n - i0 < SAMPLE_CHUNK ? n - i0 : SAMPLE_CHUNK;
+        rc = score_chunk(m, ctx, prompts + i0, res + i0, k, logp + i0, err, errlen);
+        tensor_ctx_reset(ctx);
+    }
+    tensor_ctx_free(ctx);
+    return rc;
+}

@@ -1,0 +1,187 @@
+/*
+ * train/data.h — preference pairs: TRL-format JSONL in, byte-level token ids,
+ * TRL-style truncation, and fixed-shape (2B, T) batches out.
+ *
+ *     DataOptions opt = {.max_length = 64, .max_prompt_length = 32};
+ *     Dataset *ds = data_load_jsonl("train.jsonl", &opt, err, sizeof err);
+ *     DataOrder order;                   // shuffled per epoch from a seed
+ *     data_order_init(&order, ds->n, 8, false, true, seed, err, sizeof err);
+ *     DataBatch *b = data_batch_new(8, 64); // capacity B = 8, T = 64
+ *     data_next_batch(ds, &order, b, err, sizeof err); // b->ids, b->targets: (2B, T)
+ *
+ * Input. One JSON object per line with string fields "prompt", "chosen" and
+ * "rejected" (TRL's "standard" preference format; other fields are ignored).
+ * Lines are parsed with jansson. Whitespace-only lines are not pairs and are
+ * passed over (counted in n_blank). Anything else that is not such an object
+ * (invalid JSON, a missing or non-string field, a duplicate key, an empty
+ * chosen or rejected) is an error "FILE:LINE: what was expected"; with
+ * skip_invalid the line is skipped instead and counted in n_skipped, and the
+ * first such message is kept in first_skip so the caller can report it. JSON
+ * text must be UTF-8 (RFC 8259; jansson refuses other bytes with a line
+ * error); the strings' contents are tokenized byte by byte, so any text,
+ * including "\u0000", works.
+ *
+ * Tokenizer. Byte-level: byte b is token b (0..255). One special token,
+ * DATA_TOK_EOT = 256 (GPT-2's <|endoftext|> role), so DATA_VOCAB = 257. A
+ * pair becomes
+ *     prompt   = [EOT] + bytes(prompt)          (EOT acts as BOS)
+ *     response = bytes(response) + [EOT]        (EOT acts as EOS)
+ * as TRL's DPOTrainer does with a tokenizer that has BOS and EOS. The leading
+ * EOT also gives the first response token a position to be predicted from
+ * when the prompt is empty. Padding positions hold EOT and are masked.
+ *
+ * Truncation (max_length L, max_prompt_length P, token counts after the
+ * special tokens are added). With Lr = the longer of the two responses:
+ *   1. if len(prompt) + Lr > L, the prompt keeps its LAST P tokens
+ *      (truncation_mode "keep_end": the end of a prompt is nearest the reply);
+ *   2. if still len(prompt) + Lr > L, each response keeps its FIRST
+ *      L - len(prompt) tokens.
+ * This is TRL DPOTrainer's rule up to v0.11 (tokenize_row /
+ * _build_tokenized_answer), with one difference: TRL cut responses to
+ * L - P even when the prompt was shorter than P; here they keep every token
+ * that fits. Current TRL (since the v0.12-era rewrite of tokenize_row and
+ * concatenated_forward; default max_length 1024, max_prompt_length 512,
+ * truncation_mode "keep_end") instead always cuts the prompt to P and completions
+ * to max_completion_length, then cuts each whole sequence to its last L
+ * tokens in the forward pass; that can eat the start of a long response and
+ * give chosen and rejected different prompts, so prefrun keeps the older rule,
+ * which always keeps the prompt a shared prefix and keeps the start of each
+ * response. Requires 1 <= P < L.
+ *
+ * Batches. A DataBatch of capacity (B, T) holds b->B <= B pairs as one
+ * (2b->B, T) block: rows 0..B-1 chosen, rows B..2B-1 rejected (the model's
+ * GptPairBatch layout). targets[n, t] = ids[n, t + 1] when that token is a
+ * response token, else -1; mask[n, t] = 1.0f exactly where targets >= 0, so
+ * the sum of mask over a row is the response length. Positions past a
+ * sequence's end hold EOT with target -1.
+ *
+ * Order. DataOrder gives each epoch its own permutation, a function of
+ * (seed, epoch) alone, so a resumed run needs only (epoch, pos) to continue
+ * the same sequence of batches. A batch never spans two epochs; the last
+ * batch of an epoch may be short (b->B < capacity) unless drop_last.
+ */
+#ifndef PREFRUN_DATA_H
+#define PREFRUN_DATA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DATA_TOK_EOT 256
+#define DATA_VOCAB 257
+
+typedef struct DataOptions {
+    int max_length;        /* L: longest prompt + response, in tokens */
+    int max_prompt_length; /* P: prompt budget when L is exceeded */
+    bool skip_invalid;     /* skip (and count) malformed lines instead of failing */
+} DataOptions;
+
+/* One tokenized pair; its tokens live in the dataset's pool at off:
+ * prompt (prompt_len), then chosen response, then rejected response. */
+typedef struct DataPair {
+    int64_t off;
+    int prompt_len;
+    int chosen_len;   /* response tokens, EOT included */
+    int rejected_len; /* response tokens, EOT included */
+    int line;         /* 1-based source line; 0 when generated */
+    bool truncated;
+} DataPair;
+
+typedef struct Dataset {
+    int64_t n;       /* pairs */
+    DataPair *pairs; // (n)
+    int32_t *pool;   // (n_tokens) every pair's ids, back to back
+    int64_t n_tokens;
+    int64_t n_truncated; /* pairs cut by max_length */
+    int64_t n_skipped;   /* malformed lines skipped (skip_invalid) */
+    int64_t n_blank;     /* whitespace-only lines passed over */
+    int max_seq_len;     /* longest prompt + response after truncation */
+    DataOptions opt;
+    char source[256];     /* file name, or a description of generated data */
+    char first_skip[320]; /* the first skipped line's error, "" if none */
+    int64_t pairs_cap, pool_cap;
+} Dataset;
+
+/* Checks 1 <= max_prompt_length < max_length. */
+int data_options_check(const DataOptions *opt, char *err, size_t errlen);
+
+/* Byte-level tokenizer: writes len ids (one per byte) to out. */
+void data_tokenize(const char *bytes, size_t len, int32_t *out);
+/* Inverse for ids < 256; EOT is written as "<|endoftext|>". Returns the
+ * length the text needs (snprintf style); out is always NUL-terminated. */
+size_t data_detokenize(const int32_t *ids, int n, char *out, size_t cap);
+
+/* An empty dataset with the given options (checked). */
+Dataset *data_new(const DataOptions *opt, const char *source, char *err, size_t errlen);
+void data_free(Dataset *ds);
+/* Tokenizes, truncates and appends one pair. An empty chosen or rejected is
+ * an error (the message names `where`, e.g. "train.jsonl:12", and the field). */
+int data_add_pair(Dataset *ds, const char *prompt, size_t prompt_len, const char *chosen,
+                  size_t chosen_len, const char *rejected, size_t rejected_len, int line,
+                  const char *where, char *err, size_t errlen);
+/* Reads a TRL JSONL file; a file with no pair at all is an error. */
+Dataset *data_load_jsonl(const char *path, const DataOptions *opt, char *err, size_t errlen);
+/* The same from text in memory; `name` stands for the file in messages. */
+Dataset *data_load_jsonl_text(const char *text, size_t len, const char *name,
+                              const DataOptions *opt, char *err, size_t errlen);
+
+/* Copies pair i's full chosen (or rejected) sequence, prompt + response, into
+ * out (cap ids); returns its length, or -1 if it does not fit. */
+int data_pair_sequence(const Dataset *ds, int64_t i, bool rejected, int32_t *out, int cap);
+
+/* Splits ds into train and held-out sets: round(fraction * n) pairs chosen
+ * by a permutation from seed go to *heldout (at least one pair to each side
+ * when n >= 2 and 0 < fraction < 1); each side keeps the file's order. */
+int data_split(const Dataset *ds, double fraction, uint64_t seed, Dataset **train,
+               Dataset **heldout, char *err, size_t errlen);
+
+/* ---- batches ---- */
+
+typedef struct DataBatch {
+    int cap_B, T;      /* capacity: pairs, positions */
+    int B;             /* pairs in this batch, <= cap_B */
+    int32_t *ids;      // (2B, T) rows 0..B-1 chosen, B..2B-1 rejected
+    int32_t *targets;  // (2B, T) next token where it is a response token, else -1
+    float *mask;       // (2B, T) 1.0f where targets >= 0
+    int32_t *resp_len; // (2B) response tokens (= row sum of mask)
+    int32_t *seq_len;  // (2B) prompt + response tokens
+    int64_t *index;    // (B) dataset index of each pair
+} DataBatch;
+
+DataBatch *data_batch_new(int cap_B, int T);
+void data_batch_free(DataBatch *b);
+/* Fills b with the n pairs idx[0..n-1] (n <= cap_B); every sequence must fit
+ * in T (max_length <= T guarantees it). 0 or -1 with err set. */
+int data_batch_fill(const Dataset *ds, const int64_t *idx, int n, DataBatch *b, char *err,
+                    size_t errlen);
+/* Fills b with pairs start .. start+n-1 in file order (evaluation). */
+int data_batch_fill_range(const Dataset *ds, int64_t start, int n, DataBatch *b, char *err,
+                          size_t errlen);
+
+typedef struct DataOrder {
+    int64_t n;      /* pairs in the dataset */
+    int batch_size; /* B */
+    bool drop_last; /* skip an epoch's short last batch */
+    bool shuffle;   /* false: file order every epoch */
+    uint64_t seed;
+    int64_t epoch; /* current epoch, from 0 */
+    int64_t pos;   /* next position in this epoch's permutation; the epoch
+                      counter moves on lazily, at the first batch of the next
+                      epoch, so epochs done = epoch + pos / n */
+    int32_t *perm; // (n) this epoch's order
+} DataOrder;
+
+int data_order_init(DataOrder *o, int64_t n, int batch_size, bool drop_last, bool shuffle,
+                    uint64_t seed, char *err, size_t errlen);
+void data_order_free(DataOrder *o);
+/* Batches in one epoch (ceil, or floor with drop_last). */
+int64_t data_order_batches_per_epoch(const DataOrder *o);
+/* Puts the order at (epoch, pos), as saved in a checkpoint. */
+int data_order_seek(DataOrder *o, int64_t epoch, int64_t pos, char *err, size_t errlen);
+/* The next batch's pair indices into idx (cap batch_size); returns how many.
+ * Moves to the next epoch (new permutation) when this one is used up. */
+int data_order_next(DataOrder *o, int64_t *idx);
+/* data_order_next + data_batch_fill. */
+int data_next_batch(const Dataset *ds, DataOrder *o, DataBatch *b, char *err, size_t errlen);
+
+#endif
