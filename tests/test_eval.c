@@ -23,10 +23,10 @@
 #include "testfs.h"
 #include "prefrun_config.h"
 #include "task/pretrain.h"
-#include "task/sample.h"
 #include "task/task_data.h"
 #include "testlib.h"
 #include "train/train.h"
+#include "train/model_load.h"
 
 static char tmp_root[256];
 
@@ -159,7 +159,7 @@ static void pairs_are_ordinary_data(void)
 static int load(const char *path, Gpt **m)
 {
     char err[1024];
-    int rc = sample_model_load(path, m, NULL, 0, err, sizeof err);
+    int rc = run_model_load(path, m, NULL, 0, err, sizeof err);
     if (rc != 0)
         printf("# %s\n", err);
     return rc;

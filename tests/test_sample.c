@@ -17,6 +17,8 @@
 #include "core/rng.h"
 #include "task/sample.h"
 #include "testlib.h"
+#include "train/model_load.h"
+#include "model/model_file.h"
 
 /* The tokenizer's vocabulary, a short context so sequences fill it, two
  * layers and two heads so every path of the block runs. */
@@ -291,9 +293,9 @@ static void model_file_round_trip(void)
     Gpt *m = random_model(&small, 17);
     char err[256], path[256], resolved[512];
     snprintf(path, sizeof path, "/tmp/prefrun-test-sample-%d.safetensors", (int)getpid());
-    CHECK(sample_model_save(m, path, NULL, err, sizeof err) == 0);
+    CHECK(model_file_save(m, path, NULL, err, sizeof err) == 0);
     Gpt *back = NULL;
-    int rc = sample_model_load(path, &back, resolved, sizeof resolved, err, sizeof err);
+    int rc = run_model_load(path, &back, resolved, sizeof resolved, err, sizeof err);
     CHECKF(rc == 0, "%s", err);
     if (rc == 0) {
         CHECK(memcmp(&back->cfg, &m->cfg, sizeof m->cfg) == 0);
@@ -302,7 +304,7 @@ static void model_file_round_trip(void)
     }
     gpt_free(back);
     remove(path);
-    CHECK(sample_model_load(path, &back, NULL, 0, err, sizeof err) == -1);
+    CHECK(run_model_load(path, &back, NULL, 0, err, sizeof err) == -1);
     CHECK(back == NULL);
     gpt_free(m);
 }

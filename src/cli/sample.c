@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "task/sample.h"
 #include "task/task.h"
+#include "train/model_load.h"
 
 int cli_opt_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int *out)
 {
@@ -154,7 +155,7 @@ static int run(const SampleArgs *a)
 {
     char err[1024];
     Gpt *m;
-    if (sample_model_load(a->path, &m, NULL, 0, err, sizeof err) != 0) {
+    if (run_model_load(a->path, &m, NULL, 0, err, sizeof err) != 0) {
         fprintf(stderr, "prefrun sample: %s\n", err);
         return EXIT_INPUT;
     }

@@ -25,6 +25,7 @@
 #include "task/task.h"
 #include "task/task_data.h"
 #include "util/timeutil.h"
+#include "train/model_load.h"
 
 #define PAIR_BATCH 16
 #define Z95 1.959963984540054 /* the normal's 97.5% quantile */
@@ -276,7 +277,7 @@ static int eval_loaded(Gpt *pol, const char *file, const EvalOptions *o, EvalRes
     const char *pairs = o->pairs_file ? o->pairs_file : a.eval_file;
     Gpt *ref;
     char ref_file[1024];
-    if (sample_model_load(ref_path, &ref, ref_file, sizeof ref_file, err, errlen) != 0)
+    if (run_model_load(ref_path, &ref, ref_file, sizeof ref_file, err, errlen) != 0)
         return -1;
     int rc = eval_models(pol, ref, a.seed, pairs, o, r, err, errlen);
     gpt_free(ref);
@@ -290,7 +291,7 @@ int eval_path(const char *path, const EvalOptions *o, EvalResult *r, char *err, 
     Gpt *pol;
     char file[1024];
     *r = (EvalResult){.accuracy = NAN};
-    if (sample_model_load(path, &pol, file, sizeof file, err, errlen) != 0)
+    if (run_model_load(path, &pol, file, sizeof file, err, errlen) != 0)
         return -1;
     int rc = eval_loaded(pol, file, o, r, err, errlen);
     gpt_free(pol);

@@ -18,10 +18,10 @@
 #include "task/eval.h"
 #include "util/fsutil.h"
 #include "lua/loss.h"
-#include "task/sample.h"
 #include "task/task_data.h"
 #include "util/timeutil.h"
 #include "train/train.h"
+#include "train/model_load.h"
 
 #define PATH_LEN 1024
 
@@ -117,7 +117,7 @@ typedef struct SeedRun {
 static int seed_eval(const SeedRun *s, EvalResult *er, char *err, size_t errlen)
 {
     Gpt *pol;
-    if (sample_model_load(s->dir, &pol, NULL, 0, err, errlen) != 0)
+    if (run_model_load(s->dir, &pol, NULL, 0, err, errlen) != 0)
         return -1;
     EvalOptions eo;
     eval_defaults(&eo);
@@ -192,7 +192,7 @@ static int load_task(TaskAssets *a, Gpt **ref, char *err, size_t errlen)
 {
     if (prepare_task(true, a, err, errlen) != 0)
         return -1;
-    return sample_model_load(a->reference, ref, NULL, 0, err, errlen);
+    return run_model_load(a->reference, ref, NULL, 0, err, errlen);
 }
 
 static int run_seeds(const char *loss_path, const FitnessOptions *opt, FitnessResult *out,

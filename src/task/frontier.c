@@ -23,9 +23,9 @@
 
 #include "util/errmsg.h"
 #include "util/fsutil.h"
-#include "task/sample.h"
 #include "util/timeutil.h"
 #include "train/train.h"
+#include "train/model_load.h"
 
 #define RESULT_FILE "result.json"
 #define POLL_NS 20000000L /* 20 ms between polls of running workers */
@@ -155,9 +155,9 @@ static int eval_job(const FrontierSetup *s, const FrontierJob *j, FrontierResult
                     size_t errlen)
 {
     Gpt *pol = NULL, *ref = NULL;
-    int rc = sample_model_load(j->run_dir, &pol, r->eval.model, sizeof r->eval.model, err, errlen);
+    int rc = run_model_load(j->run_dir, &pol, r->eval.model, sizeof r->eval.model, err, errlen);
     if (rc == 0)
-        rc = sample_model_load(s->task.reference, &ref, NULL, 0, err, errlen);
+        rc = run_model_load(s->task.reference, &ref, NULL, 0, err, errlen);
     if (rc == 0)
         rc =
             eval_models(pol, ref, s->task.seed, s->task.eval_file, &s->eval, &r->eval, err, errlen);

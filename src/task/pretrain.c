@@ -30,10 +30,10 @@
 #include "core/ops.h"
 #include "model/optim.h"
 #include "core/rng.h"
-#include "task/sample.h"
 #include "task/task.h"
 #include "util/timeutil.h"
 #include "train/train.h"
+#include "model/model_file.h"
 
 #define PATH_LEN 1400 /* a cache directory plus a file name */
 #define DIR_LEN 1280
@@ -447,7 +447,7 @@ static int build_reference(const PretrainOptions *o, const char *dir, const char
     options_text(o, text, sizeof text);
     snprintf(val, sizeof val, "%.4f", res->val_loss);
     const char *meta[] = {"producer", "prefrun pretrain", "pretrain", text, "val_loss", val, NULL};
-    int rc = sample_model_save(m, path, meta, err, errlen);
+    int rc = model_file_save(m, path, meta, err, errlen);
     gpt_free(m);
     return rc == 0 ? write_manifest(dir, o, res, err, errlen) : -1;
 }

@@ -1,5 +1,5 @@
 /*
- * task/sample.c — model files, the KV-cache inference path, sampling and scoring
+ * task/sample.c — the KV-cache inference path, sampling and scoring
  * (see sample.h for the token layout, the end of a completion and the
  * determinism rule).
  *
@@ -18,11 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/checkpoint.h"
-#include "train/config.h"
 #include "train/data.h"
 #include "util/errmsg.h"
-#include "util/fsutil.h"
 #include "core/ops.h"
 #include "core/rng.h"
 
@@ -30,7 +27,6 @@
 #include <omp.h>
 #endif
 
-#define PATH_LEN 1024
 #define LN_EPS 1e-5f               /* model.c's GPT_LN_EPS; the cache test fails if they part */
 #define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_C 0.044715f
@@ -47,146 +43,6 @@ void sample_blas_leave(int n)
 {
     if (n != 1)
         openblas_set_num_threads(n);
-}
-
-/* ---- model files -------------------------------------------------------- */
-
-static StEntry *model_entries(const Gpt *m, char *err, size_t errlen)
-{
-    StEntry *e = malloc((size_t)m->n_tensors * sizeof *e);
-    if (!e) {
-        err_fail(err, errlen, "model: out of memory");
-        return NULL;
-    }
-    for (int i = 0; i < m->n_tensors; i++)
-        e[i] = st_entry(m->tensors[i]->name, m->tensors[i]);
-    return e;
-}
-
-int sample_model_save(const Gpt *m, const char *path, const char *const *meta, char *err,
-                      size_t errlen)
-{
-    enum { MAX_META = 32 };
-    char num[5][16];
-    const int v[5] = {m->cfg.vocab, m->cfg.context, m->cfg.width, m->cfg.layers, m->cfg.heads};
-    const char *keys[5] = {"vocab", "context", "width", "layers", "heads"};
-    const char *all[2 * MAX_META + 1];
-    int k = 0;
-    all[k++] = "format";
-    all[k++] = "pt";
-    for (int i = 0; i < 5; i++) {
-        snprintf(num[i], sizeof num[i], "%d", v[i]);
-        all[k++] = keys[i];
-        all[k++] = num[i];
-    }
-    for (int i = 0; meta && meta[i] && meta[i + 1] && k < 2 * MAX_META; i += 2) {
-        all[k++] = meta[i];
-        all[k++] = meta[i + 1];
-    }
-    all[k] = NULL;
-    StEntry *e = model_entries(m, err, errlen);
-    int rc = e ? st_save(path, e, m->n_tensors, all, err, errlen) : -1;
-    free(e);
-    return rc;
-}
-
-/* A run directory (latest checkpoint), a checkpoint directory or a file. */
-static int resolve_model_file(const char *path, char *file, size_t len, char *err, size_t errlen)
-{
-    if (!fsutil_is_dir(path)) {
-        if (!fsutil_exists(path))
-            return err_fail(err, errlen, "%s: no such file or directory", path);
-        snprintf(file, len, "%s", path);
-        return 0;
-    }
-    char dir[PATH_LEN];
-    snprintf(file, len, "%s/%s", path, CKPT_MODEL_FILE);
-    if (fsutil_exists(file))
-        return 0;
-    int64_t step;
-    int rc = ckpt_find_latest(path, dir, sizeof dir, &step, err, errlen);
-    if (rc == 1)
-        return err_fail(err, errlen, "%s: neither a model file, a checkpoint nor a run with one",
-                        path);
-    if (rc != 0)
-        return -1;
-    snprintf(file, len, "%s/%s", dir, CKPT_MODEL_FILE);
-    return 0;
-}
-
-static bool meta_int(const StFile *f, const char *key, int *out)
-{
-    const char *s = st_meta(f, key);
-    char *end;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || end == s || *end || v <= 0 || v > 1 << 24)
-        return false;
-    *out = (int)v;
-    return true;
-}
-
-/* The config from the file's metadata, else from config.yaml beside it. */
-static int model_config(const StFile *f, const char *file, GptConfig *g, char *err, size_t errlen)
-{
-    if (meta_int(f, "vocab", &g->vocab) && meta_int(f, "context", &g->context) &&
-        meta_int(f, "width", &g->width) && meta_int(f, "layers", &g->layers) &&
-        meta_int(f, "heads", &g->heads))
-        return 0;
-    char yaml[PATH_LEN + 32];
-    const char *slash = strrchr(file, '/');
-    int dlen = slash ? (int)(slash - file) : 1;
-    snprintf(yaml, sizeof yaml, "%.*s/%s", dlen, slash ? file : ".", CKPT_CONFIG_FILE);
-    if (!fsutil_exists(yaml))
-        return err_fail(err, errlen, "%s: no model config in its metadata and no %s beside it",
-                        file, CKPT_CONFIG_FILE);
-    Config c;
-    config_defaults(&c);
-    if (config_load_yaml(&c, yaml, err, errlen) != 0)
-        return -1;
-    *g = (GptConfig){c.vocab, c.context, c.width, c.layers, c.heads};
-    return 0;
-}
-
-int sample_model_load(const char *path, Gpt **out, char *resolved, size_t rlen, char *err,
-                      size_t errlen)
-{
-    char file[PATH_LEN + 32];
-    *out = NULL;
-    if (resolve_model_file(path, file, sizeof file, err, errlen) != 0)
-        return -1;
-    StFile *f = st_open(file, err, errlen);
-    if (!f)
-        return -1;
-    GptConfig g;
-    Gpt *m = NULL;
-    StEntry *e = NULL;
-    int rc = model_config(f, file, &g, err, errlen);
-    if (rc == 0 && !(m = gpt_new(&g, false, err, errlen)))
-        rc = -1;
-    if (rc == 0 && !(e = model_entries(m, err, errlen)))
-        rc = -1;
-    if (rc == 0)
-        rc = st_read_all(f, e, m->n_tensors, true, err, errlen);
-    free(e);
-    st_close(f);
-    if (rc != 0) {
-        gpt_free(m);
-        return -1;
-    }
-    if (resolved)
-        snprintf(resolved, rlen, "%s", file);
-    *out = m;
-    return 0;
-}
-
-int sample_model_read(Gpt *m, const char *file, char *err, size_t errlen)
-{
-    StFile *f = st_open(file, err, errlen);
-    StEntry *e = f ? model_entries(m, err, errlen) : NULL;
-    int rc = e ? st_read_all(f, e, m->n_tensors, true, err, errlen) : -1;
-    free(e);
-    st_close(f);
-    return rc;
 }
 
 /* ---- KV cache ----------------------------------------------------------- */

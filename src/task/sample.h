@@ -1,10 +1,10 @@
 /*
- * task/sample.h — generation from a Gpt: model files in and out, a KV-cache
+ * task/sample.h — generation from a Gpt: a KV-cache
  * inference path, sampling with temperature and top-k, and teacher-forced
  * scoring of completions.
  *
  *     Gpt *m;
- *     sample_model_load("runs/dpo", &m, NULL, 0, err, sizeof err); // run, checkpoint or file
+ *     run_model_load("runs/dpo", &m, NULL, 0, err, sizeof err); // train/model_load.h
  *     SampleOptions o = {.temperature = 1.0, .top_k = 0, .seed = 1};
  *     const char *prompts[2] = {"the plot was ", "i saw it twice . it was a "};
  *     SampleResult out[2];
@@ -52,25 +52,6 @@
 #include "model/model.h"
 
 #define SAMPLE_CHUNK 16 /* sequences per KV cache and per scoring forward */
-
-/* ---- model files ---- */
-
-/* Saves m's weights as safetensors (the names train.c uses) with the model
- * config in "__metadata__" ("vocab", "context", "width", "layers", "heads"),
- * plus the NULL-terminated key, value list `meta` (may be NULL). Atomic. */
-int sample_model_save(const Gpt *m, const char *path, const char *const *meta, char *err,
-                      size_t errlen);
-
-/* Loads a frozen model from a run directory (its latest checkpoint), a
- * checkpoint directory, or a .safetensors file. The config comes from the
- * file's metadata or, failing that, the config.yaml beside it. The model
- * file's path goes to `resolved` (may be NULL). */
-int sample_model_load(const char *path, Gpt **out, char *resolved, size_t rlen, char *err,
-                      size_t errlen);
-
-/* Reads a model file's weights into m, whose shape they must have (the
- * training loop starts a policy from the task's reference this way). */
-int sample_model_read(Gpt *m, const char *file, char *err, size_t errlen);
 
 /* ---- KV cache ---- */
 

@@ -24,6 +24,7 @@
 #include "util/fsutil.h"
 #include "core/rng.h"
 #include "task/sample.h"
+#include "train/model_load.h"
 
 /* seed streams: each random choice of the pairs has its own */
 #define STREAM_TRAIN_SAMPLES 0x747261696e73ULL /* "trains" */
@@ -307,7 +308,7 @@ static int build_pairs(const TaskPrepareOptions *o, TaskAssets *a, char *err, si
 {
     FILE *f = o->quiet ? NULL : o->progress ? o->progress : stderr;
     Gpt *ref;
-    if (sample_model_load(a->reference, &ref, NULL, 0, err, errlen) != 0)
+    if (run_model_load(a->reference, &ref, NULL, 0, err, errlen) != 0)
         return -1;
     if (f)
         fprintf(f, "task: sampling %d x %d reference completions for pairs...\n",

@@ -38,9 +38,9 @@
 #include "model/model.h"
 #include "core/ops.h"
 #include "model/optim.h"
-#include "task/sample.h"
 #include "util/timeutil.h"
 #include "train/toydata.h"
+#include "model/model_file.h"
 
 #define PATH_LEN 1024
 #define MSG_LEN 1024
@@ -249,7 +249,7 @@ static int build_model(Trainer *tr, char *err, size_t errlen)
     if (!tr->policy)
         return -1;
     gpt_init(tr->policy, c->seed);
-    if (tr->opt->init_model && sample_model_read(tr->policy, tr->opt->init_model, err, errlen))
+    if (tr->opt->init_model && model_file_read(tr->policy, tr->opt->init_model, err, errlen))
         return -1;
     /* the reference is the initial policy: a frozen copy made before step 1 */
     tr->ref = gpt_clone_frozen(tr->policy, err, errlen);
