@@ -1,4 +1,10 @@
 /*
+ * src/core/ — the autodiff core: the tensor and its arena (tensor), every
+ * differentiable op with forward and backward side by side (ops, ops_nn,
+ * ops_internal), the reverse walk (autograd) and the seeded RNG (rng).
+ * May include: util/. No Lua and no files: errors are values.
+ */
+/*
  * core/tensor.h — prefrun's tensor, its arena, and the error value of the core.
  *
  * A quick tour (see ops.h for the operations):

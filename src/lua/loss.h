@@ -1,4 +1,11 @@
 /*
+ * src/lua/ — loss scripts: the sandbox for untrusted Lua (sandbox), the
+ * tensor binding scripts compute with (lua_tensor), loading and evaluating a
+ * loss file (loss, this header: the layer's interface) and the checker
+ * (check: shapes, finiteness, gradient flow).
+ * May include: util/, core/. It knows nothing of models or training.
+ */
+/*
  * lua/loss.h — a loss script: a Lua file loaded into its own sandbox, evaluated
  * on a batch of per-pair log-probs into a differentiable tensor.
  *

@@ -1,4 +1,10 @@
 /*
+ * src/model/ — the policy and its reference: the GPT (model), AdamW
+ * (optim), safetensors checkpoints and their run layout (checkpoint) and
+ * model files (model_file).
+ * May include: util/, core/. Beside lua/, not above it: a model knows no loss.
+ */
+/*
  * model/model.h — a GPT-2-style decoder on the core ops: the policy and its frozen
  * reference, and the per-sequence log-probs that DPO-family losses consume.
  *

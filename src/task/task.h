@@ -1,4 +1,11 @@
 /*
+ * src/task/ — the built-in task and what is measured on it: the task's
+ * language and reward (task), its pretrained reference and pairs (pretrain,
+ * task_data), sampling with a KV cache (sample), evaluation (eval), the
+ * beta sweep (frontier) and the fitness a discovery run maximises (fitness).
+ * May include: util/, core/, lua/, model/, train/.
+ */
+/*
  * task/task.h — prefrun's built-in task: a small language of movie-review-like
  * sentences, its prompts, its ground-truth sentiment reward, and the writer
  * of DPO preference pairs. It plays the part IMDb plays in the DPO and

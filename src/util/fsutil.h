@@ -1,4 +1,9 @@
 /*
+ * src/util/ — the smallest layer: the file system (fsutil: atomic writes,
+ * whole-file reads, trees), error values (errmsg) and clocks (timeutil).
+ * May include: nothing of prefrun's. Everything else may include it.
+ */
+/*
  * util/fsutil.h — the one place prefrun touches the file system for writing:
  * atomic file replacement, mkdir -p, whole-file reads, tree removal.
  *
