@@ -29,6 +29,7 @@
 #include "discover/discover.h"
 #include "discover/archive.h"
 #include "task/fitness.h"
+#include "task/fitness_interim.h"
 #include "discover/pool.h"
 #include "discover/probe.h"
 #include "util/fsutil.h"

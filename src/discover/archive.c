@@ -71,6 +71,8 @@ uint64_t archive_hash(const char *text)
     return h;
 }
 
+json_t *archive_num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
 /* ---- the grid ---------------------------------------------------------------- */
 
 static double shape_num(const json_t *shape, const char *key)
@@ -248,8 +250,7 @@ json_t *archive_behaviour_json(const Behaviour *b)
 {
     json_t *probe = json_array();
     for (int i = 0; i < b->n; i++) /* float32 results: 9 significant digits are exact */
-        json_array_append_new(probe,
-                              isfinite(b->values[i]) ? json_real(b->values[i]) : json_null());
+        json_array_append_new(probe, archive_num(b->values[i]));
     char hash[17];
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)b->hash);
     return json_pack("{s:s, s:o, s:b}", "behaviour", hash, "probe", probe, "coupled", b->coupled);

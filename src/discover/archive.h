@@ -137,4 +137,7 @@ json_t *archive_behaviour_json(const Behaviour *b);
 /* FNV-1a of text, the archive's code_hash */
 uint64_t archive_hash(const char *text);
 
+/* a JSON number, or null for NaN and infinities (JSON has neither) */
+json_t *archive_num(double v);
+
 #endif

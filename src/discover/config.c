@@ -23,6 +23,7 @@
 #include <yaml.h>
 
 #include "util/fsutil.h"
+#include "task/fitness_interim.h"
 #include "prefrun_config.h"
 
 typedef enum KeyType {

@@ -11,6 +11,8 @@
  * it; a candidate that passes the checks is saved as losses/NAME.lua before
  * it trains, so a crash in training still leaves its file for inspection.
  */
+#include "discover/evaluate.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,7 +207,7 @@ static int screen_failed(Loop *L, const Cand *c)
     json_t *rec = result_base(c, st);
     json_object_set_new(rec, "diagnostics", one_diag(st, c->failure));
     json_object_set_new(rec, "timings",
-                        json_pack("{s:o}", "screen", discover_num(c->screen_seconds)));
+                        json_pack("{s:o}", "screen", archive_num(c->screen_seconds)));
     char line[512];
     progress(line, sizeof line, c, c->failure);
     return write_result(L, rec, line);
@@ -216,7 +218,7 @@ static int invalid(Loop *L, const Cand *c)
     json_t *rec = result_base(c, "invalid");
     add_screen(rec, c);
     json_object_set_new(rec, "timings",
-                        json_pack("{s:o}", "screen", discover_num(c->screen_seconds)));
+                        json_pack("{s:o}", "screen", archive_num(c->screen_seconds)));
     json_t *d0 = json_array_get(json_object_get(c->screen, "diagnostics"), 0);
     char line[640];
     snprintf(line, sizeof line, "discover: gen %d #%d %s: invalid: %.400s", c->gen, c->idx, c->name,
@@ -289,12 +291,12 @@ static json_t *fitness_json(const FitnessResult *r)
     json_t *seeds = json_array(), *per = json_array();
     for (int i = 0; i < r->n_seeds; i++) {
         json_array_append_new(seeds, json_integer((json_int_t)r->seeds[i]));
-        json_array_append_new(per, discover_num(r->per_seed[i]));
+        json_array_append_new(per, archive_num(r->per_seed[i]));
     }
     return json_pack("{s:s, s:o, s:o, s:o, s:i, s:o, s:o, s:o}", "metric", r->metric, "value",
-                     discover_num(r->fitness), "seeds", seeds, "per_seed", per, "steps", r->steps,
-                     "eval_margin", discover_num(r->eval_margin), "eval_loss",
-                     discover_num(r->eval_loss), "seconds", discover_num(r->seconds));
+                     archive_num(r->fitness), "seeds", seeds, "per_seed", per, "steps", r->steps,
+                     "eval_margin", archive_num(r->eval_margin), "eval_loss",
+                     archive_num(r->eval_loss), "seconds", archive_num(r->seconds));
 }
 
 static json_t *curve_json(const FitnessResult *r)
@@ -302,8 +304,8 @@ static json_t *curve_json(const FitnessResult *r)
     json_t *c = json_array();
     for (int i = 0; i < r->n_curve; i++)
         json_array_append_new(c, json_pack("[I, o, o]", (json_int_t)r->curve[i].step,
-                                           discover_num(r->curve[i].loss),
-                                           discover_num(r->curve[i].accuracy)));
+                                           archive_num(r->curve[i].loss),
+                                           archive_num(r->curve[i].accuracy)));
     return c;
 }
 
@@ -408,8 +410,8 @@ static void train_done(void *arg, size_t job, const PoolOutcome *o)
     snprintf(file, sizeof file, "losses/%s.lua", c->name);
     json_object_set_new(rec, "file", json_string(file));
     json_object_set_new(rec, "timings",
-                        json_pack("{s:o, s:o}", "screen", discover_num(c->screen_seconds), "train",
-                                  discover_num(o->seconds)));
+                        json_pack("{s:o, s:o}", "screen", archive_num(c->screen_seconds), "train",
+                                  archive_num(o->seconds)));
     char line[640];
     train_line(line, sizeof line, c, st, j, why ? why : o->message, o->seconds);
     json_decref(j);

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "discover/evaluate.h"
 #include "discover/loop.h"
 #include "discover/pool.h"
 #include "util/errmsg.h"
@@ -29,8 +30,8 @@
 #include "util/timeutil.h"
 
 #define TEXT_LEN 1024
-
-json_t *discover_num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+#define MAX_CODE_BYTES                                                                             \
+    ((size_t)64 << 10) /* a loss is a few hundred bytes; more is a runaway reply */
 
 /* ---- what a proposer sees of an archived candidate -------------------------------- */
 
@@ -227,7 +228,7 @@ static int archive_proposal(Loop *L, int gen, int idx, const Proposal *p, const 
         json_pack("{s:s, s:i, s:i, s:s, s:s, s:s?, s:s, s:s?, s:s?, s:o, s:o, s:I}", "type",
                   "proposal", "gen", gen, "idx", idx, "name", name, "proposer", proposer, "thought",
                   p->thought, "code_hash", hash, "code", p->code, "genome", p->genome, "parents",
-                  parents, "seconds", discover_num(seconds), "time", (json_int_t)time(NULL));
+                  parents, "seconds", archive_num(seconds), "time", (json_int_t)time(NULL));
     if (p->raw && !p->code && rec) /* what the proposer said instead of code */
         json_object_set_new(rec, "reply", json_stringn(p->raw, strnlen(p->raw, 4000)));
     if (append(L, rec, err, errlen) != 0)
@@ -237,7 +238,7 @@ static int archive_proposal(Loop *L, int gen, int idx, const Proposal *p, const 
     json_t *res = json_pack("{s:s, s:i, s:i, s:s, s:s, s:[{s:s, s:s, s:s, s:n}], s:{s:o}}", "type",
                             "result", "gen", gen, "idx", idx, "name", name, "status", "no_code",
                             "diagnostics", "severity", "error", "code", "reply", "message",
-                            p->error, "line", "timings", "propose", discover_num(seconds));
+                            p->error, "line", "timings", "propose", archive_num(seconds));
     if (!L->o->quiet)
         fprintf(stderr, "discover: gen %d #%d %s: no code: %s\n", gen, idx, name, p->error);
     return append(L, res, err, errlen);

@@ -1,19 +1,18 @@
 /*
  * discover/loop.h — what the discovery loop's files share: the state of
  * one run (Loop) and of the candidates of the generation being evaluated.
- * discover/loop.c proposes and drives the generations; discover/evaluate.c screens,
- * trains and archives results. Not a public interface.
+ * discover/loop.c proposes and drives the generations; discover/evaluate.c
+ * (discover/evaluate.h) screens, trains and archives results. Types only: no
+ * function is declared here, so neither file calls the other through it.
+ * Not a public interface.
  */
-#ifndef PREFRUN_DISCOVER_INTERNAL_H
-#define PREFRUN_DISCOVER_INTERNAL_H
+#ifndef PREFRUN_DISCOVER_LOOP_H
+#define PREFRUN_DISCOVER_LOOP_H
 
 #include <jansson.h>
 
 #include "discover/discover.h"
 #include "discover/archive.h"
-
-#define MAX_CODE_BYTES                                                                             \
-    ((size_t)64 << 10) /* a loss is a few hundred bytes; more is a runaway reply */
 
 /* One candidate under evaluation, in the parent. */
 typedef struct Cand {
@@ -42,11 +41,5 @@ typedef struct Loop {
     char err[1024]; /* the first archive write failure inside a pool callback */
     bool failed;
 } Loop;
-
-/* Screens, trains and archives the pending candidates of generation gen. */
-int discover_evaluate(Loop *L, int gen, char *err, size_t errlen);
-
-/* a JSON number, or null for NaN and infinities (JSON has neither) */
-json_t *discover_num(double v);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * task/fitness.h — the task fitness: the one scalar the discovery loop maximises
  * on the built-in task (registered as "task" in discover/fitness_kinds.c's table;
- * the FitnessFn contract is in discover/fitness_kinds.h).
+ * the FitnessFn contract is in task/fitness_api.h).
  *
  *     FitnessOptions fo = {.cfg = cfg, .steps = 0, .n_seeds = 2, .seeds = {1, 2},
  *                          .work_dir = "out/work/g3-1"};
@@ -35,7 +35,7 @@
  * for 3 seeds; differences under ~0.05 are noise at 3 seeds. One seed
  * (train + eval) takes ~22 s on 2 idle cores.
  *
- * Contract (discover/fitness_kinds.h): runs in-process, seeds one after another,
+ * Contract (task/fitness_api.h): runs in-process, seeds one after another,
  * no fork; writes only under opt->work_dir and removes what it wrote;
  * deterministic in (loss file, options). The training settings come from
  * the task (model, data, rate, steps); from opt->cfg it takes only threads,
@@ -49,7 +49,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "discover/fitness_kinds.h"
+#include "task/fitness_api.h"
 
 #define FITNESS_BETA 0.1
 #define FITNESS_LAMBDA 0.01
