@@ -198,51 +198,103 @@ int fsutil_copy_atomic(const char *src, const char *dst, char *err, size_t errle
     return rc;
 }
 
-int fsutil_read_file(const char *path, char **data, size_t *len, char *err, size_t errlen)
+static const char *kind_of(mode_t m)
 {
-    *data = NULL;
-    *len = 0;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return fail(err, errlen, "cannot read", path, errno);
-    struct stat st;
-    if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
-        int e = S_ISDIR(st.st_mode) ? EISDIR : errno;
-        close(fd);
-        return fail(err, errlen, "cannot read", path, e);
-    }
-    /* grow as we go: st_size is a hint only (pipes, /proc files report 0) */
-    size_t cap = st.st_size > 0 ? (size_t)st.st_size + 1 : 4096, n = 0;
-    char *buf = malloc(cap);
+    return S_ISDIR(m)    ? "a directory"
+           : S_ISFIFO(m) ? "a FIFO"
+           : S_ISCHR(m)  ? "a character device"
+           : S_ISBLK(m)  ? "a block device"
+           : S_ISSOCK(m) ? "a socket"
+                         : "not a regular file";
+}
+
+static int too_big(char *err, size_t errlen, const char *path, const char *kind, size_t cap)
+{
+    if (err && errlen)
+        snprintf(err, errlen, "%s: larger than %zu bytes, the cap for %s", path, cap, kind);
+    return -1;
+}
+
+/* Reads until EOF into a buffer that grows to at most cap + 1 bytes: the
+ * cap is checked while reading, so a file that never ends (a device, a
+ * growing file) costs at most cap. */
+static int read_to_cap(int fd, const char *path, size_t hint, const FsReadCap *c, char **data,
+                       size_t *len, char *err, size_t errlen)
+{
+    size_t room = (hint ? hint : 4096) + 1, n = 0;
+    if (room > c->bytes + 1)
+        room = c->bytes + 1;
+    char *buf = malloc(room + 1);
     while (buf) {
-        if (n + 1 >= cap) {
-            char *nb = realloc(buf, cap * 2);
+        if (n == room) {
+            if (room > c->bytes) {
+                free(buf);
+                return too_big(err, errlen, path, c->kind, c->bytes);
+            }
+            size_t grown = room > c->bytes / 2 ? c->bytes + 1 : 2 * room;
+            char *nb = realloc(buf, grown + 1);
             if (!nb)
                 break;
             buf = nb;
-            cap *= 2;
+            room = grown;
         }
-        ssize_t r = read(fd, buf + n, cap - n - 1);
+        ssize_t r = read(fd, buf + n, room - n);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
             int e = errno;
             free(buf);
-            close(fd);
             return fail(err, errlen, "cannot read", path, e);
         }
         if (r == 0) {
-            close(fd);
             buf[n] = '\0';
             *data = buf;
             *len = n;
             return 0;
         }
         n += (size_t)r;
+        if (n > c->bytes) {
+            free(buf);
+            return too_big(err, errlen, path, c->kind, c->bytes);
+        }
     }
     free(buf);
-    close(fd);
     return fail(err, errlen, "cannot read", path, ENOMEM);
+}
+
+int fsutil_read_capped(const char *path, const FsReadCap *cap, char **data, size_t *len, char *err,
+                       size_t errlen)
+{
+    *data = NULL;
+    *len = 0;
+    /* O_NONBLOCK: opening a FIFO with no writer would otherwise hang here */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return fail(err, errlen, "cannot read", path, errno);
+    struct stat st;
+    int rc = -1;
+    if (fstat(fd, &st) != 0)
+        rc = fail(err, errlen, "cannot read", path, errno);
+    else if (!S_ISREG(st.st_mode) && (S_ISDIR(st.st_mode) || !cap->special)) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: %s, expected a regular file (%s)", path, kind_of(st.st_mode),
+                     cap->kind);
+    } else if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > cap->bytes)
+        rc = too_big(err, errlen, path, cap->kind, cap->bytes);
+    else if (fcntl(fd, F_SETFL, 0) != 0)
+        rc = fail(err, errlen, "cannot read", path, errno);
+    else {
+        size_t hint = S_ISREG(st.st_mode) ? (size_t)st.st_size : 0;
+        rc = read_to_cap(fd, path, hint, cap, data, len, err, errlen);
+    }
+    close(fd);
+    return rc;
+}
+
+int fsutil_read_file(const char *path, char **data, size_t *len, char *err, size_t errlen)
+{
+    static const FsReadCap any = {.bytes = (size_t)1 << 40, .kind = "a file", .special = true};
+    return fsutil_read_capped(path, &any, data, len, err, errlen);
 }
 
 int fsutil_mkdirs(const char *path, char *err, size_t errlen)

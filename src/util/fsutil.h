@@ -55,6 +55,20 @@ int fsutil_copy_atomic(const char *src, const char *dst, char *err, size_t errle
  * (so text can be used as a C string); *len excludes the NUL. */
 int fsutil_read_file(const char *path, char **data, size_t *len, char *err, size_t errlen);
 
+/* What a read may cost: every file prefrun reads has a cap that fits its
+ * kind, checked while reading (a regular file's size before), so /dev/zero
+ * or a file that grows costs at most the cap. `special`: FIFOs and devices
+ * are read (to the cap) rather than refused, for inputs a shell may hand over
+ * as <(zcat data.gz). The message names the file, the cap and the kind. */
+typedef struct FsReadCap {
+    size_t bytes;
+    const char *kind; /* "a loss script", for the message */
+    bool special;
+} FsReadCap;
+
+int fsutil_read_capped(const char *path, const FsReadCap *cap, char **data, size_t *len, char *err,
+                       size_t errlen);
+
 /* mkdir -p with mode 0755; an existing directory is success. */
 int fsutil_mkdirs(const char *path, char *err, size_t errlen);
 /* rm -r of path (a file or a directory); a missing path is success. */
