@@ -15,12 +15,10 @@
 #include "task/pretrain.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -466,23 +464,6 @@ static void read_manifest(const char *dir, PretrainResult *res)
     json_decref(j);
 }
 
-/* flock on DIR/.lock: one build at a time; -1 on error. */
-static int lock_dir(const char *dir, char *err, size_t errlen)
-{
-    char path[PATH_LEN + 16];
-    snprintf(path, sizeof path, "%s/.lock", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return err_fail(err, errlen, "%s: %s", path, strerror(errno));
-    while (flock(fd, LOCK_EX) != 0) {
-        if (errno != EINTR) {
-            close(fd);
-            return err_fail(err, errlen, "%s: flock: %s", path, strerror(errno));
-        }
-    }
-    return fd;
-}
-
 int pretrain_reference(const PretrainOptions *o, const char *root, bool force, char *path,
                        size_t plen, PretrainResult *res, char *err, size_t errlen)
 {
@@ -497,7 +478,7 @@ int pretrain_reference(const PretrainOptions *o, const char *root, bool force, c
         return -1;
     if ((size_t)snprintf(path, plen, "%s/%s", dir, PRETRAIN_FILE) >= plen)
         return err_fail(err, errlen, "pretrain: cache path too long");
-    int fd = lock_dir(dir, err, errlen);
+    int fd = fsutil_lock_dir(dir, err, errlen);
     if (fd < 0)
         return -1;
     int rc = 0;

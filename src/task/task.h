@@ -2,7 +2,8 @@
  * src/task/ — the built-in task and what is measured on it: the task's
  * language and reward (task), its pretrained reference and pairs (pretrain,
  * task_data), sampling with a KV cache (sample), evaluation (eval), the
- * beta sweep (frontier) and the fitness a discovery run maximises (fitness).
+ * beta sweep (frontier), and the fitnesses a discovery run maximises (fitness,
+ * fitness_interim) with their contract (fitness_api).
  * May include: util/, core/, lua/, model/, train/.
  */
 /*

@@ -10,12 +10,10 @@
 #include "task/task_data.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -289,21 +287,6 @@ static int check_prepare(const TaskPrepareOptions *o, char *err, size_t errlen)
     return 0;
 }
 
-static int lock_dir(const char *dir, char *err, size_t errlen)
-{
-    char path[TASK_PATH_LEN + 16];
-    snprintf(path, sizeof path, "%s/.lock", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return err_fail(err, errlen, "%s: %s", path, strerror(errno));
-    while (flock(fd, LOCK_EX) != 0)
-        if (errno != EINTR) {
-            close(fd);
-            return err_fail(err, errlen, "%s: flock: %s", path, strerror(errno));
-        }
-    return fd;
-}
-
 static int build_pairs(const TaskPrepareOptions *o, TaskAssets *a, char *err, size_t errlen)
 {
     FILE *f = o->quiet ? NULL : o->progress ? o->progress : stderr;
@@ -357,7 +340,7 @@ int task_prepare(const TaskPrepareOptions *o, TaskAssets *out, char *err, size_t
     *out = (TaskAssets){0};
     if (check_prepare(o, err, errlen) != 0 || prepare_reference(o, out, err, errlen) != 0)
         return -1;
-    int fd = lock_dir(out->dir, err, errlen);
+    int fd = fsutil_lock_dir(out->dir, err, errlen);
     if (fd < 0)
         return -1;
     char manifest[TASK_PATH_LEN + 16];

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -295,6 +296,24 @@ int fsutil_read_file(const char *path, char **data, size_t *len, char *err, size
 {
     static const FsReadCap any = {.bytes = (size_t)1 << 40, .kind = "a file", .special = true};
     return fsutil_read_capped(path, &any, data, len, err, errlen);
+}
+
+int fsutil_lock_dir(const char *dir, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/.lock", dir) >= (int)sizeof path)
+        return fail(err, errlen, "cannot lock", dir, ENAMETOOLONG);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return fail(err, errlen, "cannot lock", path, errno);
+    while (flock(fd, LOCK_EX) != 0) {
+        if (errno != EINTR) {
+            int e = errno;
+            close(fd);
+            return fail(err, errlen, "cannot lock", path, e);
+        }
+    }
+    return fd;
 }
 
 int fsutil_mkdirs(const char *path, char *err, size_t errlen)

@@ -69,6 +69,11 @@ typedef struct FsReadCap {
 int fsutil_read_capped(const char *path, const FsReadCap *cap, char **data, size_t *len, char *err,
                        size_t errlen);
 
+/* Takes an exclusive flock on DIR/.lock, waiting for it (one build of a
+ * cache directory at a time): the lock's fd, to close when done, or -1 with
+ * err set. */
+int fsutil_lock_dir(const char *dir, char *err, size_t errlen);
+
 /* mkdir -p with mode 0755; an existing directory is success. */
 int fsutil_mkdirs(const char *path, char *err, size_t errlen);
 /* rm -r of path (a file or a directory); a missing path is success. */
