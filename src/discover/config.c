@@ -386,8 +386,12 @@ int discover_load_yaml(DiscoverOptions *o, const char *path, char *err, size_t e
 {
     char *text;
     size_t len;
-    if (fsutil_read_file(path, &text, &len, err, errlen) != 0)
+    if (fsutil_read_capped(path, CONFIG_YAML_CAP, &text, &len, err, errlen) != 0)
         return -1;
+    if (config_yaml_depth_check(text, len, path, err, errlen) != 0) {
+        free(text);
+        return -1;
+    }
     yaml_parser_t parser;
     yaml_document_t doc;
     DiscoverOptions work = *o; /* o changes only when the whole file is good */

@@ -27,6 +27,7 @@
 #include "util/errmsg.h"
 #include "util/fsutil.h"
 #include "lua/loss.h"
+#include "lua/sandbox.h"
 #include "util/timeutil.h"
 
 #define TEXT_LEN 1024
@@ -252,7 +253,7 @@ static int propose_seed(Loop *L, int idx, Proposal *p, char *err, size_t errlen)
     size_t len;
     snprintf(path, sizeof path, "%s/%s.lua", loss_default_lib_dir(), name);
     memset(p, 0, sizeof *p);
-    if (fsutil_read_file(path, &p->code, &len, err, errlen) != 0) {
+    if (fsutil_read_capped(path, SANDBOX_SOURCE_CAP, &p->code, &len, err, errlen) != 0) {
         snprintf(err, errlen, "seed_losses: no library loss '%s' (%s)", name, path);
         return -1;
     }

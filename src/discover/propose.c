@@ -256,7 +256,8 @@ int propose_render(const char *template_path, const ProposeContext *ctx, char **
     *system = *user = NULL;
     char *tpl, *out = NULL;
     size_t len, olen = 0;
-    if (fsutil_read_file(template_path, &tpl, &len, err, errlen) != 0)
+    static const FsReadCap cap = {.bytes = (size_t)1 << 20, .kind = "a prompt template"};
+    if (fsutil_read_capped(template_path, &cap, &tpl, &len, err, errlen) != 0)
         return -1;
     FILE *f = open_memstream(&out, &olen);
     int rc = f ? fill(template_path, tpl, ctx, f, err, errlen) : -1;

@@ -85,7 +85,8 @@ static int read_table(const char *dir, Table *t, char *err, size_t errlen)
     char path[DISCOVER_PATH_LEN + 16], *text;
     size_t len;
     snprintf(path, sizeof path, "%s/archive.jsonl", dir);
-    if (fsutil_read_file(path, &text, &len, err, errlen) != 0)
+    static const FsReadCap cap = {.bytes = (size_t)1 << 30, .kind = "an archive"};
+    if (fsutil_read_capped(path, &cap, &text, &len, err, errlen) != 0)
         return -1;
     int rc = 0;
     for (char *line = text; rc == 0 && *line;) {

@@ -130,12 +130,8 @@ static int loss_use(lua_State *L)
     snprintf(chunk, sizeof chunk, "@%s/%s.lua", base_name(ls->lib_dir), name);
     char *src;
     size_t len;
-    if (fsutil_read_file(path, &src, &len, msg, sizeof msg) != 0)
+    if (fsutil_read_capped(path, SANDBOX_SOURCE_CAP, &src, &len, msg, sizeof msg) != 0)
         return luaL_error(L, "use: no loss named '%s' (%s)", name, msg);
-    if (len > SANDBOX_MAX_SOURCE_BYTES) {
-        free(src);
-        return luaL_error(L, "use: %s is larger than %zu bytes", path, SANDBOX_MAX_SOURCE_BYTES);
-    }
     int status = luaL_loadbufferx(L, src, len, chunk, "t"); /* returns, never raises */
     free(src);
     if (status != LUA_OK)
@@ -290,13 +286,8 @@ LossScript *loss_load(const char *path, const char *lib_dir, const LossLimits *l
 {
     char *src;
     size_t len;
-    if (fsutil_read_file(path, &src, &len, err, errlen) != 0)
+    if (fsutil_read_capped(path, SANDBOX_SOURCE_CAP, &src, &len, err, errlen) != 0)
         return NULL;
-    if (len > SANDBOX_MAX_SOURCE_BYTES) {
-        snprintf(err, errlen, "%s: larger than %zu bytes", path, SANDBOX_MAX_SOURCE_BYTES);
-        free(src);
-        return NULL;
-    }
     LossScript *ls = calloc(1, sizeof *ls);
     if (!ls) {
         snprintf(err, errlen, "%s: out of memory", path);

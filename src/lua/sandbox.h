@@ -43,6 +43,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/fsutil.h"
 #include "lua/loss.h" /* LossLimits: the limits are part of the loss interface */
 #include "core/tensor.h"
 
@@ -52,6 +53,9 @@
 #define SANDBOX_DEFAULT_SECONDS 2.0
 #define SANDBOX_DEFAULT_MAX_DEPTH 200
 #define SANDBOX_MAX_SOURCE_BYTES ((size_t)1 << 20) /* a loss file larger than this is refused */
+/* ...checked while the file is read (fsutil_read_capped), never after */
+#define SANDBOX_SOURCE_CAP                                                                         \
+    (&(const FsReadCap){.bytes = SANDBOX_MAX_SOURCE_BYTES, .kind = "a loss script"})
 
 typedef enum SandboxLimit {
     SANDBOX_LIMIT_NONE = 0,

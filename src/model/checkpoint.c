@@ -361,7 +361,8 @@ StFile *st_open(const char *path, char *err, size_t errlen)
         err_fail(err, errlen, "%s: out of memory", path);
         return NULL;
     }
-    if (fsutil_read_file(path, &f->buf, &f->size, err, errlen)) {
+    static const FsReadCap cap = {.bytes = ST_MAX_FILE_BYTES, .kind = "a safetensors file"};
+    if (fsutil_read_capped(path, &cap, &f->buf, &f->size, err, errlen)) {
         st_close(f);
         return NULL;
     }
@@ -606,7 +607,8 @@ int ckpt_state_load(const char *path, TrainerState *s, char *err, size_t errlen)
     memset(s, 0, sizeof *s);
     char *text;
     size_t len;
-    if (fsutil_read_file(path, &text, &len, err, errlen))
+    static const FsReadCap cap = {.bytes = (size_t)1 << 20, .kind = "a trainer state"};
+    if (fsutil_read_capped(path, &cap, &text, &len, err, errlen))
         return -1;
     json_error_t jerr;
     json_t *root = json_loadb(text, len, 0, &jerr);
@@ -694,7 +696,8 @@ static int64_t read_latest(const char *run_dir)
     char p[PATH_MAX], *text;
     size_t len;
     snprintf(p, sizeof p, "%s/latest", run_dir);
-    if (fsutil_read_file(p, &text, &len, NULL, 0))
+    static const FsReadCap cap = {.bytes = 64, .kind = "a latest pointer"};
+    if (fsutil_read_capped(p, &cap, &text, &len, NULL, 0))
         return -1;
     while (len && isspace((unsigned char)text[len - 1]))
         text[--len] = '\0';

@@ -111,6 +111,8 @@ int ckpt_state_load(const char *path, TrainerState *s, char *err, size_t errlen)
 #define CKPT_OPTIMIZER_FILE "optimizer.safetensors"
 #define CKPT_STATE_FILE "trainer_state.json"
 #define CKPT_CONFIG_FILE "config.yaml"
+/* a model file is read whole: 64 GiB holds 16G float32 weights */
+#define ST_MAX_FILE_BYTES ((size_t)1 << 36)
 #define CKPT_LOSS_FILE "loss.lua"
 
 /* Creates RUN_DIR (mkdir -p) and an empty RUN_DIR/.checkpoint-<step>.partial/,

@@ -81,7 +81,8 @@ static void read_metrics(const char *run_dir, FitnessResult *out, double *margin
     int n = 0;
     *margin = *loss = NAN;
     snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
-    if (fsutil_read_file(path, &text, &len, err, sizeof err) != 0)
+    static const FsReadCap cap = {.bytes = (size_t)256 << 20, .kind = "a run's metrics"};
+    if (fsutil_read_capped(path, &cap, &text, &len, err, sizeof err) != 0)
         return;
     for (char *line = text, *nl; *line; line = nl ? nl + 1 : line + strlen(line)) {
         nl = strchr(line, '\n');

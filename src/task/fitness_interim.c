@@ -53,7 +53,8 @@ static int read_metrics(const char *path, RunMetrics *m, char *err, size_t errle
 {
     char *text;
     size_t len;
-    if (fsutil_read_file(path, &text, &len, err, errlen) != 0)
+    static const FsReadCap cap = {.bytes = (size_t)256 << 20, .kind = "a run's metrics"};
+    if (fsutil_read_capped(path, &cap, &text, &len, err, errlen) != 0)
         return -1;
     m->have_eval = false;
     m->n_log = 0;

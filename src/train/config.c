@@ -499,9 +499,40 @@ static int load_document(Config *cfg, yaml_parser_t *parser, yaml_document_t *do
     return rc;
 }
 
+int config_yaml_depth_check(const char *text, size_t len, const char *name, char *err,
+                            size_t errlen)
+{
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser))
+        return err_fail(err, errlen, "%s: out of memory", name);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    int depth = 0, rc = 0;
+    for (bool done = false; !done && rc == 0;) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&parser, &ev))
+            break; /* a syntax error: yaml_parser_load reports it with its place */
+        done = ev.type == YAML_STREAM_END_EVENT;
+        if (ev.type == YAML_MAPPING_START_EVENT || ev.type == YAML_SEQUENCE_START_EVENT)
+            depth++;
+        else if (ev.type == YAML_MAPPING_END_EVENT || ev.type == YAML_SEQUENCE_END_EVENT)
+            depth--;
+        if (depth > CONFIG_YAML_MAX_DEPTH)
+            rc = err_fail(err, errlen, "%s:%d: nested more than %d deep", name,
+                          (int)ev.start_mark.line + 1, CONFIG_YAML_MAX_DEPTH);
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&parser);
+    return rc;
+}
+
 int config_load_yaml_text(Config *cfg, const char *text, size_t len, const char *name, char *err,
                           size_t errlen)
 {
+    if (len > CONFIG_YAML_MAX_BYTES)
+        return err_fail(err, errlen, "%s: larger than %zu bytes, the cap for a YAML file", name,
+                        CONFIG_YAML_MAX_BYTES);
+    if (config_yaml_depth_check(text, len, name, err, errlen) != 0)
+        return -1;
     yaml_parser_t parser;
     if (!yaml_parser_initialize(&parser))
         return err_fail(err, errlen, "%s: out of memory", name);
@@ -522,7 +553,7 @@ int config_load_yaml(Config *cfg, const char *path, char *err, size_t errlen)
 {
     char *text;
     size_t len;
-    if (fsutil_read_file(path, &text, &len, err, errlen))
+    if (fsutil_read_capped(path, CONFIG_YAML_CAP, &text, &len, err, errlen))
         return -1;
     int rc = config_load_yaml_text(cfg, text, len, path, err, errlen);
     free(text);

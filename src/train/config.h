@@ -41,6 +41,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/fsutil.h"
+
 #define CONFIG_PATH_LEN 512
 #define CONFIG_MAX_LOSS_PARAMS 32
 #define CONFIG_PARAM_NAME_LEN 64
@@ -113,6 +115,21 @@ typedef struct Config {
 
 void config_defaults(Config *cfg);
 /* Applies a YAML file's keys over cfg. 0, or -1 with "FILE:LINE: ..." in err. */
+/* A YAML settings file (this one, discover's, a checkpoint's config.yaml)
+ * is read to at most 1 MiB and nested at most 32 deep: libyaml's time grows
+ * with the square of the nesting, so a hostile file is stopped at its
+ * 33rd level, before any document is built. */
+#define CONFIG_YAML_MAX_BYTES ((size_t)1 << 20)
+#define CONFIG_YAML_MAX_DEPTH 32
+#define CONFIG_YAML_CAP                                                                            \
+    (&(const FsReadCap){.bytes = CONFIG_YAML_MAX_BYTES, .kind = "a YAML file", .special = true})
+
+/* 0 when text nests collections at most CONFIG_YAML_MAX_DEPTH deep (or is
+ * not YAML at all: the parser that follows says why); -1 with a message
+ * naming the line otherwise. */
+int config_yaml_depth_check(const char *text, size_t len, const char *name, char *err,
+                            size_t errlen);
+
 int config_load_yaml(Config *cfg, const char *path, char *err, size_t errlen);
 /* The same for YAML text in memory; `name` stands for the file in messages. */
 int config_load_yaml_text(Config *cfg, const char *text, size_t len, const char *name, char *err,

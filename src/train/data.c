@@ -306,7 +306,9 @@ Dataset *data_load_jsonl(const char *path, const DataOptions *opt, char *err, si
         return NULL;
     char *text;
     size_t len;
-    if (fsutil_read_file(path, &text, &len, err, errlen))
+    static const FsReadCap cap = {
+        .bytes = DATA_MAX_FILE_BYTES, .kind = "a JSONL data file", .special = true};
+    if (fsutil_read_capped(path, &cap, &text, &len, err, errlen))
         return NULL;
     Dataset *ds = data_load_jsonl_text(text, len, path, opt, err, errlen);
     free(text);

@@ -69,6 +69,8 @@
 
 #define DATA_TOK_EOT 256
 #define DATA_VOCAB 257
+/* a data file is read whole; TRL-sized preference sets are well under this */
+#define DATA_MAX_FILE_BYTES ((size_t)4 << 30)
 
 typedef struct DataOptions {
     int max_length;        /* L: longest prompt + response, in tokens */
