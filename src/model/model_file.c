@@ -120,6 +120,34 @@ int model_file_config(const char *file, GptConfig *g, char *err, size_t errlen)
     return found;
 }
 
+/* The shape a header claims is checked against the tensors the file really
+ * holds before anything is allocated: a 500 KB file claiming a vocabulary of
+ * 16M must not cost 4 GB first. */
+static int shape_fits_file(const StFile *f, const char *file, const GptConfig *g, char *err,
+                           size_t errlen)
+{
+    if (gpt_config_check(g, err, errlen) != 0)
+        return -1;
+    uint64_t held = 0;
+    for (int i = 0; i < st_count(f); i++) {
+        int ndim;
+        int64_t shape[TENSOR_MAX_DIMS];
+        st_info(f, st_name(f, i), NULL, &ndim, shape);
+        uint64_t n = 1;
+        for (int d = 0; d < ndim; d++)
+            n *= (uint64_t)shape[d]; /* st_open bounded each tensor by the data's bytes */
+        held += n;
+    }
+    int64_t want = gpt_config_num_params(g);
+    if (want < 0 || (uint64_t)want != held)
+        return err_fail(err, errlen,
+                        "%s: the model shape (vocab %d, context %d, width %d, layers %d, heads %d) "
+                        "has %lld parameters, but the file holds %llu values",
+                        file, g->vocab, g->context, g->width, g->layers, g->heads, (long long)want,
+                        (unsigned long long)held);
+    return 0;
+}
+
 int model_file_load(const char *file, const GptConfig *fallback, Gpt **out, char *err,
                     size_t errlen)
 {
@@ -135,6 +163,8 @@ int model_file_load(const char *file, const GptConfig *fallback, Gpt **out, char
         else
             rc = err_fail(err, errlen, "%s: no model config in its metadata", file);
     }
+    if (rc == 0)
+        rc = shape_fits_file(f, file, &g, err, errlen);
     Gpt *m = NULL;
     if (rc == 0 && !(m = gpt_new(&g, false, err, errlen)))
         rc = -1;

@@ -1,0 +1,179 @@
+/*
+ * test_hardening.c — the defect classes of issue 15, each with inputs of
+ * its own: reads without a bound (caps checked while reading, special
+ * files), metadata trusted before validation (a model header that lies
+ * about its shape), and slow parsers on hostile structure (deeply nested
+ * YAML). Expected outcomes are the documented caps, not prefrun's output.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lua/loss.h"
+#include "lua/sandbox.h"
+#include "model/model_file.h"
+#include "train/config.h"
+#include "util/fsutil.h"
+
+#include "testlib.h"
+
+static char dir[] = "/tmp/prefrun_hardening_XXXXXX";
+
+static const char *path_of(const char *name)
+{
+    static char p[4][256];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
+    return p[k];
+}
+
+static void write_bytes(const char *path, const char *fill, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    for (size_t i = 0; f && i < n; i++)
+        fputc(fill[i % strlen(fill)], f);
+    if (f)
+        fclose(f);
+}
+
+static double seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void a_read_stops_at_its_cap(void)
+{
+    FsReadCap cap = {.bytes = 1000, .kind = "a test file"};
+    char *d, err[512];
+    size_t n;
+    write_bytes(path_of("exact"), "x", 1000);
+    CHECK(fsutil_read_capped(path_of("exact"), &cap, &d, &n, err, sizeof err) == 0 && n == 1000);
+    free(d);
+    write_bytes(path_of("over"), "x", 1001);
+    CHECK(fsutil_read_capped(path_of("over"), &cap, &d, &n, err, sizeof err) == -1);
+    CHECKF(strstr(err, path_of("over")) && strstr(err, "1000 bytes") && strstr(err, "a test file"),
+           "message: %s", err);
+}
+
+static void special_files_are_refused_or_bounded(void)
+{
+    FsReadCap strict = {.bytes = 1 << 20, .kind = "a loss script"};
+    FsReadCap lenient = {.bytes = 1 << 20, .kind = "a data file", .special = true};
+    char *d = NULL, err[512];
+    size_t n;
+    CHECK(fsutil_read_capped("/dev/zero", &strict, &d, &n, err, sizeof err) == -1);
+    CHECKF(strstr(err, "character device"), "message: %s", err);
+    /* /dev/zero never ends: read to the cap and no further */
+    CHECK(fsutil_read_capped("/dev/zero", &lenient, &d, &n, err, sizeof err) == -1);
+    CHECKF(strstr(err, "larger than 1048576 bytes"), "message: %s", err);
+    CHECK(fsutil_read_capped(dir, &lenient, &d, &n, err, sizeof err) == -1);
+    CHECKF(strstr(err, "a directory"), "message: %s", err);
+    /* a FIFO with no writer: refused at once, not a hang in open() */
+    CHECK(mkfifo(path_of("fifo"), 0600) == 0);
+    double t0 = seconds();
+    CHECK(fsutil_read_capped(path_of("fifo"), &strict, &d, &n, err, sizeof err) == -1);
+    CHECKF(strstr(err, "a FIFO"), "message: %s", err);
+    CHECK(seconds() - t0 < 5);
+    /* a symlink to a device is the device */
+    CHECK(symlink("/dev/zero", path_of("model.safetensors")) == 0);
+    CHECK(model_file_read(NULL, path_of("model.safetensors"), err, sizeof err) == -1);
+    CHECKF(strstr(err, "character device"), "message: %s", err);
+}
+
+static void a_loss_script_over_the_cap_is_refused_while_read(void)
+{
+    write_bytes(path_of("big.lua"), "-- padding\n", SANDBOX_MAX_SOURCE_BYTES + 1);
+    char err[512];
+    LossScript *ls = loss_load(path_of("big.lua"), NULL, NULL, err, sizeof err);
+    CHECK(!ls);
+    CHECKF(strstr(err, "larger than 1048576 bytes"), "message: %s", err);
+    loss_free(ls);
+    ls = loss_load("/dev/zero", NULL, NULL, err, sizeof err);
+    CHECK(!ls);
+    CHECKF(strstr(err, "expected a regular file"), "message: %s", err);
+    loss_free(ls);
+}
+
+/* A safetensors file of ~500 KB whose metadata claims a 16M vocabulary. */
+static void a_model_header_is_checked_against_the_file(void)
+{
+    const char *meta = "{\"__metadata__\":{\"vocab\":\"16000000\",\"context\":\"64\","
+                       "\"width\":\"32\",\"layers\":\"1\",\"heads\":\"1\"},"
+                       "\"x\":{\"dtype\":\"F32\",\"shape\":[125000],"
+                       "\"data_offsets\":[0,500000]}}";
+    uint64_t hlen = strlen(meta);
+    FILE *f = fopen(path_of("liar.safetensors"), "wb");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fwrite(&hlen, 8, 1, f); /* little-endian on the machines prefrun runs on */
+    fwrite(meta, 1, hlen, f);
+    for (int i = 0; i < 500000; i++)
+        fputc(0, f);
+    fclose(f);
+    Gpt *m = (Gpt *)1;
+    char err[512];
+    CHECK(model_file_load(path_of("liar.safetensors"), NULL, &m, err, sizeof err) == -1);
+    CHECK(m == NULL);
+    CHECKF(strstr(err, "parameters") && strstr(err, "125000 values"), "message: %s", err);
+}
+
+static char *nested(int depth)
+{
+    char *s = malloc((size_t)depth * 2 + 8);
+    int k = sprintf(s, "a: ");
+    for (int i = 0; i < depth; i++)
+        s[k++] = '[';
+    for (int i = 0; i < depth; i++)
+        s[k++] = ']';
+    s[k++] = '\n';
+    s[k] = 0;
+    return s;
+}
+
+static void deep_yaml_is_refused_before_it_is_built(void)
+{
+    char err[512];
+    char *ok = nested(CONFIG_YAML_MAX_DEPTH - 1), *bad = nested(CONFIG_YAML_MAX_DEPTH);
+    /* the mapping itself is one level */
+    CHECK(config_yaml_depth_check(ok, strlen(ok), "ok.yaml", err, sizeof err) == 0);
+    CHECK(config_yaml_depth_check(bad, strlen(bad), "bad.yaml", err, sizeof err) == -1);
+    CHECKF(strstr(err, "bad.yaml:1: nested more than 32 deep"), "message: %s", err);
+    free(ok);
+    free(bad);
+    char *hostile = nested(100000);
+    write_bytes(path_of("deep.yaml"), hostile, strlen(hostile));
+    Config c;
+    config_defaults(&c);
+    double t0 = seconds();
+    CHECK(config_load_yaml(&c, path_of("deep.yaml"), err, sizeof err) == -1);
+    CHECK(seconds() - t0 < 5); /* 18 s before the cap; milliseconds now */
+    CHECKF(strstr(err, "nested more than 32 deep"), "message: %s", err);
+    free(hostile);
+    write_bytes(path_of("huge.yaml"), "# comment\n", CONFIG_YAML_MAX_BYTES + 1);
+    CHECK(config_load_yaml(&c, path_of("huge.yaml"), err, sizeof err) == -1);
+    CHECKF(strstr(err, "the cap for a YAML file"), "message: %s", err);
+    CHECK(config_load_yaml(&c, "/dev/zero", err, sizeof err) == -1);
+    CHECKF(strstr(err, "the cap for a YAML file"), "message: %s", err);
+}
+
+int main(void)
+{
+    if (!mkdtemp(dir))
+        return 1;
+    RUN(a_read_stops_at_its_cap);
+    RUN(special_files_are_refused_or_bounded);
+    RUN(a_loss_script_over_the_cap_is_refused_while_read);
+    RUN(a_model_header_is_checked_against_the_file);
+    RUN(deep_yaml_is_refused_before_it_is_built);
+    char err[256];
+    fsutil_remove_tree(dir, err, sizeof err);
+    return tl_done();
+}
