@@ -15,6 +15,7 @@
 
 #include "lua/loss.h"
 #include "lua/sandbox.h"
+#include "model/checkpoint.h"
 #include "model/model_file.h"
 #include "train/config.h"
 #include "util/fsutil.h"
@@ -125,6 +126,43 @@ static void a_model_header_is_checked_against_the_file(void)
     CHECKF(strstr(err, "parameters") && strstr(err, "125000 values"), "message: %s", err);
 }
 
+static int load_state_text(const char *json, char *err, size_t errlen)
+{
+    char text[1024];
+    snprintf(text, sizeof text, "{%s, \"rng\": [\"1\", \"2\", \"3\", \"4\"], \"values\": {}}",
+             json);
+    write_bytes(path_of("trainer_state.json"), text, strlen(text));
+    TrainerState st;
+    return ckpt_state_load(path_of("trainer_state.json"), &st, err, errlen);
+}
+
+#define STATE_FIELDS(step, adam)                                                                   \
+    "\"format\": \"prefrun-trainer-state-1\", \"step\": " step ", \"epoch\": 0, "                  \
+    "\"epoch_pos\": 3, \"tokens_seen\": 100, \"skipped_batches\": " adam
+
+static void a_trainer_state_is_checked_field_by_field(void)
+{
+    char err[512];
+    CHECKF(load_state_text(STATE_FIELDS("10", "0"), err, sizeof err) == 0, "%s", err);
+    CHECK(load_state_text(STATE_FIELDS("-1", "0"), err, sizeof err) == -1);
+    CHECKF(strstr(err, "field \"step\" is -1"), "message: %s", err);
+    CHECK(load_state_text(STATE_FIELDS("9223372036854775807", "0"), err, sizeof err) == -1);
+    CHECKF(strstr(err, "field \"step\" is 9223372036854775807"), "message: %s", err);
+    CHECK(load_state_text(STATE_FIELDS("10", "-5"), err, sizeof err) == -1);
+    CHECKF(strstr(err, "skipped_batches"), "message: %s", err);
+    CHECK(load_state_text("\"format\": \"prefrun-trainer-state-2\", \"step\": 1", err,
+                          sizeof err) == -1);
+    CHECKF(strstr(err, "expected \"prefrun-trainer-state-1\""), "message: %s", err);
+    CHECK(load_state_text("\"step\": 1", err, sizeof err) == -1);
+    CHECKF(strstr(err, "format is missing"), "message: %s", err);
+    /* the state of checkpoint-12 that claims step 10 */
+    CHECK(load_state_text(STATE_FIELDS("10", "0"), err, sizeof err) == 0);
+    TrainerState st;
+    CHECK(ckpt_state_load_at(dir, 12, &st, err, sizeof err) == -1);
+    CHECKF(strstr(err, "step is 10, but the checkpoint is of step 12"), "message: %s", err);
+    CHECK(ckpt_state_load_at(dir, 10, &st, err, sizeof err) == 0 && st.step == 10);
+}
+
 static char *nested(int depth)
 {
     char *s = malloc((size_t)depth * 2 + 8);
@@ -172,6 +210,7 @@ int main(void)
     RUN(special_files_are_refused_or_bounded);
     RUN(a_loss_script_over_the_cap_is_refused_while_read);
     RUN(a_model_header_is_checked_against_the_file);
+    RUN(a_trainer_state_is_checked_field_by_field);
     RUN(deep_yaml_is_refused_before_it_is_built);
     char err[256];
     fsutil_remove_tree(dir, err, sizeof err);

@@ -533,12 +533,11 @@ int ckpt_state_save(const char *path, const TrainerState *s, char *err, size_t e
     json_t *values = json_object();
     for (int i = 0; values && i < s->n_values; i++)
         json_object_set_new(values, s->value_names[i], number_json(s->values[i]));
-    json_t *root =
-        json_pack("{s:s, s:I, s:I, s:I, s:[s,s,s,s], s:I, s:I, s:o}", "format",
-                  "prefrun-trainer-state-1", "step", (json_int_t)s->step, "epoch",
-                  (json_int_t)s->epoch, "epoch_pos", (json_int_t)s->epoch_pos, "rng", rng[0],
-                  rng[1], rng[2], rng[3], "tokens_seen", (json_int_t)s->tokens_seen,
-                  "skipped_batches", (json_int_t)s->skipped_batches, "values", values);
+    json_t *root = json_pack(
+        "{s:s, s:I, s:I, s:I, s:[s,s,s,s], s:I, s:I, s:o}", "format", CKPT_STATE_FORMAT, "step",
+        (json_int_t)s->step, "epoch", (json_int_t)s->epoch, "epoch_pos", (json_int_t)s->epoch_pos,
+        "rng", rng[0], rng[1], rng[2], rng[3], "tokens_seen", (json_int_t)s->tokens_seen,
+        "skipped_batches", (json_int_t)s->skipped_batches, "values", values);
     char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(root);
     if (!text)
@@ -563,6 +562,11 @@ static int get_int_field(const json_t *root, const char *key, int64_t *out, cons
         return err_fail(err, errlen, "%s: field \"%s\" is %s, expected an integer", path, key,
                         v ? "not an integer" : "missing");
     *out = json_integer_value(v);
+    /* counters of a run: never negative, and far from where step + 1 or a
+     * sum of tokens could overflow */
+    if (*out < 0 || *out > CKPT_MAX_COUNT)
+        return err_fail(err, errlen, "%s: field \"%s\" is %lld, expected 0 to %lld", path, key,
+                        (long long)*out, (long long)CKPT_MAX_COUNT);
     return 0;
 }
 
@@ -571,6 +575,11 @@ static int parse_state(const json_t *root, TrainerState *s, const char *path, ch
 {
     if (!json_is_object(root))
         return err_fail(err, errlen, "%s: expected a JSON object", path);
+    const char *format = json_string_value(json_object_get(root, "format"));
+    if (!format || strcmp(format, CKPT_STATE_FORMAT))
+        return err_fail(err, errlen, "%s: format is %s%s%s, expected \"%s\"", path,
+                        format ? "\"" : "", format ? format : "missing", format ? "\"" : "",
+                        CKPT_STATE_FORMAT);
     if (get_int_field(root, "step", &s->step, path, err, errlen) ||
         get_int_field(root, "epoch", &s->epoch, path, err, errlen) ||
         get_int_field(root, "epoch_pos", &s->epoch_pos, path, err, errlen) ||
@@ -618,6 +627,18 @@ int ckpt_state_load(const char *path, TrainerState *s, char *err, size_t errlen)
     int rc = parse_state(root, s, path, err, errlen);
     json_decref(root);
     return rc;
+}
+
+int ckpt_state_load_at(const char *dir, int64_t step, TrainerState *s, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, CKPT_STATE_FILE);
+    if (ckpt_state_load(path, s, err, errlen) != 0)
+        return -1;
+    if (s->step != step)
+        return err_fail(err, errlen, "%s: step is %lld, but the checkpoint is of step %lld", path,
+                        (long long)s->step, (long long)step);
+    return 0;
 }
 
 /* ---- checkpoint directories ---- */

@@ -87,6 +87,9 @@ int st_read_all(const StFile *f, const StEntry *e, int n, bool strict, char *err
 /* What the trainer needs, besides weights and optimizer moments, to resume
  * exactly. `values` carries any other numbers (running metric sums, counters)
  * under names the trainer picks; doubles round-trip bit for bit. */
+#define CKPT_STATE_FORMAT "prefrun-trainer-state-1"
+#define CKPT_MAX_COUNT ((int64_t)1 << 53) /* steps, tokens: exact in a double too */
+
 typedef struct TrainerState {
     int64_t step;      /* optimizer steps done */
     int64_t epoch;     /* DataOrder.epoch */
@@ -103,7 +106,13 @@ int ckpt_state_set(TrainerState *s, const char *name, double value); /* 0, or -1
 /* The value, or def when absent. */
 double ckpt_state_get(const TrainerState *s, const char *name, double def);
 int ckpt_state_save(const char *path, const TrainerState *s, char *err, size_t errlen);
+/* Loads and checks a trainer state: its format must be CKPT_STATE_FORMAT
+ * (a newer or unknown one is refused, not guessed at) and every counter in
+ * [0, CKPT_MAX_COUNT]. */
 int ckpt_state_load(const char *path, TrainerState *s, char *err, size_t errlen);
+/* The same for the state of checkpoint directory dir, whose name says it
+ * was taken at `step`: a state that claims another step is refused. */
+int ckpt_state_load_at(const char *dir, int64_t step, TrainerState *s, char *err, size_t errlen);
 
 /* ---- checkpoint directories ---- */
 
