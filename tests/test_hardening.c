@@ -20,6 +20,7 @@
 #include "train/config.h"
 #include "util/fsutil.h"
 
+#include "lossfix.h"
 #include "testlib.h"
 
 static char dir[] = "/tmp/prefrun_hardening_XXXXXX";
@@ -126,6 +127,32 @@ static void a_model_header_is_checked_against_the_file(void)
     CHECKF(strstr(err, "parameters") && strstr(err, "125000 values"), "message: %s", err);
 }
 
+/* Lua's formatter knows no %g: the message must survive a non-finite state */
+static void a_non_finite_state_is_named_not_lost(void)
+{
+    const char *path = fx_write("return { name = 'nanstate', params = { beta = 0.1 },\n"
+                                "  state = { x = 0 },\n"
+                                "  loss = function(b, p, s) s.x = 0/0\n"
+                                "    return -logsigmoid(p.beta * b.policy_chosen_logps) end }\n");
+    char err[512] = "";
+    LossScript *ls = path ? loss_load(path, NULL, NULL, err, sizeof err) : NULL;
+    CHECKF(ls != NULL, "load: %s", err);
+    if (ls) {
+        TensorCtx *ctx = tensor_ctx_new(0);
+        FxBatch fb;
+        fx_batch(&fb, ctx, 4);
+        CHECK(loss_eval(ls, ctx, &fb.b, err, sizeof err) == NULL);
+        CHECKF(strstr(err, "state.x became") && strstr(err, "nan") &&
+                   strstr(err, "expected a finite number") && !strstr(err, "invalid option"),
+               "message: %s", err);
+        tensor_ctx_free(ctx);
+        CHECK(loss_state_value(ls, 0) == 0); /* the failed call committed nothing */
+        loss_free(ls);
+    }
+    if (path)
+        unlink(path);
+}
+
 static int load_state_text(const char *json, char *err, size_t errlen)
 {
     char text[1024];
@@ -210,6 +237,7 @@ int main(void)
     RUN(special_files_are_refused_or_bounded);
     RUN(a_loss_script_over_the_cap_is_refused_while_read);
     RUN(a_model_header_is_checked_against_the_file);
+    RUN(a_non_finite_state_is_named_not_lost);
     RUN(a_trainer_state_is_checked_field_by_field);
     RUN(deep_yaml_is_refused_before_it_is_built);
     char err[256];

@@ -436,7 +436,8 @@ static void read_state(lua_State *L, EvalArgs *a, int s)
             luaL_error(L, "%s: state.%s must be a number or a one-element tensor (got %s)",
                        ls->path, ls->state[i].key, t ? "a larger tensor" : luaL_typename(L, -1));
         if (!isfinite(a->state[i]))
-            luaL_error(L, "%s: state.%s became %g", ls->path, ls->state[i].key, a->state[i]);
+            luaL_error(L, "%s: state.%s became %f, expected a finite number", ls->path,
+                       ls->state[i].key, (lua_Number)a->state[i]); /* Lua's %f is %.14g */
         lua_pop(L, 1);
     }
     lua_pushnil(L);
