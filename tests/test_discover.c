@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util/text.h"
 #include "discover/discover.h"
 #include "discover/archive.h"
 #include "task/fitness.h"
@@ -465,6 +466,31 @@ static void command_proposer_pipes_and_times_out(void)
     proposer_free(p);
 }
 
+/* a reply's bytes are untrusted: code that is not UTF-8 is no code, other
+ * text is cleaned, and nothing of it can stop the archive from encoding it */
+static void command_reply_with_invalid_utf8_is_made_safe(void)
+{
+    ProposeConfig cfg = command_config("import sys\nsys.stdin.read()\n"
+                                       "sys.stdout.buffer.write(b'caf\\xe9 "
+                                       "thought\\n```lua\\nreturn { name = \"x\\xff\" }\\n```\\n')",
+                                       20);
+    Proposer *p = proposer_new(&cfg, err, sizeof err);
+    CHECKF(p != NULL, "%s", err);
+    ProposeContext ctx = {.generation = 1, .fitness_metric = "accuracy"};
+    Proposal out;
+    CHECKF(p && proposer_propose(p, &ctx, &out, err, sizeof err) == 0, "%s", err);
+    CHECK(out.code == NULL);
+    CHECKF(strstr(out.error, "not valid UTF-8"), "error: %s", out.error);
+    CHECK(!out.raw || text_utf8_valid(out.raw, strlen(out.raw)));
+    CHECK(!out.thought || text_utf8_valid(out.thought, strlen(out.thought)));
+    json_t *rec = json_pack("{s:s?, s:s?, s:s}", "thought", out.thought, "reply", out.raw, "error",
+                            out.error);
+    CHECK(rec != NULL); /* jansson refuses invalid UTF-8 with NULL */
+    json_decref(rec);
+    proposal_free(&out);
+    proposer_free(p);
+}
+
 /* ---- the fake LLM server ------------------------------------------------------------------ */
 
 static pid_t server_pid;
@@ -857,6 +883,7 @@ int main(void)
     RUN(probe_rewrites_are_one_behaviour);
     RUN(evolve_is_seeded_and_writes_valid_lua);
     RUN(command_proposer_pipes_and_times_out);
+    RUN(command_reply_with_invalid_utf8_is_made_safe);
     RUN(llm_end_to_end_against_a_fake_server);
     RUN(llm_fatal_http_errors_stop_the_loop);
     RUN(evolve_two_generations_and_report);

@@ -208,7 +208,9 @@ static int append(Loop *L, json_t *rec, char *err, size_t errlen)
 {
     int rc = rec ? archive_append(L->ar, rec, err, errlen) : -1;
     if (!rec)
-        snprintf(err, errlen, "discover: out of memory");
+        snprintf(err, errlen,
+                 "discover: an archive record could not be encoded (out of memory, "
+                 "or text that is not UTF-8)");
     json_decref(rec);
     return rc;
 }

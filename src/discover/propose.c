@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "util/fsutil.h"
+#include "util/text.h"
 
 #define CODE_LINES_SHOWN 80 /* of a failed candidate's code in the prompt */
 
@@ -112,11 +113,57 @@ Proposer *proposer_new(const ProposeConfig *cfg, char *err, size_t errlen)
     return p;
 }
 
+/* s replaced by its UTF-8-clean copy; false when out of memory */
+static bool clean_text(char **s)
+{
+    if (!*s || text_utf8_valid(*s, strlen(*s)))
+        return true;
+    char *c = text_utf8_clean(*s, strlen(*s));
+    free(*s);
+    *s = c;
+    return c != NULL;
+}
+
+static void clean_array(char *s, size_t cap)
+{
+    if (text_utf8_valid(s, strlen(s)))
+        return;
+    char *c = text_utf8_clean(s, strlen(s));
+    snprintf(s, cap, "%s", c ? c : "?");
+    /* a cut may have split a character: drop its start bytes */
+    size_t n = strlen(s);
+    while (n && !text_utf8_valid(s, n))
+        s[--n] = 0;
+    free(c);
+}
+
+/* A proposer's reply is untrusted text bound for the archive's JSON (which
+ * refuses invalid UTF-8) and for prompts: code that is not UTF-8 is no code
+ * (it is not Lua a reader could trust either), the rest is cleaned. */
+static int make_safe(Proposal *out, char *err, size_t errlen)
+{
+    if (out->code && !text_utf8_valid(out->code, strlen(out->code))) {
+        free(out->code);
+        out->code = NULL;
+        snprintf(out->error, sizeof out->error,
+                 "the reply's code is not valid UTF-8 (a loss file is UTF-8 text)");
+    }
+    if (!clean_text(&out->thought) || !clean_text(&out->raw) || !clean_text(&out->genome)) {
+        snprintf(err, errlen, "proposer: out of memory");
+        return -1;
+    }
+    clean_array(out->name, sizeof out->name);
+    clean_array(out->error, sizeof out->error);
+    return 0;
+}
+
 int proposer_propose(Proposer *p, const ProposeContext *ctx, Proposal *out, char *err,
                      size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    return p->ops->propose(p->state, ctx, out, err, errlen);
+    if (p->ops->propose(p->state, ctx, out, err, errlen) != 0)
+        return -1;
+    return make_safe(out, err, errlen);
 }
 
 bool proposer_needs_genome(const Proposer *p) { return p->ops->needs_genome; }
