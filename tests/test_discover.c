@@ -316,6 +316,63 @@ static void archive_drops_a_torn_last_line(void)
     CHECK(archive_open(dir, &dropped, err, sizeof err) == NULL && strstr(err, ":2:"));
 }
 
+/* The parents depend on the seed and the archive's content only: the same
+ * results, archived in another completion order (as a resumed run or other
+ * timing gives), give the same parents. */
+static void parents_do_not_depend_on_completion_order(void)
+{
+    static const char *names[4] = {"aa", "bb", "cc", "dd"};
+    static const double fit[4] = {0.5, 0.4, 0.3, 0.2};
+    static const int orders[2][4] = {{0, 1, 2, 3}, {3, 1, 0, 2}};
+    char picked[2][8][ARCHIVE_NAME_LEN];
+    int n_picked[2][8];
+    for (int o = 0; o < 2; o++) {
+        char text[4096] = "";
+        size_t at = 0;
+        for (int i = 0; i < 4; i++)
+            at += (size_t)snprintf(text + at, sizeof text - at,
+                                   "{\"type\":\"proposal\",\"gen\":0,\"idx\":%d,\"name\":\"%s\","
+                                   "\"code\":\"c%d\",\"genome\":\"g\"}\n",
+                                   i, names[i], i);
+        for (int k = 0; k < 4; k++) {
+            int i = orders[o][k];
+            at += (size_t)snprintf(text + at, sizeof text - at,
+                                   "{\"type\":\"result\",\"gen\":0,\"idx\":%d,\"name\":\"%s\","
+                                   "\"status\":\"valid\",\"fitness\":{\"value\":%g},"
+                                   "\"descriptors\":{\"cell\":\"cell%d\"}}\n",
+                                   i, names[i], fit[i], i);
+        }
+        char dir[64];
+        snprintf(dir, sizeof dir, "order%d", o);
+        const char *d = path_in(dir);
+        fsutil_mkdirs(d, err, sizeof err);
+        char file[600];
+        snprintf(file, sizeof file, "%s/archive.jsonl", d);
+        write_text(file, text);
+        int dropped = 0;
+        Archive *ar = archive_open(d, &dropped, err, sizeof err);
+        CHECKF(ar != NULL, "%s", err);
+        if (!ar)
+            return;
+        CHECK(archive_cell_count(ar) == 4);
+        for (int draw = 0; draw < 8; draw++) {
+            Rng r;
+            rng_seed(&r, 1000 + (uint64_t)draw);
+            const ArchiveEntry *out[3];
+            n_picked[o][draw] = archive_parents(ar, &r, 2, true, out);
+            picked[o][draw][0] = 0;
+            for (int i = 0; i < n_picked[o][draw]; i++) {
+                strcat(picked[o][draw], out[i]->name);
+                strcat(picked[o][draw], " ");
+            }
+        }
+        archive_close(ar);
+    }
+    for (int draw = 0; draw < 8; draw++)
+        CHECKF(n_picked[0][draw] == n_picked[1][draw] && !strcmp(picked[0][draw], picked[1][draw]),
+               "draw %d: '%s' vs '%s'", draw, picked[0][draw], picked[1][draw]);
+}
+
 /* ---- worker bounds ----------------------------------------------------------------------- */
 
 static char *pool_job(void *arg, size_t i)
@@ -879,6 +936,7 @@ int main(void)
     RUN(settings_round_trip_and_unknown_keys);
     RUN(fitness_task_is_the_registered_default);
     RUN(archive_drops_a_torn_last_line);
+    RUN(parents_do_not_depend_on_completion_order);
     RUN(pool_bounds_crash_timeout_memory);
     RUN(probe_rewrites_are_one_behaviour);
     RUN(evolve_is_seeded_and_writes_valid_lua);

@@ -518,12 +518,24 @@ void archive_unique_name(const Archive *ar, const char *want, char out[ARCHIVE_N
 
 /* ---- parents, failures, leaders -------------------------------------------------- */
 
+/* elites in the order of their candidates (gen, idx): cells are made as
+ * results arrive, in worker-completion order, and a draw over that order
+ * would make the parents depend on timing (and differ after a resume) */
+static int by_candidate(const void *a, const void *b, void *arg)
+{
+    const Archive *ar = arg;
+    const ArchiveEntry *x = &ar->e[*(const int *)a], *y = &ar->e[*(const int *)b];
+    return x->gen != y->gen ? (x->gen > y->gen) - (x->gen < y->gen)
+                            : (x->idx > y->idx) - (x->idx < y->idx);
+}
+
 static int elites(const Archive *ar, bool need_genome, int *out)
 {
     int n = 0;
     for (int k = 0; k < ar->n_cells; k++)
         if (!need_genome || ar->e[ar->cells[k].elite].has_genome)
             out[n++] = ar->cells[k].elite;
+    qsort_r(out, (size_t)n, sizeof *out, by_candidate, (void *)ar);
     return n;
 }
 
