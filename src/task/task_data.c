@@ -136,13 +136,25 @@ static int make_pairs(const Gpt *ref, const TaskPrompts *p, int k, double bt, ui
         rng_seed(&r, bt_seed);
         TaskPairStats formed;
         int64_t np = task_pairs_form(rewards, p->n, k, bt, &r, pairs, &formed);
-        rc = task_pairs_write(path, (const char *const *)p->text, p->n, texts, k, pairs, np, st,
-                              err, errlen);
+        /* no pair: an error before anything is written, so that no empty
+         * file is left in the cache for a later run to trust */
+        if (np == 0)
+            rc = err_fail(err, errlen,
+                          "task: %s: no preference pair: every prompt's %d completions had the "
+                          "same reward (a reference too weak to tell them apart: pretrain it "
+                          "longer or larger)",
+                          path, k);
+        else
+            rc = task_pairs_write(path, (const char *const *)p->text, p->n, texts, k, pairs, np, st,
+                                  err, errlen);
         st->ties = formed.ties; /* the writer counts what it wrote; ties were never pairs */
         st->flipped = formed.flipped;
     }
-    if (rc == 0 && st->pairs == 0)
-        rc = err_fail(err, errlen, "task: %s: no preference pair (every completion tied)", path);
+    if (rc == 0 && st->pairs == 0) {
+        unlink(path); /* every pair was unwritable: the file is empty */
+        rc = err_fail(err, errlen, "task: %s: no preference pair could be written (%lld invalid)",
+                      path, (long long)st->invalid);
+    }
     sample_results_free(res, n);
     free(res);
     free(prompts);
