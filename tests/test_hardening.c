@@ -190,6 +190,35 @@ static void a_trainer_state_is_checked_field_by_field(void)
     CHECK(ckpt_state_load_at(dir, 10, &st, err, sizeof err) == 0 && st.step == 10);
 }
 
+/* a diverged run's weights are refused where they enter, not evaluated */
+static void non_finite_weights_are_refused_on_load(void)
+{
+    char err[512];
+    GptConfig g = {.vocab = 257, .context = 16, .width = 16, .layers = 1, .heads = 2};
+    Gpt *m = gpt_new(&g, false, err, sizeof err);
+    CHECKF(m != NULL, "%s", err);
+    if (!m)
+        return;
+    gpt_init(m, 7);
+    CHECK(model_file_save(m, path_of("good.safetensors"), NULL, err, sizeof err) == 0);
+    Gpt *back = NULL;
+    CHECKF(model_file_load(path_of("good.safetensors"), NULL, &back, err, sizeof err) == 0, "%s",
+           err);
+    gpt_free(back);
+    m->tensors[m->n_tensors - 1]->data[3] = NAN;
+    CHECK(model_file_save(m, path_of("nan.safetensors"), NULL, err, sizeof err) == 0);
+    back = (Gpt *)1;
+    CHECK(model_file_load(path_of("nan.safetensors"), NULL, &back, err, sizeof err) == -1);
+    CHECK(back == NULL);
+    CHECKF(strstr(err, "holds NaN at element 3") && strstr(err, "not finite"), "message: %s", err);
+    CHECK(model_file_read(m, path_of("nan.safetensors"), err, sizeof err) == -1);
+    m->tensors[0]->data[0] = -INFINITY;
+    CHECK(model_file_save(m, path_of("inf.safetensors"), NULL, err, sizeof err) == 0);
+    CHECK(model_file_load(path_of("inf.safetensors"), NULL, &back, err, sizeof err) == -1);
+    CHECKF(strstr(err, "an infinity"), "message: %s", err);
+    gpt_free(m);
+}
+
 static char *nested(int depth)
 {
     char *s = malloc((size_t)depth * 2 + 8);
@@ -239,6 +268,7 @@ int main(void)
     RUN(a_model_header_is_checked_against_the_file);
     RUN(a_non_finite_state_is_named_not_lost);
     RUN(a_trainer_state_is_checked_field_by_field);
+    RUN(non_finite_weights_are_refused_on_load);
     RUN(deep_yaml_is_refused_before_it_is_built);
     char err[256];
     fsutil_remove_tree(dir, err, sizeof err);

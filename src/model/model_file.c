@@ -4,6 +4,7 @@
  */
 #include "model/model_file.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,18 +54,36 @@ int model_file_save(const Gpt *m, const char *path, const char *const *meta, cha
     return rc;
 }
 
-static int read_into(Gpt *m, StFile *f, char *err, size_t errlen)
+/* Weights that are not finite (a diverged run's checkpoint) give a model
+ * whose every output is NaN; evaluated, they would pass for numbers
+ * ("kl -nan", a win rate of 0.75), so they are refused where they enter. */
+static int finite_weights(const Gpt *m, const char *file, char *err, size_t errlen)
+{
+    for (int i = 0; i < m->n_tensors; i++) {
+        const Tensor *t = m->tensors[i];
+        for (int64_t k = 0; k < t->size; k++)
+            if (!isfinite(t->data[k]))
+                return err_fail(err, errlen,
+                                "%s: tensor \"%s\" holds %s at element %lld: the weights are not "
+                                "finite (a diverged run?)",
+                                file, t->name, isnan(t->data[k]) ? "NaN" : "an infinity",
+                                (long long)k);
+    }
+    return 0;
+}
+
+static int read_into(Gpt *m, StFile *f, const char *file, char *err, size_t errlen)
 {
     StEntry *e = model_entries(m, err, errlen);
     int rc = e ? st_read_all(f, e, m->n_tensors, true, err, errlen) : -1;
     free(e);
-    return rc;
+    return rc == 0 ? finite_weights(m, file, err, errlen) : -1;
 }
 
 int model_file_read(Gpt *m, const char *file, char *err, size_t errlen)
 {
     StFile *f = st_open(file, err, errlen);
-    int rc = f ? read_into(m, f, err, errlen) : -1;
+    int rc = f ? read_into(m, f, file, err, errlen) : -1;
     st_close(f);
     return rc;
 }
@@ -169,7 +188,7 @@ int model_file_load(const char *file, const GptConfig *fallback, Gpt **out, char
     if (rc == 0 && !(m = gpt_new(&g, false, err, errlen)))
         rc = -1;
     if (rc == 0)
-        rc = read_into(m, f, err, errlen);
+        rc = read_into(m, f, file, err, errlen);
     st_close(f);
     if (rc != 0) {
         gpt_free(m);
