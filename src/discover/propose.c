@@ -129,12 +129,16 @@ static void clean_array(char *s, size_t cap)
     if (text_utf8_valid(s, strlen(s)))
         return;
     char *c = text_utf8_clean(s, strlen(s));
-    snprintf(s, cap, "%s", c ? c : "?");
+    size_t n = c ? strlen(c) : 0;
+    if (n >= cap)
+        n = cap - 1;
+    if (c)
+        memcpy(s, c, n);
+    s[n] = 0;
+    free(c);
     /* a cut may have split a character: drop its start bytes */
-    size_t n = strlen(s);
     while (n && !text_utf8_valid(s, n))
         s[--n] = 0;
-    free(c);
 }
 
 /* A proposer's reply is untrusted text bound for the archive's JSON (which

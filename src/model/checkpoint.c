@@ -575,17 +575,18 @@ static int parse_state(const json_t *root, TrainerState *s, const char *path, ch
 {
     if (!json_is_object(root))
         return err_fail(err, errlen, "%s: expected a JSON object", path);
-    const char *format = json_string_value(json_object_get(root, "format"));
-    if (!format || strcmp(format, CKPT_STATE_FORMAT))
-        return err_fail(err, errlen, "%s: format is %s%s%s, expected \"%s\"", path,
-                        format ? "\"" : "", format ? format : "missing", format ? "\"" : "",
-                        CKPT_STATE_FORMAT);
     if (get_int_field(root, "step", &s->step, path, err, errlen) ||
         get_int_field(root, "epoch", &s->epoch, path, err, errlen) ||
         get_int_field(root, "epoch_pos", &s->epoch_pos, path, err, errlen) ||
         get_int_field(root, "tokens_seen", &s->tokens_seen, path, err, errlen) ||
         get_int_field(root, "skipped_batches", &s->skipped_batches, path, err, errlen))
         return -1;
+    /* after the fields, whose own messages come first */
+    const char *format = json_string_value(json_object_get(root, "format"));
+    if (!format || strcmp(format, CKPT_STATE_FORMAT))
+        return err_fail(err, errlen, "%s: format is %s%s%s, expected \"%s\"", path,
+                        format ? "\"" : "", format ? format : "missing", format ? "\"" : "",
+                        CKPT_STATE_FORMAT);
     const json_t *rng = json_object_get(root, "rng");
     for (int i = 0; i < 4; i++) {
         const char *h = json_string_value(json_array_get(rng, (size_t)i));
