@@ -1,0 +1,180 @@
+/*
+ * train/train_metrics.c — what a run reports: RUN_DIR/metrics.jsonl (opened
+ * fresh, or cut back to the resumed step), the sums of a logging interval
+ * and the lines written from them, and the progress output.
+ *
+ * A metrics line is a function of the sums, the counters and the data order's
+ * position only (tokens_per_sec aside), so a resumed run, whose checkpoint
+ * restores all three, writes the same lines as an uninterrupted one.
+ */
+#include "train/train_internal.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/fsutil.h"
+#include "util/timeutil.h"
+
+/* Keeps the metrics lines of steps <= step (a run killed after its last
+ * checkpoint may have logged past it), rewritten atomically. */
+static int truncate_metrics(const char *path, int64_t step, char *err, size_t errlen)
+{
+    char *text;
+    size_t len;
+    if (!fsutil_exists(path))
+        return 0;
+    if (fsutil_read_file(path, &text, &len, err, errlen) != 0)
+        return -1;
+    FsAtomic *f = fsutil_atomic_open(path, err, errlen);
+    if (!f) {
+        free(text);
+        return -1;
+    }
+    for (char *line = text, *next; line && *line; line = next) {
+        char *nl = strchr(line, '\n');
+        next = nl ? nl + 1 : NULL;
+        if (!nl)
+            break; /* a torn last line: the kill came mid-write */
+        json_t *j = json_loadb(line, (size_t)(nl - line), 0, NULL);
+        json_t *s = j ? json_object_get(j, "step") : NULL;
+        if (s && json_is_integer(s) && json_integer_value(s) <= step)
+            fsutil_atomic_write(f, line, (size_t)(next - line));
+        json_decref(j);
+    }
+    free(text);
+    return fsutil_atomic_commit(f, err, errlen);
+}
+int trainer_open_metrics(Trainer *tr, char *err, size_t errlen)
+{
+    char path[PATH_LEN + 32];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", tr->run_dir);
+    if (tr->opt->resume) {
+        if (truncate_metrics(path, tr->step, err, errlen) != 0)
+            return -1;
+    } else if (fsutil_exists(path) && remove(path) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    tr->metrics = fopen(path, "a");
+    if (!tr->metrics) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static double epoch_now(const Trainer *tr)
+{
+    return (double)tr->order.epoch + (double)tr->order.pos / (double)tr->order.n;
+}
+/* ", "KEY": value" with %.10g (exact to float precision, and the same text
+ * for the same number); JSON has no NaN or Inf, so those are written null. */
+static void json_num(FILE *f, const char *prefix, const char *key, double v)
+{
+    if (isfinite(v))
+        fprintf(f, ", \"%s%s\": %.10g", prefix, key, v);
+    else
+        fprintf(f, ", \"%s%s\": null", prefix, key);
+}
+/* One JSON object per line, keys in a fixed order (TRL's names). */
+void trainer_write_metrics(Trainer *tr, const char *prefix, const MetricSums *m, bool train,
+                           double tok_per_sec)
+{
+    double w = m->weight > 0 ? m->weight : 1;
+    FILE *f = tr->metrics;
+    fprintf(f, "{\"epoch\": %.6g", epoch_now(tr));
+    json_num(f, prefix, "loss", m->loss / w);
+    if (train) {
+        json_num(f, "", "grad_norm", m->grad_norm);
+        json_num(f, "", "learning_rate", m->lr);
+    }
+    json_num(f, prefix, "rewards/chosen", m->chosen / w);
+    json_num(f, prefix, "rewards/rejected", m->rejected / w);
+    json_num(f, prefix, "rewards/accuracies", m->accuracy / w);
+    json_num(f, prefix, "rewards/margins", m->margin / w);
+    json_num(f, prefix, "logps/chosen", m->logp_chosen / w);
+    json_num(f, prefix, "logps/rejected", m->logp_rejected / w);
+    if (train && tr->skipped > 0)
+        fprintf(f, ", \"skipped_batches\": %lld", (long long)tr->skipped);
+    fprintf(f, ", \"tokens_per_sec\": %.1f, \"step\": %lld}\n", tok_per_sec, (long long)tr->step);
+    fflush(f);
+}
+/* TRL's reward metrics of one micro-batch, added to m with weight w. */
+void metric_sums_add(MetricSums *m, double beta, const GptPairLogps *pol, const RefLogps *ref,
+                     int B, double loss, double w)
+{
+    double ch = 0, rj = 0, acc = 0, lc = 0, lr = 0;
+    for (int b = 0; b < B; b++) {
+        double rc = beta * ((double)pol->chosen->data[b] - ref->chosen->data[b]);
+        double rr = beta * ((double)pol->rejected->data[b] - ref->rejected->data[b]);
+        ch += rc;
+        rj += rr;
+        acc += rc > rr;
+        lc += pol->chosen->data[b];
+        lr += pol->rejected->data[b];
+    }
+    m->loss += w * loss;
+    m->chosen += w * ch / B;
+    m->rejected += w * rj / B;
+    m->accuracy += w * acc / B;
+    m->margin += w * (ch - rj) / B;
+    m->logp_chosen += w * lc / B;
+    m->logp_rejected += w * lr / B;
+    m->weight += w;
+}
+/* A training micro-batch into the interval's sums and the run's counters. */
+void trainer_count_micro_batch(Trainer *tr, const StepBatch *s, const GptPairLogps *pol,
+                               const RefLogps *ref, double loss)
+{
+    metric_sums_add(&tr->sums, tr->beta, pol, ref, s->B, loss, 1.0);
+    tr->sums.tokens += (double)s->tokens;
+    tr->interval_tokens += (double)s->tokens;
+    tr->tokens_seen += s->tokens;
+}
+
+static void format_eta(double seconds, char *out, size_t len)
+{
+    long s = seconds > 0 && seconds < 1e7 ? (long)(seconds + 0.5) : 0;
+    snprintf(out, len, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+}
+static void show_progress(Trainer *tr, const MetricSums *m, bool logged)
+{
+    if (tr->opt->quiet)
+        return;
+    double w = m->weight > 0 ? m->weight : 1, el = timeutil_now() - tr->t_start;
+    int64_t done = tr->step - tr->step_at_start;
+    char eta[32];
+    format_eta(done > 0 ? el / (double)done * (double)(tr->total_steps - tr->step) : 0, eta,
+               sizeof eta);
+    if (tr->tty) {
+        int width = 24, fill = (int)(width * tr->step / tr->total_steps);
+        fprintf(tr->progress, "\r[%.*s%*s] step %lld/%lld  loss %.4f  acc %.3f  ETA %s ", fill,
+                "========================", width - fill, "", (long long)tr->step,
+                (long long)tr->total_steps, m->loss / w, m->accuracy / w, eta);
+        if (tr->step == tr->total_steps)
+            fputc('\n', tr->progress);
+    } else if (logged) {
+        fprintf(tr->progress, "step %lld/%lld  loss %.4f  acc %.3f  lr %.3g  ETA %s\n",
+                (long long)tr->step, (long long)tr->total_steps, m->loss / w, m->accuracy / w,
+                m->lr, eta);
+    }
+    fflush(tr->progress);
+}
+void trainer_log_step(Trainer *tr, TrainResult *res)
+{
+    bool due = tr->step % tr->cfg.logging_steps == 0 || tr->step == tr->total_steps;
+    show_progress(tr, &tr->sums, due);
+    if (!due || tr->sums.weight == 0)
+        return;
+    double el = timeutil_now() - tr->t_interval;
+    trainer_write_metrics(tr, "", &tr->sums, true, el > 0 ? tr->interval_tokens / el : 0);
+    double w = tr->sums.weight;
+    res->last_loss = tr->sums.loss / w;
+    res->last_accuracy = tr->sums.accuracy / w;
+    tr->sums = (MetricSums){0};
+    tr->interval_tokens = 0;
+    tr->t_interval = timeutil_now();
+}
