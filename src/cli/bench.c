@@ -11,7 +11,6 @@
  * Tokens per step: 2BT (chosen and rejected rows).
  */
 #include <cblas.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +19,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "train/config.h"
 #include "util/fsutil.h"
 #include "prefrun_config.h"
@@ -182,46 +182,64 @@ static void usage(FILE *f)
                "example:\n  prefrun bench --config small --threads 2\n");
 }
 
+/* --config: NULL for all, else the one it names */
+static int pick_models(const char *which, const BenchModel **one)
+{
+    *one = NULL;
+    for (int i = 0; i < N_MODELS; i++)
+        if (strcmp(which, bench_models[i].name) == 0)
+            *one = &bench_models[i];
+    if (!*one && strcmp(which, "all") != 0)
+        return cli_usage_error("bench", "--config: expected tiny, small or all, got '%s'", which);
+    return 0;
+}
+
+/* one table row per model (one: that model only) */
+static int run(const char *loss, const BenchModel *one, const Peak *pk, int threads, int steps)
+{
+    const char *coretype = getenv("OPENBLAS_CORETYPE");
+    printf("prefrun bench: %d threads, OPENBLAS_CORETYPE=%s; best of %d steps, each after one "
+           "2048^3 sgemm\n",
+           threads, coretype ? coretype : "(unset)", steps);
+    printf("%-6s %4s %4s %4s %2s %2s %3s %8s %8s %9s %8s %10s %8s\n", "config", "V", "T", "C", "L",
+           "H", "B", "best ms", "mean ms", "tokens/s", "GFLOP/s", "sgemm GF/s", "of peak");
+    int rc = EXIT_OK;
+    for (int i = 0; i < N_MODELS; i++) {
+        const BenchModel *m = &bench_models[i];
+        BenchResult r;
+        if (one && one != m)
+            continue;
+        if (bench_model(m, loss, pk, steps, &r) != 0) {
+            rc = EXIT_FAILED;
+            continue;
+        }
+        double flops = step_flops(m) / r.best_s;
+        printf("%-6s %4d %4d %4d %2d %2d %3d %8.1f %8.1f %9.0f %8.1f %10.1f %7.1f%%\n", m->name,
+               m->V, m->T, m->C, m->L, m->H, m->B, r.best_s * 1e3, r.mean_s * 1e3,
+               2.0 * m->B * m->T / r.best_s, flops / 1e9, r.peak / 1e9, 100 * flops / r.peak);
+        fflush(stdout);
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("peak RSS %.1f MiB\n", (double)ru.ru_maxrss / 1024.0);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"threads", required_argument, NULL, 't'},
-        {"steps", required_argument, NULL, 's'},  {"loss", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
-    };
     const char *which = "all", *loss = PREFRUN_SOURCE_ROOT "/losses/sigmoid.lua";
-    int threads = 0, steps = 10, c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            which = optarg;
-            break;
-        case 'l':
-            loss = optarg;
-            break;
-        case 't':
-            if (cli_opt_int("bench", "--threads", optarg, 0, 1 << 10, &threads) != 0)
-                return EXIT_USAGE;
-            break;
-        case 's':
-            if (cli_opt_int("bench", "--steps", optarg, 1, 1 << 20, &steps) != 0)
-                return EXIT_USAGE;
-            break;
-        case 'h':
-            usage(stdout);
-            return EXIT_OK;
-        default:
-            usage(stderr);
-            return EXIT_USAGE;
-        }
-    }
-    bool all = strcmp(which, "all") == 0, known = all;
-    for (int i = 0; i < N_MODELS; i++)
-        known = known || strcmp(which, bench_models[i].name) == 0;
-    if (!known || optind < argc) {
-        usage(stderr);
-        return EXIT_USAGE;
-    }
+    int threads = 0, steps = 10;
+    const CliOpt opts[] = {
+        CLI_STRING("config", 0, &which),
+        CLI_INT("threads", 0, &threads, 0, 1 << 10),
+        CLI_INT("steps", 0, &steps, 1, 1 << 20),
+        CLI_STRING("loss", 0, &loss),
+    };
+    const CliCommand cmd = {CLI_COMMAND("bench", usage, opts)};
+    const BenchModel *one;
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc != CLI_CONTINUE || (rc = pick_models(which, &one)) != 0)
+        return rc;
     if (!fsutil_exists(loss)) {
         fprintf(stderr, "prefrun bench: loss script %s not found (give --loss FILE)\n", loss);
         return EXIT_INPUT;
@@ -234,31 +252,7 @@ int cmd_bench(int argc, char **argv)
         return EXIT_FAILED;
     }
     peak_once(&pk); /* wakes OpenBLAS's threads */
-    const char *coretype = getenv("OPENBLAS_CORETYPE");
-    printf("prefrun bench: %d threads, OPENBLAS_CORETYPE=%s; best of %d steps, each after one "
-           "2048^3 sgemm\n",
-           threads, coretype ? coretype : "(unset)", steps);
-    printf("%-6s %4s %4s %4s %2s %2s %3s %8s %8s %9s %8s %10s %8s\n", "config", "V", "T", "C", "L",
-           "H", "B", "best ms", "mean ms", "tokens/s", "GFLOP/s", "sgemm GF/s", "of peak");
-    int rc = EXIT_OK;
-    for (int i = 0; i < N_MODELS; i++) {
-        const BenchModel *m = &bench_models[i];
-        BenchResult r;
-        if (!all && strcmp(which, m->name) != 0)
-            continue;
-        if (bench_model(m, loss, &pk, steps, &r) != 0) {
-            rc = EXIT_FAILED;
-            continue;
-        }
-        double flops = step_flops(m) / r.best_s;
-        printf("%-6s %4d %4d %4d %2d %2d %3d %8.1f %8.1f %9.0f %8.1f %10.1f %7.1f%%\n", m->name,
-               m->V, m->T, m->C, m->L, m->H, m->B, r.best_s * 1e3, r.mean_s * 1e3,
-               2.0 * m->B * m->T / r.best_s, flops / 1e9, r.peak / 1e9, 100 * flops / r.peak);
-        fflush(stdout);
-    }
+    rc = run(loss, one, &pk, threads, steps);
     peak_free(&pk);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    printf("peak RSS %.1f MiB\n", (double)ru.ru_maxrss / 1024.0);
     return rc;
 }

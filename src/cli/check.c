@@ -13,7 +13,6 @@
  * itself with SIGKILL before it reports, as the kernel would on a limit.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +24,7 @@
 #include "util/fsutil.h"
 #include "lua/check.h"
 #include "cli/cli.h"
+#include "cli/options.h"
 
 #define CHILD_CPU_SECONDS 30 /* all checks of a loss take well under 1 s */
 #define CHILD_WALL_SECONDS 60
@@ -69,50 +69,22 @@ typedef struct CheckArgs {
     CheckOptions opt;
 } CheckArgs;
 
+int cli_check_set(void *check_options, const char *arg, char *err, size_t errlen)
+{
+    return check_parse_set(check_options, arg, err, errlen);
+}
+
 static int parse(int argc, char **argv, CheckArgs *a)
 {
-    enum { O_JSON = 256, O_SET, O_LOSSES, O_INPROC };
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, O_JSON},
-        {"set", required_argument, NULL, O_SET},
-        {"losses", required_argument, NULL, O_LOSSES},
-        {"in-process", no_argument, NULL, O_INPROC},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+    const CliOpt opts[] = {
+        CLI_FLAG("json", 0, &a->json),
+        CLI_CALL("set", 0, cli_check_set, &a->opt),
+        CLI_STRING("losses", 0, &a->opt.lib_dir),
+        CLI_FLAG("in-process", 0, &a->in_process),
     };
-    char err[160];
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case O_JSON:
-            a->json = true;
-            break;
-        case O_SET:
-            if (check_parse_set(&a->opt, optarg, err, sizeof err) != 0) {
-                fprintf(stderr, "prefrun check: %s\n", err);
-                return EXIT_USAGE;
-            }
-            break;
-        case O_LOSSES:
-            a->opt.lib_dir = optarg;
-            break;
-        case O_INPROC:
-            a->in_process = true;
-            break;
-        case 'h':
-            usage(stdout);
-            return EXIT_OK;
-        default:
-            usage(stderr);
-            return EXIT_USAGE;
-        }
-    }
-    if (optind != argc - 1) {
-        fprintf(stderr, "prefrun check: expected one LOSS.lua (see prefrun check --help)\n");
-        return EXIT_USAGE;
-    }
-    a->path = argv[optind];
-    return -1; /* go on */
+    const CliCommand cmd = {CLI_COMMAND("check", usage, opts), .operand = "LOSS.lua",
+                            .operands = &a->path, .min_operands = 1, .max_operands = 1};
+    return cli_parse(&cmd, argc, argv);
 }
 
 static void print_report(FILE *f, const CheckReport *rep, bool json)
@@ -259,7 +231,7 @@ int cmd_check(int argc, char **argv)
 {
     CheckArgs a = {0};
     int rc = parse(argc, argv, &a);
-    if (rc >= 0)
+    if (rc != CLI_CONTINUE)
         return rc;
     if (!a.in_process)
         return run_forked(&a);

@@ -8,12 +8,13 @@
  *   3  bad input (a malformed file, config or data line; unreadable path)
  *   4  not available in this build yet
  *
- * Options are parsed with getopt_long; every command prints its own --help.
+ * Every command lists its options in a table for cli_parse (cli/options.h)
+ * and prints its own --help.
  */
 #ifndef PREFRUN_CLI_H
 #define PREFRUN_CLI_H
 
-#include <stdint.h>
+#include <stddef.h>
 
 enum {
     EXIT_OK = 0,
@@ -33,11 +34,8 @@ int cmd_sample(int argc, char **argv);
 int cmd_pretrain(int argc, char **argv);
 int cmd_frontier(int argc, char **argv);
 
-/* Option parsers of the task's commands (cli/sample.c): 0, or EXIT_USAGE
- * after a message naming the command, the option and the range. */
-int cli_opt_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int *out);
-int cli_opt_u64(const char *cmd, const char *opt, const char *s, uint64_t *out);
-int cli_opt_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
-                   double *out);
+/* --set KEY=VALUE of a loss param into a CheckOptions, as a CLI_CALL of
+ * options.h (cli/check.c; `check` and `grad` share it) */
+int cli_check_set(void *check_options, const char *arg, char *err, size_t errlen);
 
 #endif

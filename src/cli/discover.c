@@ -6,26 +6,36 @@
  * holds an earlier run (so a plain rerun resumes with the same settings);
  * --config FILE; the flags.
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "discover/discover.h"
 #include "util/fsutil.h"
 
-typedef struct Flag {
-    const char *key; /* the settings key it sets */
-    const char *value;
-} Flag;
-
-#define MAX_FLAGS 32
+/* the options that set one settings key each, by the key they set */
+static const struct {
+    const char *option, *key;
+} keyed[] = {
+    {"generations", "generations"},
+    {"candidates", "candidates"},
+    {"proposer", "proposer"},
+    {"llm-url", "llm.url"},
+    {"llm-model", "llm.model"},
+    {"llm-key-env", "llm.key_env"},
+    {"temperature", "llm.temperature"},
+    {"workers", "workers"},
+    {"seed", "seed"},
+    {"fitness", "fitness"},
+};
+#define N_KEYED CLI_N(keyed)
 
 typedef struct DiscoverArgs {
     const char *config, *out, *report;
-    Flag flags[MAX_FLAGS];
-    int n_flags;
+    const char *values[N_KEYED]; /* of keyed[i]; NULL: not given */
+    bool quiet;
 } DiscoverArgs;
 
 static void usage(FILE *f)
@@ -74,87 +84,30 @@ static void usage(FILE *f)
                "  prefrun train runs/disc/losses/dpo.lua\n");
 }
 
-static int add_flag(DiscoverArgs *a, const char *key, const char *value)
-{
-    if (a->n_flags == MAX_FLAGS) {
-        fprintf(stderr, "prefrun discover: too many options\n");
-        return -1;
-    }
-    a->flags[a->n_flags++] = (Flag){key, value};
-    return 0;
-}
-
 static int parse(int argc, char **argv, DiscoverArgs *a)
 {
-    enum { O_CONFIG = 256, O_OUT, O_REPORT, O_QUIET };
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, O_CONFIG},
-        {"out", required_argument, NULL, O_OUT},
-        {"report", required_argument, NULL, O_REPORT},
-        {"generations", required_argument, NULL, 'g'},
-        {"candidates", required_argument, NULL, 'c'},
-        {"proposer", required_argument, NULL, 'p'},
-        {"llm-url", required_argument, NULL, 'u'},
-        {"llm-model", required_argument, NULL, 'm'},
-        {"llm-key-env", required_argument, NULL, 'k'},
-        {"temperature", required_argument, NULL, 't'},
-        {"workers", required_argument, NULL, 'w'},
-        {"seed", required_argument, NULL, 's'},
-        {"fitness", required_argument, NULL, 'f'},
-        {"quiet", no_argument, NULL, O_QUIET},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+    CliOpt opts[N_KEYED + 4] = {
+        CLI_STRING("config", 0, &a->config),
+        CLI_STRING("out", 0, &a->out),
+        CLI_STRING("report", 0, &a->report),
+        CLI_FLAG("quiet", 0, &a->quiet),
     };
-    static const struct {
-        int c;
-        const char *key;
-    } keyed[] = {
-        {'g', "generations"}, {'c', "candidates"},  {'p', "proposer"},        {'u', "llm.url"},
-        {'m', "llm.model"},   {'k', "llm.key_env"}, {'t', "llm.temperature"}, {'w', "workers"},
-        {'s', "seed"},        {'f', "fitness"},
-    };
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        int done = 0;
-        for (size_t i = 0; i < sizeof keyed / sizeof keyed[0]; i++)
-            if (keyed[i].c == c) {
-                if (add_flag(a, keyed[i].key, optarg) != 0)
-                    return EXIT_USAGE;
-                done = 1;
-            }
-        if (done)
-            continue;
-        switch (c) {
-        case O_CONFIG:
-            a->config = optarg;
-            break;
-        case O_OUT:
-            a->out = optarg;
-            break;
-        case O_REPORT:
-            a->report = optarg;
-            break;
-        case O_QUIET:
-            if (add_flag(a, "quiet", "true") != 0)
-                return EXIT_USAGE;
-            break;
-        case 'h':
-            usage(stdout);
-            return EXIT_OK;
-        default:
-            usage(stderr);
-            return EXIT_USAGE;
-        }
-    }
-    if (optind != argc) {
-        fprintf(stderr, "prefrun discover: unexpected argument '%s' (see --help)\n", argv[optind]);
-        return EXIT_USAGE;
-    }
-    if (!a->report && !a->out) {
-        fprintf(stderr, "prefrun discover: --out DIR is required (see --help)\n");
-        return EXIT_USAGE;
-    }
-    return -1; /* go on */
+    for (int i = 0; i < N_KEYED; i++)
+        opts[4 + i] = (CliOpt)CLI_STRING(keyed[i].option, 0, &a->values[i]);
+    const CliCommand cmd = {CLI_COMMAND("discover", usage, opts)};
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc == CLI_CONTINUE && !a->report && !a->out)
+        return cli_usage_error("discover", "--out DIR is required (see prefrun discover --help)");
+    return rc;
+}
+
+/* the flags over the files: a settings key given as an option */
+static int set_flags(const DiscoverArgs *a, DiscoverOptions *o, char *err, size_t errlen)
+{
+    for (int i = 0; i < N_KEYED; i++)
+        if (a->values[i] && discover_set(o, keyed[i].key, a->values[i], err, errlen) != 0)
+            return -1;
+    return a->quiet ? discover_set(o, "quiet", "true", err, errlen) : 0;
 }
 
 /* the settings layers; an exit code on failure, -1 to go on */
@@ -171,11 +124,10 @@ static int settings(const DiscoverArgs *a, DiscoverOptions *o)
         fprintf(stderr, "prefrun discover: %s\n", err);
         return EXIT_INPUT;
     }
-    for (int i = 0; i < a->n_flags; i++)
-        if (discover_set(o, a->flags[i].key, a->flags[i].value, err, sizeof err) != 0) {
-            fprintf(stderr, "prefrun discover: %s\n", err);
-            return EXIT_USAGE;
-        }
+    if (set_flags(a, o, err, sizeof err) != 0) {
+        fprintf(stderr, "prefrun discover: %s\n", err);
+        return EXIT_USAGE;
+    }
     if (strlen(a->out) >= sizeof o->out_dir) {
         fprintf(stderr, "prefrun discover: --out path too long\n");
         return EXIT_USAGE;
@@ -192,7 +144,7 @@ int cmd_discover(int argc, char **argv)
 {
     DiscoverArgs a = {0};
     int rc = parse(argc, argv, &a);
-    if (rc >= 0)
+    if (rc != CLI_CONTINUE)
         return rc;
     char err[1024];
     if (a.report) {

@@ -3,12 +3,12 @@
  * held-out preference accuracy of a trained policy (eval.h), as text or
  * JSON.
  */
-#include <getopt.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "task/eval.h"
 #include "train/train.h"
 
@@ -48,58 +48,21 @@ typedef struct EvalArgs {
     EvalOptions o;
 } EvalArgs;
 
-static int parse_option(int c, EvalArgs *a)
-{
-    switch (c) {
-    case 'j':
-        a->json = true;
-        return 0;
-    case 'n':
-        return cli_opt_int("eval", "--samples", optarg, 1, 1 << 16, &a->o.samples);
-    case 'p':
-        return cli_opt_int("eval", "--prompts", optarg, 1, 1 << 16, &a->o.n_prompts);
-    case 's':
-        return cli_opt_u64("eval", "--seed", optarg, &a->o.seed);
-    case 'r':
-        a->o.reference = optarg;
-        return 0;
-    case 'P':
-        a->o.pairs_file = optarg;
-        return 0;
-    case 'c':
-        a->o.cache_dir = optarg;
-        return 0;
-    case 't':
-        return cli_opt_int("eval", "--threads", optarg, 0, 1 << 10, &a->threads);
-    default:
-        fprintf(stderr, "(see prefrun eval --help)\n");
-        return EXIT_USAGE;
-    }
-}
-
 static int parse(int argc, char **argv, EvalArgs *a)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'},          {"samples", required_argument, NULL, 'n'},
-        {"prompts", required_argument, NULL, 'p'}, {"seed", required_argument, NULL, 's'},
-        {"ref", required_argument, NULL, 'r'},     {"pairs", required_argument, NULL, 'P'},
-        {"cache", required_argument, NULL, 'c'},   {"threads", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+    const CliOpt opts[] = {
+        CLI_FLAG("json", 0, &a->json),
+        CLI_INT("samples", 0, &a->o.samples, 1, 1 << 16),
+        CLI_INT("prompts", 0, &a->o.n_prompts, 1, 1 << 16),
+        CLI_U64("seed", 0, &a->o.seed),
+        CLI_STRING("ref", 0, &a->o.reference),
+        CLI_STRING("pairs", 0, &a->o.pairs_file),
+        CLI_STRING("cache", 0, &a->o.cache_dir),
+        CLI_INT("threads", 0, &a->threads, 0, 1 << 10),
     };
-    int c, rc = 0;
-    while (rc == 0 && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c == 'h') {
-            usage(stdout);
-            return -1;
-        }
-        rc = parse_option(c, a);
-    }
-    if (rc == 0 && optind != argc - 1) {
-        fprintf(stderr, "prefrun eval: expected one RUN_OR_CHECKPOINT (see --help)\n");
-        return EXIT_USAGE;
-    }
-    a->path = argv[optind];
-    return rc;
+    const CliCommand cmd = {CLI_COMMAND("eval", usage, opts), .operand = "RUN_OR_CHECKPOINT",
+                            .operands = &a->path, .min_operands = 1, .max_operands = 1};
+    return cli_parse(&cmd, argc, argv);
 }
 
 static void print_text(const EvalResult *r)
@@ -123,8 +86,8 @@ int cmd_eval(int argc, char **argv)
     EvalArgs a = {0};
     eval_defaults(&a.o);
     int rc = parse(argc, argv, &a);
-    if (rc != 0)
-        return rc < 0 ? EXIT_OK : rc;
+    if (rc != CLI_CONTINUE)
+        return rc;
     train_set_threads(a.threads);
     char err[2048];
     EvalResult r;

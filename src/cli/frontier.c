@@ -3,13 +3,14 @@
  * trained from the task's reference in parallel worker processes, each
  * evaluated; the reward/KL table and plot written to --out (frontier.h).
  */
-#include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "task/frontier.h"
 
 #define MAX_LOSSES 16
@@ -54,94 +55,30 @@ typedef struct FrontierArgs {
     bool quiet;
 } FrontierArgs;
 
-static int parse_betas(const char *s, FrontierArgs *a)
-{
-    char *end;
-    for (const char *p = s; a->n_betas < MAX_BETAS; p = end + 1) {
-        double b = strtod(p, &end);
-        if (end == p || !(b > 0) || (*end && *end != ',')) {
-            fprintf(stderr,
-                    "prefrun frontier: --betas '%s': expected positive numbers "
-                    "separated by commas\n",
-                    s);
-            return EXIT_USAGE;
-        }
-        a->betas[a->n_betas++] = b;
-        if (!*end)
-            return 0;
-    }
-    fprintf(stderr, "prefrun frontier: --betas: at most %d values\n", MAX_BETAS);
-    return EXIT_USAGE;
-}
-
-static int parse_option(int c, FrontierArgs *a)
-{
-    switch (c) {
-    case 'b':
-        return parse_betas(optarg, a);
-    case 'o':
-        a->out = optarg;
-        return 0;
-    case 'S':
-        return cli_opt_int("frontier", "--seeds", optarg, 1, 64, &a->seeds);
-    case 'j':
-        return cli_opt_int("frontier", "--jobs", optarg, 1, 1024, &a->jobs);
-    case 'n':
-        return cli_opt_int("frontier", "--steps", optarg, 1, 1 << 30, &a->steps);
-    case 'N':
-        return cli_opt_int("frontier", "--samples", optarg, 1, 1 << 16, &a->samples);
-    case 'P':
-        return cli_opt_int("frontier", "--prompts", optarg, 1, 1 << 16, &a->prompts);
-    case 'c':
-        a->cache = optarg;
-        return 0;
-    case 'q':
-        a->quiet = true;
-        return 0;
-    case 's':
-        if (a->n_sets == MAX_SETS) {
-            fprintf(stderr, "prefrun frontier: more than %d --set options\n", MAX_SETS);
-            return EXIT_USAGE;
-        }
-        a->sets[a->n_sets++] = optarg;
-        return 0;
-    default:
-        fprintf(stderr, "(see prefrun frontier --help)\n");
-        return EXIT_USAGE;
-    }
-}
-
 static int parse(int argc, char **argv, FrontierArgs *a)
 {
-    static const struct option opts[] = {
-        {"betas", required_argument, NULL, 'b'},   {"out", required_argument, NULL, 'o'},
-        {"seeds", required_argument, NULL, 'S'},   {"jobs", required_argument, NULL, 'j'},
-        {"steps", required_argument, NULL, 'n'},   {"samples", required_argument, NULL, 'N'},
-        {"prompts", required_argument, NULL, 'P'}, {"cache", required_argument, NULL, 'c'},
-        {"set", required_argument, NULL, 's'},     {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+    const CliOpt opts[] = {
+        CLI_DOUBLES("betas", 0, a->betas, &a->n_betas, 0, INFINITY, true),
+        CLI_STRING("out", 0, &a->out),
+        CLI_INT("seeds", 0, &a->seeds, 1, 64),
+        CLI_INT("jobs", 0, &a->jobs, 1, 1024),
+        CLI_INT("steps", 0, &a->steps, 1, 1 << 30),
+        CLI_INT("samples", 0, &a->samples, 1, 1 << 16),
+        CLI_INT("prompts", 0, &a->prompts, 1, 1 << 16),
+        CLI_STRING("cache", 0, &a->cache),
+        CLI_STRINGS("set", 0, a->sets, &a->n_sets),
+        CLI_FLAG("quiet", 0, &a->quiet),
     };
-    int c, rc = 0;
-    while (rc == 0 && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c == 'h') {
-            usage(stdout);
-            return -1;
-        }
-        rc = parse_option(c, a);
-    }
-    for (int i = optind; rc == 0 && i < argc; i++) {
-        if (a->n_losses == MAX_LOSSES) {
-            fprintf(stderr, "prefrun frontier: at most %d loss scripts\n", MAX_LOSSES);
-            return EXIT_USAGE;
-        }
-        a->losses[a->n_losses++] = argv[i];
-    }
-    if (rc == 0 && (!a->n_losses || !a->n_betas || !a->out)) {
-        fprintf(stderr, "prefrun frontier: loss scripts, --betas and --out are required "
-                        "(see --help)\n");
-        return EXIT_USAGE;
-    }
-    return rc;
+    const CliCommand cmd = {CLI_COMMAND("frontier", usage, opts), .operand = "LOSS.lua",
+                            .operands = a->losses, .n_operands = &a->n_losses,
+                            .max_operands = CLI_N(a->losses)};
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc != CLI_CONTINUE)
+        return rc;
+    if (!a->n_losses || !a->n_betas || !a->out)
+        return cli_usage_error("frontier", "loss scripts, --betas and --out are required "
+                                           "(see prefrun frontier --help)");
+    return CLI_CONTINUE;
 }
 
 /* --steps, --set, eval sizes and the worker count over the setup's defaults */
@@ -229,7 +166,5 @@ int cmd_frontier(int argc, char **argv)
 {
     FrontierArgs a = {.seeds = 1};
     int rc = parse(argc, argv, &a);
-    if (rc != 0)
-        return rc < 0 ? EXIT_OK : rc;
-    return run(&a);
+    return rc == CLI_CONTINUE ? run(&a) : rc;
 }

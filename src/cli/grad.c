@@ -15,7 +15,6 @@
  * with gradients of the mean loss. Params layer: the file's defaults, then
  * --set, then the case's own "params" (which last for that case only).
  */
-#include <getopt.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -25,6 +24,7 @@
 
 #include "lua/check.h"
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "util/fsutil.h"
 #include "lua/loss.h"
 #include "core/ops.h"
@@ -62,7 +62,7 @@ static void usage(FILE *f)
             "  prefrun grad losses/discopop.lua --curve --out /tmp/discopop\n");
 }
 
-typedef enum GradMode { MODE_NONE, MODE_CASES, MODE_CURVE, MODE_BENCH } GradMode;
+typedef enum GradMode { MODE_CASES, MODE_CURVE, MODE_BENCH } GradMode;
 
 typedef struct GradArgs {
     const char *path, *cases, *out;
@@ -74,80 +74,28 @@ typedef struct GradArgs {
 
 static int parse(int argc, char **argv, GradArgs *a)
 {
-    enum { O_CASES = 256, O_CURVE, O_BENCH, O_OUT, O_RANGE, O_POINTS, O_BATCH, O_SET, O_LOSSES };
-    static const struct option opts[] = {
-        {"cases", required_argument, NULL, O_CASES},
-        {"curve", no_argument, NULL, O_CURVE},
-        {"bench", no_argument, NULL, O_BENCH},
-        {"out", required_argument, NULL, O_OUT},
-        {"range", required_argument, NULL, O_RANGE},
-        {"points", required_argument, NULL, O_POINTS},
-        {"batch", required_argument, NULL, O_BATCH},
-        {"set", required_argument, NULL, O_SET},
-        {"losses", required_argument, NULL, O_LOSSES},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+    bool curve = false, bench = false;
+    const CliOpt opts[] = {
+        CLI_STRING("cases", 0, &a->cases),
+        CLI_FLAG("curve", 0, &curve),
+        CLI_FLAG("bench", 0, &bench),
+        CLI_STRING("out", 0, &a->out),
+        CLI_DOUBLE("range", 0, &a->range, 1e-6, 1e6),
+        CLI_INT("points", 0, &a->points, 3, 1000000),
+        CLI_INT("batch", 0, &a->batch, 1, 1 << 20),
+        CLI_CALL("set", 0, cli_check_set, &a->opt),
+        CLI_STRING("losses", 0, &a->opt.lib_dir),
     };
-    char err[160];
-    int c;
-    a->range = 10;
-    a->points = 2001;
-    a->batch = 64;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case O_CASES:
-            a->cases = optarg;
-            a->mode = MODE_CASES;
-            break;
-        case O_CURVE:
-            a->mode = MODE_CURVE;
-            break;
-        case O_BENCH:
-            a->mode = MODE_BENCH;
-            break;
-        case O_OUT:
-            a->out = optarg;
-            break;
-        case O_RANGE:
-            if (cli_opt_double("grad", "--range", optarg, 1e-6, 1e6, &a->range) != 0)
-                return EXIT_USAGE;
-            break;
-        case O_POINTS:
-            if (cli_opt_int("grad", "--points", optarg, 3, 1000000, &a->points) != 0)
-                return EXIT_USAGE;
-            break;
-        case O_BATCH:
-            if (cli_opt_int("grad", "--batch", optarg, 1, 1 << 20, &a->batch) != 0)
-                return EXIT_USAGE;
-            break;
-        case O_SET:
-            if (check_parse_set(&a->opt, optarg, err, sizeof err) != 0) {
-                fprintf(stderr, "prefrun grad: %s\n", err);
-                return EXIT_USAGE;
-            }
-            break;
-        case O_LOSSES:
-            a->opt.lib_dir = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return EXIT_OK;
-        default:
-            usage(stderr);
-            return EXIT_USAGE;
-        }
-    }
-    if (optind != argc - 1 || a->mode == MODE_NONE) {
-        fprintf(stderr, "prefrun grad: expected LOSS.lua and one of --cases, --curve, --bench "
-                        "(see prefrun grad --help)\n");
-        return EXIT_USAGE;
-    }
-    if (!(a->range > 0) || a->points < 3 || a->batch < 1) {
-        fprintf(stderr, "prefrun grad: --range must be > 0, --points >= 3, --batch >= 1\n");
-        return EXIT_USAGE;
-    }
-    a->path = argv[optind];
-    return -1;
+    const CliCommand cmd = {CLI_COMMAND("grad", usage, opts), .operand = "LOSS.lua",
+                            .operands = &a->path, .min_operands = 1, .max_operands = 1};
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc != CLI_CONTINUE)
+        return rc;
+    if ((a->cases != NULL) + curve + bench != 1)
+        return cli_usage_error("grad", "expected one of --cases, --curve, --bench "
+                                       "(see prefrun grad --help)");
+    a->mode = a->cases ? MODE_CASES : curve ? MODE_CURVE : MODE_BENCH;
+    return CLI_CONTINUE;
 }
 
 /* ---- --cases ------------------------------------------------------------------ */
@@ -467,9 +415,9 @@ static int run_bench(LossScript *ls, const GradArgs *a)
 
 int cmd_grad(int argc, char **argv)
 {
-    GradArgs a = {0};
+    GradArgs a = {.range = 10, .points = 2001, .batch = 64};
     int rc = parse(argc, argv, &a);
-    if (rc >= 0)
+    if (rc != CLI_CONTINUE)
         return rc;
     char err[ERR_LEN];
     LossScript *ls = loss_load(a.path, a.opt.lib_dir, &a.opt.limits, err, sizeof err);

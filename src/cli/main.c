@@ -1,15 +1,15 @@
 /*
  * cli/main.c — the prefrun command line: global options, then one subcommand.
- * Each subcommand lives in its own cli_*.c file; this file only dispatches,
+ * Each subcommand lives in a file of its own in cli/; this file only dispatches,
  * so `prefrun --help` stays the one list of what exists.
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "prefrun_config.h"
 
 typedef struct Command {
@@ -77,39 +77,27 @@ static void reexec_passive(char **argv)
 int main(int argc, char **argv)
 {
     reexec_passive(argv);
-    static const struct option opts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
-    /* '+' stops at the first non-option: the rest belongs to the subcommand */
-    while ((c = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            usage(stdout);
-            return EXIT_OK;
-        case 'V':
-            printf("prefrun %s\n", PREFRUN_VERSION);
-            return EXIT_OK;
-        default:
-            usage(stderr);
-            return EXIT_USAGE;
-        }
+    bool version = false;
+    const CliOpt opts[] = {CLI_FLAG("version", 'V', &version)};
+    /* options end at the command's name: the rest belongs to the command */
+    int n;
+    const CliCommand self = {CLI_COMMAND(NULL, usage, opts), .n_operands = &n, .max_operands = -1,
+                             .stop_at_operand = true};
+    int rc = cli_parse(&self, argc, argv);
+    if (rc != CLI_CONTINUE)
+        return rc;
+    char **sub = argv + argc - n; /* getopt_long leaves the operands last */
+    if (version) {
+        printf("prefrun %s\n", PREFRUN_VERSION);
+        return EXIT_OK;
     }
-    if (optind >= argc) {
+    if (n == 0) {
         usage(stderr);
         return EXIT_USAGE;
     }
-    const char *name = argv[optind];
-    for (int i = 0; i < N_COMMANDS; i++) {
-        if (strcmp(name, commands[i].name) == 0) {
-            int sub_argc = argc - optind;
-            char **sub_argv = argv + optind;
-            optind = 0; /* glibc: 0 re-initialises getopt for the subcommand's parse */
-            return commands[i].run(sub_argc, sub_argv);
-        }
-    }
-    fprintf(stderr, "prefrun: unknown command '%s' (see prefrun --help)\n", name);
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (strcmp(sub[0], commands[i].name) == 0)
+            return commands[i].run(n, sub);
+    fprintf(stderr, "prefrun: unknown command '%s' (see prefrun --help)\n", sub[0]);
     return EXIT_USAGE;
 }

@@ -3,11 +3,11 @@
  * task's cached reference model and its preference pairs, and prints the
  * reference's path on stdout (progress and a summary go to stderr).
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "task/pretrain.h"
 #include "task/task_data.h"
 
@@ -56,104 +56,31 @@ typedef struct PretrainArgs {
     bool force;
 } PretrainArgs;
 
-static int parse_shape(int c, PretrainArgs *a)
-{
-    GptConfig *g = &a->t.pretrain.model;
-    switch (c) {
-    case 'W':
-        return cli_opt_int("pretrain", "--width", optarg, 1, 1 << 14, &g->width);
-    case 'L':
-        return cli_opt_int("pretrain", "--layers", optarg, 1, 256, &g->layers);
-    case 'H':
-        return cli_opt_int("pretrain", "--heads", optarg, 1, 1 << 10, &g->heads);
-    case 'T':
-        return cli_opt_int("pretrain", "--context", optarg, 2, 1 << 14, &g->context);
-    case 'k':
-        return cli_opt_int("pretrain", "--k", optarg, 2, 64, &a->t.k);
-    case 'p':
-        return cli_opt_int("pretrain", "--train-prompts", optarg, 1, 1 << 16, &a->t.n_train);
-    case 'e':
-        return cli_opt_int("pretrain", "--eval-prompts", optarg, 1, 1 << 16, &a->t.n_eval);
-    default:
-        return cli_opt_double("pretrain", "--bt-temp", optarg, 0, 1e6, &a->t.bt_temp);
-    }
-}
-
-static int parse_option(int c, PretrainArgs *a)
-{
-    PretrainOptions *p = &a->t.pretrain;
-    int v;
-    switch (c) {
-    case 'c':
-        a->t.cache_dir = optarg;
-        return 0;
-    case 'f':
-        a->force = true;
-        return 0;
-    case 'q':
-        a->t.quiet = true;
-        return 0;
-    case 's':
-        return cli_opt_u64("pretrain", "--seed", optarg, &p->seed);
-    case 'n':
-        v = cli_opt_int("pretrain", "--steps", optarg, 1, 1 << 30, &c);
-        p->steps = c;
-        return v;
-    case 'd':
-        v = cli_opt_int("pretrain", "--docs", optarg, 1, 1 << 30, &c);
-        p->docs = c;
-        return v;
-    case 'b':
-        return cli_opt_int("pretrain", "--batch", optarg, 1, 1 << 16, &p->batch);
-    case 'r':
-        return cli_opt_double("pretrain", "--lr", optarg, 1e-12, 10, &p->lr);
-    case 't':
-        return cli_opt_int("pretrain", "--threads", optarg, 0, 1 << 10, &p->threads);
-    default:
-        return parse_shape(c, a);
-    }
-}
-
 static int parse(int argc, char **argv, PretrainArgs *a)
 {
-    static const struct option opts[] = {
-        {"cache", required_argument, NULL, 'c'},
-        {"force", no_argument, NULL, 'f'},
-        {"seed", required_argument, NULL, 's'},
-        {"steps", required_argument, NULL, 'n'},
-        {"docs", required_argument, NULL, 'd'},
-        {"batch", required_argument, NULL, 'b'},
-        {"lr", required_argument, NULL, 'r'},
-        {"width", required_argument, NULL, 'W'},
-        {"layers", required_argument, NULL, 'L'},
-        {"heads", required_argument, NULL, 'H'},
-        {"context", required_argument, NULL, 'T'},
-        {"threads", required_argument, NULL, 't'},
-        {"quiet", no_argument, NULL, 'q'},
-        {"k", required_argument, NULL, 'k'},
-        {"train-prompts", required_argument, NULL, 'p'},
-        {"eval-prompts", required_argument, NULL, 'e'},
-        {"bt-temp", required_argument, NULL, 'B'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+    PretrainOptions *p = &a->t.pretrain;
+    GptConfig *g = &p->model;
+    const CliOpt opts[] = {
+        CLI_STRING("cache", 0, &a->t.cache_dir),
+        CLI_FLAG("force", 0, &a->force),
+        CLI_U64("seed", 0, &p->seed),
+        CLI_INT64("steps", 0, &p->steps, 1, 1 << 30),
+        CLI_INT64("docs", 0, &p->docs, 1, 1 << 30),
+        CLI_INT("batch", 0, &p->batch, 1, 1 << 16),
+        CLI_DOUBLE("lr", 0, &p->lr, 1e-12, 10),
+        CLI_INT("width", 0, &g->width, 1, 1 << 14),
+        CLI_INT("layers", 0, &g->layers, 1, 256),
+        CLI_INT("heads", 0, &g->heads, 1, 1 << 10),
+        CLI_INT("context", 0, &g->context, 2, 1 << 14),
+        CLI_INT("threads", 0, &p->threads, 0, 1 << 10),
+        CLI_FLAG("quiet", 0, &a->t.quiet),
+        CLI_INT("k", 0, &a->t.k, 2, 64),
+        CLI_INT("train-prompts", 0, &a->t.n_train, 1, 1 << 16),
+        CLI_INT("eval-prompts", 0, &a->t.n_eval, 1, 1 << 16),
+        CLI_DOUBLE("bt-temp", 0, &a->t.bt_temp, 0, 1e6),
     };
-    int c, rc = 0;
-    while (rc == 0 && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c == 'h') {
-            usage(stdout);
-            return -1;
-        }
-        if (c == '?') {
-            fprintf(stderr, "(see prefrun pretrain --help)\n");
-            return EXIT_USAGE;
-        }
-        rc = parse_option(c, a);
-    }
-    if (rc == 0 && optind != argc) {
-        fprintf(stderr, "prefrun pretrain: unexpected argument '%s'\n", argv[optind]);
-        return EXIT_USAGE;
-    }
-    return rc;
+    const CliCommand cmd = {CLI_COMMAND("pretrain", usage, opts)};
+    return cli_parse(&cmd, argc, argv);
 }
 
 static int run(PretrainArgs *a)
@@ -187,7 +114,5 @@ int cmd_pretrain(int argc, char **argv)
     PretrainArgs a = {0};
     task_prepare_defaults(&a.t);
     int rc = parse(argc, argv, &a);
-    if (rc != 0)
-        return rc < 0 ? EXIT_OK : rc;
-    return run(&a);
+    return rc == CLI_CONTINUE ? run(&a) : rc;
 }

@@ -1,60 +1,20 @@
 /*
  * cli/sample.c — `prefrun sample`: completions from any checkpoint, with
- * their task reward; and the number parsers the task's commands share
- * (cli_opt_*, declared in cli.h).
+ * their task reward.
  *
  * Output: one line per completion, "REWARD<TAB>PROMPT+COMPLETION", the
  * completion's bytes as sampled (a byte the model should not emit, like a
  * newline, is printed as \n or \xHH so each sample stays one line).
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "task/sample.h"
 #include "task/task.h"
 #include "train/model_load.h"
-
-int cli_opt_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "prefrun %s: %s: expected an integer in [%ld, %ld], got '%s'\n", cmd, opt,
-                lo, hi, s);
-        return EXIT_USAGE;
-    }
-    *out = (int)v;
-    return 0;
-}
-
-int cli_opt_u64(const char *cmd, const char *opt, const char *s, uint64_t *out)
-{
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (end == s || *end || s[0] == '-') {
-        fprintf(stderr, "prefrun %s: %s: expected a non-negative integer, got '%s'\n", cmd, opt, s);
-        return EXIT_USAGE;
-    }
-    *out = v;
-    return 0;
-}
-
-int cli_opt_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
-                   double *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "prefrun %s: %s: expected a number in [%g, %g], got '%s'\n", cmd, opt, lo,
-                hi, s);
-        return EXIT_USAGE;
-    }
-    *out = v;
-    return 0;
-}
 
 static void usage(FILE *f)
 {
@@ -87,54 +47,17 @@ typedef struct SampleArgs {
 
 static int parse(int argc, char **argv, SampleArgs *a)
 {
-    enum { O_PROMPT = 256, O_TEMP, O_TOPK, O_SEED, O_MAX };
-    static const struct option opts[] = {
-        {"prompt", required_argument, NULL, O_PROMPT},
-        {"temperature", required_argument, NULL, O_TEMP},
-        {"top-k", required_argument, NULL, O_TOPK},
-        {"seed", required_argument, NULL, O_SEED},
-        {"max-new-tokens", required_argument, NULL, O_MAX},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+    const CliOpt opts[] = {
+        CLI_STRING("prompt", 0, &a->prompt),
+        CLI_INT(NULL, 'n', &a->n, 1, 1 << 20),
+        CLI_DOUBLE("temperature", 0, &a->o.temperature, 0, 1e6),
+        CLI_INT("top-k", 0, &a->o.top_k, 0, 1 << 20),
+        CLI_U64("seed", 0, &a->o.seed),
+        CLI_INT("max-new-tokens", 0, &a->o.max_new_tokens, 1, 1 << 20),
     };
-    int c, rc = 0;
-    while (rc == 0 && (c = getopt_long(argc, argv, "hn:", opts, NULL)) != -1) {
-        switch (c) {
-        case O_PROMPT:
-            a->prompt = optarg;
-            break;
-        case 'n':
-            rc = cli_opt_int("sample", "-n", optarg, 1, 1 << 20, &a->n);
-            break;
-        case O_TEMP:
-            rc = cli_opt_double("sample", "--temperature", optarg, 0, 1e6, &a->o.temperature);
-            break;
-        case O_TOPK:
-            rc = cli_opt_int("sample", "--top-k", optarg, 0, 1 << 20, &a->o.top_k);
-            break;
-        case O_SEED:
-            rc = cli_opt_u64("sample", "--seed", optarg, &a->o.seed);
-            break;
-        case O_MAX:
-            rc =
-                cli_opt_int("sample", "--max-new-tokens", optarg, 1, 1 << 20, &a->o.max_new_tokens);
-            break;
-        case 'h':
-            usage(stdout);
-            return -1;
-        default:
-            fprintf(stderr, "(see prefrun sample --help)\n");
-            return EXIT_USAGE;
-        }
-    }
-    if (rc != 0)
-        return rc;
-    if (optind != argc - 1) {
-        fprintf(stderr, "prefrun sample: expected one CHECKPOINT (see --help)\n");
-        return EXIT_USAGE;
-    }
-    a->path = argv[optind];
-    return 0;
+    const CliCommand cmd = {CLI_COMMAND("sample", usage, opts), .operand = "CHECKPOINT",
+                            .operands = &a->path, .min_operands = 1, .max_operands = 1};
+    return cli_parse(&cmd, argc, argv);
 }
 
 /* bytes of s, with the ones that would break the line escaped */
@@ -186,7 +109,5 @@ int cmd_sample(int argc, char **argv)
 {
     SampleArgs a = {.n = 5, .o = {.temperature = 1.0, .seed = 1}};
     int rc = parse(argc, argv, &a);
-    if (rc != 0)
-        return rc < 0 ? EXIT_OK : rc;
-    return run(&a);
+    return rc == CLI_CONTINUE ? run(&a) : rc;
 }

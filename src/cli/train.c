@@ -6,7 +6,6 @@
  * checkpoint config (--resume); --config FILE; the flags --data,
  * --eval-data, --threads; each --set key=value in order.
  */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +13,7 @@
 
 #include "model/checkpoint.h"
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "train/config.h"
 #include "util/fsutil.h"
 #include "task/task_data.h"
@@ -23,7 +23,9 @@
 #define PATH_LEN 1024
 
 typedef struct TrainArgs {
-    const char *weights, *data, *eval_data, *out, *config, *resume;
+    const char *data, *eval_data, *out, *config, *resume;
+    double weights[TRAIN_MAX_LOSSES]; /* --loss-weights */
+    int n_weights;
     const char *sets[MAX_SETS];
     int n_sets, threads; /* threads -1: not given */
     bool quiet;
@@ -76,119 +78,44 @@ static void usage(FILE *f)
 
 static int parse_args(int argc, char **argv, TrainArgs *a)
 {
-    enum {
-        O_WEIGHTS = 1000,
-        O_DATA,
-        O_EVAL,
-        O_OUT,
-        O_CONFIG,
-        O_SET,
-        O_RESUME,
-        O_THREADS,
-        O_QUIET,
-        O_TASK
+    const CliOpt opts[] = {
+        CLI_DOUBLES("loss-weights", 0, a->weights, &a->n_weights, -1e6, 1e6, false),
+        CLI_STRING("data", 0, &a->data),
+        CLI_STRING("eval-data", 0, &a->eval_data),
+        CLI_STRING("out", 0, &a->out),
+        CLI_STRING("config", 0, &a->config),
+        CLI_STRINGS("set", 0, a->sets, &a->n_sets),
+        CLI_STRING("resume", 0, &a->resume),
+        CLI_INT("threads", 0, &a->threads, 0, 1 << 10),
+        CLI_FLAG("quiet", 0, &a->quiet),
+        CLI_STRING("task", 0, &a->task),
     };
-    static const struct option opts[] = {
-        {"loss-weights", required_argument, NULL, O_WEIGHTS},
-        {"data", required_argument, NULL, O_DATA},
-        {"eval-data", required_argument, NULL, O_EVAL},
-        {"out", required_argument, NULL, O_OUT},
-        {"config", required_argument, NULL, O_CONFIG},
-        {"set", required_argument, NULL, O_SET},
-        {"resume", required_argument, NULL, O_RESUME},
-        {"threads", required_argument, NULL, O_THREADS},
-        {"quiet", no_argument, NULL, O_QUIET},
-        {"task", required_argument, NULL, O_TASK},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
+    const CliCommand cmd = {CLI_COMMAND("train", usage, opts), .operand = "LOSS.lua",
+                            .operands = a->losses, .n_operands = &a->n_losses,
+                            .max_operands = CLI_N(a->losses)};
     a->threads = -1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case O_WEIGHTS:
-            a->weights = optarg;
-            break;
-        case O_TASK:
-            a->task = optarg;
-            break;
-        case O_DATA:
-            a->data = optarg;
-            break;
-        case O_EVAL:
-            a->eval_data = optarg;
-            break;
-        case O_OUT:
-            a->out = optarg;
-            break;
-        case O_CONFIG:
-            a->config = optarg;
-            break;
-        case O_RESUME:
-            a->resume = optarg;
-            break;
-        case O_QUIET:
-            a->quiet = true;
-            break;
-        case O_SET:
-            if (a->n_sets == MAX_SETS) {
-                fprintf(stderr, "prefrun train: more than %d --set options\n", MAX_SETS);
-                return EXIT_USAGE;
-            }
-            a->sets[a->n_sets++] = optarg;
-            break;
-        case O_THREADS:
-            if (cli_opt_int("train", "--threads", optarg, 0, 1 << 10, &a->threads) != 0)
-                return EXIT_USAGE;
-            break;
-        case 'h':
-            usage(stdout);
-            return -1;
-        default:
-            fprintf(stderr, "(see prefrun train --help)\n");
-            return EXIT_USAGE;
-        }
-    }
-    for (int i = optind; i < argc; i++) {
-        if (a->n_losses == TRAIN_MAX_LOSSES) {
-            fprintf(stderr, "prefrun train: at most %d loss scripts\n", TRAIN_MAX_LOSSES);
-            return EXIT_USAGE;
-        }
-        a->losses[a->n_losses++] = argv[i];
-    }
-    if (a->n_losses == 0 && !a->resume) {
-        fprintf(stderr, "prefrun train: a loss script is required, e.g. "
-                        "prefrun train losses/discopop.lua (see --help)\n");
-        return EXIT_USAGE;
-    }
-    if (a->resume && a->out && strcmp(a->resume, a->out) != 0) {
-        fprintf(stderr, "prefrun train: --out %s and --resume %s name different runs\n", a->out,
-                a->resume);
-        return EXIT_USAGE;
-    }
-    return 0;
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc != CLI_CONTINUE)
+        return rc;
+    if (a->n_losses == 0 && !a->resume)
+        return cli_usage_error("train",
+                               "a loss script is required, e.g. "
+                               "prefrun train losses/discopop.lua (see prefrun train --help)");
+    if (a->resume && a->out && strcmp(a->resume, a->out) != 0)
+        return cli_usage_error("train", "--out %s and --resume %s name different runs", a->out,
+                               a->resume);
+    return CLI_CONTINUE;
 }
 
-static int parse_weights(const TrainArgs *a, double *w, int n)
+/* --loss-weights, else the resumed run's, else all 1 */
+static int loss_weights(const TrainArgs *a, double *w, int n)
 {
+    if (a->n_weights && a->n_weights != n)
+        return cli_usage_error("train",
+                               "--loss-weights: expected one number per loss script (%d), got %d",
+                               n, a->n_weights);
     for (int i = 0; i < n; i++)
-        w[i] = a->n_saved_weights == n ? a->saved_weights[i] : 1.0;
-    if (!a->weights)
-        return 0;
-    const char *p = a->weights;
-    for (int i = 0; i < n; i++) {
-        char *end;
-        w[i] = strtod(p, &end);
-        bool last = i == n - 1;
-        if (end == p || (last ? *end != '\0' : *end != ',')) {
-            fprintf(stderr,
-                    "prefrun train: --loss-weights '%s': expected %d comma-separated "
-                    "numbers, one per loss script\n",
-                    a->weights, n);
-            return EXIT_USAGE;
-        }
-        p = end + 1;
-    }
+        w[i] = a->n_weights ? a->weights[i] : a->n_saved_weights == n ? a->saved_weights[i] : 1.0;
     return 0;
 }
 
@@ -338,7 +265,7 @@ static int run(TrainArgs *a)
         fprintf(stderr, "prefrun train: %s\n", err);
         return EXIT_INPUT;
     }
-    int rc = parse_weights(a, opt.loss_weights, a->n_losses);
+    int rc = loss_weights(a, opt.loss_weights, a->n_losses);
     char dir[PATH_LEN];
     if (rc != 0 || (rc = choose_run_dir(a, &opt.cfg, dir, sizeof dir)) != 0)
         return rc;
@@ -372,7 +299,5 @@ int cmd_train(int argc, char **argv)
 {
     TrainArgs a = {0};
     int rc = parse_args(argc, argv, &a);
-    if (rc != 0)
-        return rc < 0 ? EXIT_OK : rc;
-    return run(&a);
+    return rc == CLI_CONTINUE ? run(&a) : rc;
 }
