@@ -16,6 +16,7 @@
 #include "model/checkpoint.h"
 #include "util/fsutil.h"
 #include "core/rng.h"
+#include "testfs.h"
 #include "testlib.h"
 
 static char err[512];
@@ -30,14 +31,7 @@ static void make_tmp(void)
 
 static void drop_tmp(void) { fsutil_remove_tree(tmp, err, sizeof err); }
 
-static const char *in_tmp(const char *name)
-{
-    static char path[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(path[k], sizeof path[k], "%s/%s", tmp, name);
-    return path[k];
-}
+static const char *in_tmp(const char *name) { return tfs_join(tmp, name); }
 
 static int write_bytes(const char *path, const void *data, size_t len)
 {

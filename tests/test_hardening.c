@@ -21,18 +21,12 @@
 #include "util/fsutil.h"
 
 #include "lossfix.h"
+#include "testfs.h"
 #include "testlib.h"
 
 static char dir[] = "/tmp/prefrun_hardening_XXXXXX";
 
-static const char *path_of(const char *name)
-{
-    static char p[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", dir, name);
-    return p[k];
-}
+static const char *path_of(const char *name) { return tfs_join(dir, name); }
 
 static void write_bytes(const char *path, const char *fill, size_t n)
 {

@@ -5,10 +5,22 @@
 #define PREFRUN_TESTFS_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "util/fsutil.h"
+
+/* dir/name in one of 8 rotating buffers (a call's result lives for the next
+ * seven calls: enough for the paths of one check) */
+static inline const char *tfs_join(const char *dir, const char *name)
+{
+    static char path[8][512];
+    static int k;
+    k = (k + 1) % 8;
+    snprintf(path[k], sizeof path[k], "%s/%s", dir, name);
+    return path[k];
+}
 
 /* true when both files read and hold the same bytes */
 static inline bool same_file(const char *a, const char *b)
