@@ -1,4 +1,9 @@
 /*
+ * src/cli/ — the command line: main.c dispatches, one file per command,
+ * and one option parser (options) they all use.
+ * May include: every folder; nothing includes it.
+ */
+/*
  * cli/cli.h — the prefrun subcommands. Each takes the arguments after its own
  * name (argv[0] is the subcommand) and returns the process exit code:
  *

@@ -1,4 +1,11 @@
 /*
+ * src/discover/ — the discovery loop: proposing (loop, propose and its
+ * proposers), screening and training candidates (evaluate, pool, probe),
+ * the archive and its report, the settings (config) and the registry of
+ * fitnesses (fitness_kinds).
+ * May include: util/, core/, lua/, model/, train/, task/.
+ */
+/*
  * discover/discover.h — the discovery loop behind `prefrun discover`: propose new
  * loss files, check them, train and score them, archive them; unattended,
  * resumable, and safe against whatever the proposer writes.

@@ -1,4 +1,12 @@
 /*
+ * src/train/ — training a policy with a loss: TRL-format JSONL pairs (data,
+ * toydata), the run's settings (config), a run's model from its directory
+ * (model_load) and the training loop (train: the step; train_setup,
+ * train_ref, train_batch, train_metrics, train_eval, train_checkpoint,
+ * train_diagnose and train_bench, sharing train_internal.h).
+ * May include: util/, core/, lua/, model/.
+ */
+/*
  * train/train.h — the training loop of `prefrun train`: a GPT policy trained
  * against its frozen reference with one or more Lua losses.
  *

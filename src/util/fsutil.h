@@ -1,6 +1,7 @@
 /*
  * src/util/ — the smallest layer: the file system (fsutil: atomic writes,
- * whole-file reads, trees), error values (errmsg) and clocks (timeutil).
+ * capped reads, locks, trees), untrusted text made safe (text), error
+ * values (errmsg) and clocks (timeutil).
  * May include: nothing of prefrun's. Everything else may include it.
  */
 /*
