@@ -83,6 +83,39 @@ static void check_json_output(void)
     free(out);
 }
 
+/* untrusted text (a name with escapes and a newline, bytes that are not
+ * UTF-8) reaches neither the terminal raw nor breaks the JSON report */
+static void check_escapes_hostile_text(void)
+{
+    char *out;
+    const char *file = "tests/data/hostile/escape_text.lua";
+    CHECK(run(NULL, args_with("check %s", file), false, &out) == 1);
+    CHECKF(!strchr(out, '\x1b') && !strchr(out, '\x07') && !strchr(out, '\xff'), "%s", out);
+    CHECKF(!strstr(out, "\nprefrun: valid"), "a forged line: %s", out);
+    int lines = 0;
+    for (const char *c = out; *c; c++)
+        lines += *c == '\n';
+    CHECKF(lines == 2, "expected the verdict and one diagnostic, got %d lines: %s", lines, out);
+    CHECKF(strstr(out, "x\\x1b]0;pwned\\x07\\nprefrun: valid \\xff"), "%s", out);
+    free(out);
+    CHECK(run(NULL, args_with("check %s --json", file), false, &out) == 1);
+    json_error_t jerr;
+    json_t *root = json_loads(out, 0, &jerr);
+    CHECKF(root != NULL, "not JSON (%s): %s", jerr.text, out);
+    CHECK(json_is_false(json_object_get(root, "ok")));
+    const char *name = json_string_value(json_object_get(root, "name"));
+    CHECKF(name && strstr(name, "valid \xef\xbf\xbd"), "name: %s", name ? name : "(none)");
+    json_t *d = json_array_get(json_object_get(root, "diagnostics"), 0);
+    const char *msg = json_string_value(json_object_get(d, "message"));
+    CHECKF(msg && strstr(msg, "bad \xef\xbf\xbd byte"), "%s", out);
+    json_decref(root);
+    free(out);
+    /* a command's error message carries the script's words: escaped too */
+    CHECK(run(NULL, args_with("grad %s --bench", file), true, &out) != 0);
+    CHECKF(!strchr(out, '\x1b') && strstr(out, "\\x1b[2J"), "%s", out);
+    free(out);
+}
+
 /* a hostile loss is a diagnostic of the child, and the parent answers */
 static void check_survives_hostile_and_killed_children(void)
 {
@@ -222,6 +255,7 @@ int main(int argc, char **argv)
     RUN(check_exit_codes);
     RUN(check_json_output);
     RUN(check_survives_hostile_and_killed_children);
+    RUN(check_escapes_hostile_text);
     RUN(grad_matches_dpo);
     RUN(grad_usage_and_input_errors);
     RUN(grad_curve_writes_csv_and_svg);

@@ -87,15 +87,24 @@ static int parse(int argc, char **argv, CheckArgs *a)
     return cli_parse(&cmd, argc, argv);
 }
 
-static void print_report(FILE *f, const CheckReport *rep, bool json)
+/* 0, or -1 when the report could not be encoded: then a fixed error
+ * report is printed instead, and the check has failed whatever it found. */
+static int print_report(FILE *f, const CheckReport *rep, bool json)
 {
     if (!json) {
         check_print_text(f, rep);
-        return;
+        return 0;
     }
     char *text = check_report_json(rep);
-    fprintf(f, "%s\n", text ? text : "{\"ok\": false}");
+    if (!text) {
+        fprintf(f, "{\"ok\": false, \"diagnostics\": [{\"severity\": \"error\", \"code\": "
+                   "\"internal\", \"message\": \"the report could not be encoded as JSON (out "
+                   "of memory)\", \"line\": null}]}\n");
+        return -1;
+    }
+    fprintf(f, "%s\n", text);
     free(text);
+    return 0;
 }
 
 /* the child's limits: address space, CPU seconds, wall clock */
@@ -131,9 +140,9 @@ static void run_child(int fd, const CheckArgs *a)
     if (!rep || !mem)
         _exit(3);
     check_run(a->path, &a->opt, rep);
-    print_report(mem, rep, a->json);
+    bool encoded = print_report(mem, rep, a->json) == 0;
     fclose(mem);
-    int rc = fsutil_write_fd(fd, out, len) == 0 ? (rep->ok ? 0 : 1) : 3;
+    int rc = fsutil_write_fd(fd, out, len) == 0 ? (rep->ok && encoded ? 0 : 1) : 3;
     _exit(rc); /* no atexit handlers, no stdio flush of the parent's buffers */
 }
 
@@ -239,8 +248,7 @@ int cmd_check(int argc, char **argv)
     if (!rep)
         return EXIT_FAILED;
     check_run(a.path, &a.opt, rep);
-    print_report(stdout, rep, a.json);
-    rc = rep->ok ? EXIT_OK : EXIT_FAILED;
+    rc = print_report(stdout, rep, a.json) == 0 && rep->ok ? EXIT_OK : EXIT_FAILED;
     free(rep);
     return rc;
 }

@@ -117,15 +117,15 @@ static int settings(const DiscoverArgs *a, DiscoverOptions *o)
     discover_defaults(o);
     snprintf(saved, sizeof saved, "%s/discover.yaml", a->out);
     if (fsutil_exists(saved) && discover_load_yaml(o, saved, err, sizeof err) != 0) {
-        fprintf(stderr, "prefrun discover: %s\n", err);
+        cli_error("discover", 0, err);
         return EXIT_INPUT;
     }
     if (a->config && discover_load_yaml(o, a->config, err, sizeof err) != 0) {
-        fprintf(stderr, "prefrun discover: %s\n", err);
+        cli_error("discover", 0, err);
         return EXIT_INPUT;
     }
     if (set_flags(a, o, err, sizeof err) != 0) {
-        fprintf(stderr, "prefrun discover: %s\n", err);
+        cli_error("discover", 0, err);
         return EXIT_USAGE;
     }
     if (strlen(a->out) >= sizeof o->out_dir) {
@@ -134,7 +134,7 @@ static int settings(const DiscoverArgs *a, DiscoverOptions *o)
     }
     snprintf(o->out_dir, sizeof o->out_dir, "%s", a->out);
     if (discover_finalize(o, err, sizeof err) != 0) {
-        fprintf(stderr, "prefrun discover: %s\n", err);
+        cli_error("discover", 0, err);
         return EXIT_INPUT;
     }
     return -1;
@@ -150,7 +150,7 @@ int cmd_discover(int argc, char **argv)
     if (a.report) {
         if (discover_report(stdout, a.report, err, sizeof err) == 0)
             return EXIT_OK;
-        fprintf(stderr, "prefrun discover: %s\n", err);
+        cli_error("discover", 0, err);
         return EXIT_INPUT;
     }
     DiscoverOptions *o = malloc(sizeof *o);
@@ -159,8 +159,11 @@ int cmd_discover(int argc, char **argv)
     rc = settings(&a, o);
     if (rc < 0) {
         rc = discover_run(o, err, sizeof err) == 0 ? EXIT_OK : EXIT_FAILED;
-        if (rc != EXIT_OK)
-            fprintf(stderr, "prefrun discover: %s (rerun the same command to resume)\n", err);
+        if (rc != EXIT_OK) {
+            char msg[sizeof err + 48];
+            snprintf(msg, sizeof msg, "%s (rerun the same command to resume)", err);
+            cli_error("discover", 0, msg);
+        }
     }
     free(o);
     return rc;

@@ -93,7 +93,7 @@ int cmd_eval(int argc, char **argv)
     EvalResult r;
     a.o.quiet = a.json;
     if (eval_path(a.path, &a.o, &r, err, sizeof err) != 0) {
-        fprintf(stderr, "prefrun eval: %s\n", err);
+        cli_error("eval", 0, err);
         return EXIT_INPUT;
     }
     if (a.json) {

@@ -154,7 +154,7 @@ static int run(const FrontierArgs *a)
     for (int i = 0; rc == 0 && i < n; i++)
         failed += !res[i].ok;
     if (rc != 0)
-        fprintf(stderr, "prefrun frontier: %s\n", err);
+        cli_error("frontier", 0, err);
     else if (!a->quiet)
         report_files(a->out, n - failed, n);
     free(jobs);

@@ -25,6 +25,7 @@
 #include "lua/check.h"
 #include "cli/cli.h"
 #include "cli/options.h"
+#include "util/jsonfile.h"
 #include "util/fsutil.h"
 #include "lua/loss.h"
 #include "core/ops.h"
@@ -220,16 +221,15 @@ done:
 
 static int run_cases(LossScript *ls, const GradArgs *a)
 {
-    json_error_t jerr;
-    json_t *root = json_load_file(a->cases, 0, &jerr);
+    static const FsReadCap cap = {.bytes = (size_t)64 << 20, .kind = "a cases file"};
+    char msg[ERR_LEN + 64];
+    json_t *root = jsonfile_load(a->cases, &cap, msg, sizeof msg);
     json_t *cases = root ? json_object_get(root, "cases") : NULL;
     if (!json_is_array(cases)) {
         if (root)
-            fprintf(stderr, "prefrun grad: %s: expected {\"cases\": [...]}\n", a->cases);
-        else
-            fprintf(stderr, "prefrun grad: %s:%d: %s\n", a->cases, jerr.line, jerr.text);
+            snprintf(msg, sizeof msg, "%s: expected {\"cases\": [...]}", a->cases);
         json_decref(root);
-        return EXIT_INPUT;
+        return cli_error("grad", EXIT_INPUT, msg);
     }
     double base[64]; /* the params after --set: each case starts from them */
     for (int i = 0; i < loss_param_count(ls) && i < 64; i++)
@@ -242,7 +242,8 @@ static int run_cases(LossScript *ls, const GradArgs *a)
             loss_set_param(ls, loss_param_name(ls, i), base[i], err, sizeof err);
         json_t *r = run_case(ls, json_array_get(cases, k), err, sizeof err);
         if (!r) {
-            fprintf(stderr, "prefrun grad: case %zu: %s\n", k + 1, err);
+            snprintf(msg, sizeof msg, "case %zu: %s", k + 1, err);
+            cli_error("grad", 0, msg);
             rc = EXIT_FAILED;
         }
         json_array_append_new(results, r);
@@ -339,7 +340,7 @@ static int run_curve(LossScript *ls, const GradArgs *a)
     ShapeSummary s;
     char err[ERR_LEN], prefix[1024], path[1100];
     if (check_curve(ls, a->range, a->points, &c, err, sizeof err) != 0) {
-        fprintf(stderr, "prefrun grad: %s\n", err);
+        cli_error("grad", 0, err);
         return EXIT_FAILED;
     }
     check_shape_summary(ls, &c, &s);
@@ -355,7 +356,7 @@ static int run_curve(LossScript *ls, const GradArgs *a)
     if (rc == EXIT_OK && write_svg(path, &c, loss_name(ls), err, sizeof err) != 0)
         rc = EXIT_FAILED;
     if (rc != EXIT_OK)
-        fprintf(stderr, "prefrun grad: %s\n", err);
+        cli_error("grad", 0, err);
     else
         printf("wrote %s.csv and %s.svg\n", prefix, prefix);
     check_print_shape(stdout, &s);
@@ -404,7 +405,7 @@ static int run_bench(LossScript *ls, const GradArgs *a)
     double fwd, both;
     if (bench_one(ls, a->batch, false, &fwd, err, sizeof err) != 0 ||
         bench_one(ls, a->batch, true, &both, err, sizeof err) != 0) {
-        fprintf(stderr, "prefrun grad: %s\n", err);
+        cli_error("grad", 0, err);
         return EXIT_FAILED;
     }
     printf("%s at B = %d: %.1f us per loss call, %.1f us per call + backward (includes making "
@@ -422,12 +423,12 @@ int cmd_grad(int argc, char **argv)
     char err[ERR_LEN];
     LossScript *ls = loss_load(a.path, a.opt.lib_dir, &a.opt.limits, err, sizeof err);
     if (!ls) {
-        fprintf(stderr, "prefrun grad: %s\n", err);
+        cli_error("grad", 0, err);
         return EXIT_FAILED;
     }
     for (int i = 0; i < a.opt.n_set; i++)
         if (loss_set_param(ls, a.opt.set_keys[i], a.opt.set_values[i], err, sizeof err) != 0) {
-            fprintf(stderr, "prefrun grad: %s\n", err);
+            cli_error("grad", 0, err);
             loss_free(ls);
             return EXIT_USAGE;
         }

@@ -15,6 +15,7 @@
 
 #include "cli/cli.h"
 #include "cli/options.h"
+#include "util/text.h"
 
 #define VAL_LONG_ONLY 256 /* getopt_long's value of a long-only option: this + its index */
 
@@ -58,15 +59,24 @@ static const CliOpt *find(const CliCommand *c, int val)
     return NULL;
 }
 
+int cli_error(const char *cmd, int code, const char *msg)
+{
+    /* messages carry arguments, file names and script errors: untrusted
+     * bytes, escaped on their way to the terminal (util/text.h) */
+    char shown[4096];
+    fprintf(stderr, "prefrun%s%s: %s\n", cmd ? " " : "", cmd ? cmd : "",
+            text_for_terminal(msg, shown, sizeof shown));
+    return code;
+}
+
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
+    char msg[2048];
     va_list ap;
-    fprintf(stderr, "prefrun%s%s: ", cmd ? " " : "", cmd ? cmd : "");
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    return EXIT_USAGE;
+    return cli_error(cmd, EXIT_USAGE, msg);
 }
 
 /* "prefrun CMD: --OPT: ..." */

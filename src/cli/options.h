@@ -91,4 +91,8 @@ int cli_parse(const CliCommand *cmd, int argc, char **argv);
  * EXIT_USAGE, for the checks a command makes after cli_parse. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* "prefrun CMD: MSG" on stderr, MSG escaped for the terminal (it may hold a
+ * script's error or a file's bytes); returns code. */
+int cli_error(const char *cmd, int code, const char *msg);
+
 #endif

@@ -96,7 +96,7 @@ static int run(PretrainArgs *a)
     if (rc == 0)
         rc = task_prepare(&a->t, &assets, err, sizeof err);
     if (rc != 0) {
-        fprintf(stderr, "prefrun pretrain: %s\n", err);
+        cli_error("pretrain", 0, err);
         return EXIT_FAILED;
     }
     if (!a->t.quiet)

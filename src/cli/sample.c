@@ -79,7 +79,7 @@ static int run(const SampleArgs *a)
     char err[1024];
     Gpt *m;
     if (run_model_load(a->path, &m, NULL, 0, err, sizeof err) != 0) {
-        fprintf(stderr, "prefrun sample: %s\n", err);
+        cli_error("sample", 0, err);
         return EXIT_INPUT;
     }
     const char **prompts = malloc((size_t)a->n * sizeof *prompts);
@@ -97,7 +97,7 @@ static int run(const SampleArgs *a)
         putchar('\n');
     }
     if (rc != 0)
-        fprintf(stderr, "prefrun sample: %s\n", err);
+        cli_error("sample", 0, err);
     sample_results_free(res, rc == 0 ? a->n : 0);
     free(res);
     free(prompts);

@@ -22,6 +22,7 @@
 #include "discover/loop.h"
 #include "discover/pool.h"
 #include "discover/probe.h"
+#include "util/text.h"
 #include "util/fsutil.h"
 
 /* a check and a probe take milliseconds; hostile code is cut by the sandbox
@@ -160,8 +161,9 @@ static int write_result(Loop *L, json_t *rec, const char *line)
         L->failed = true;
     }
     json_decref(rec);
+    char shown[2048]; /* the line holds a worker's diagnostics: escaped for the terminal */
     if (!L->o->quiet && line)
-        fprintf(stderr, "%s\n", line);
+        fprintf(stderr, "%s\n", text_for_terminal(line, shown, sizeof shown));
     return L->failed ? -1 : 0;
 }
 

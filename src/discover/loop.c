@@ -24,6 +24,7 @@
 #include "discover/evaluate.h"
 #include "discover/loop.h"
 #include "discover/pool.h"
+#include "util/text.h"
 #include "util/errmsg.h"
 #include "util/fsutil.h"
 #include "lua/loss.h"
@@ -242,8 +243,10 @@ static int archive_proposal(Loop *L, int gen, int idx, const Proposal *p, const 
                             "result", "gen", gen, "idx", idx, "name", name, "status", "no_code",
                             "diagnostics", "severity", "error", "code", "reply", "message",
                             p->error, "line", "timings", "propose", archive_num(seconds));
+    char shown[1200]; /* the proposer's words: escaped for the terminal */
     if (!L->o->quiet)
-        fprintf(stderr, "discover: gen %d #%d %s: no code: %s\n", gen, idx, name, p->error);
+        fprintf(stderr, "discover: gen %d #%d %s: no code: %s\n", gen, idx, name,
+                text_for_terminal(p->error, shown, sizeof shown));
     return append(L, res, err, errlen);
 }
 

@@ -22,6 +22,7 @@
 #include "core/ops.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "util/text.h"
 #include "util/timeutil.h"
 
 #define ERR_LEN 512
@@ -777,10 +778,21 @@ static const char *severity_name(CheckSeverity s)
 /* a finite number, or null (JSON has no NaN) */
 static json_t *num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
+/* Text from the script, its file name or its messages may be any bytes,
+ * and jansson refuses invalid UTF-8 (returning NULL, which would lose the
+ * whole report): every string goes in cleaned. NULL only out of memory. */
+static json_t *text(const char *s)
+{
+    char *c = text_utf8_clean(s, strlen(s));
+    json_t *j = c ? json_string(c) : NULL;
+    free(c);
+    return j;
+}
+
 static json_t *shape_json(const ShapeSummary *s)
 {
     if (!s->valid)
-        return json_pack("{s:b, s:s}", "valid", 0, "why", s->why);
+        return json_pack("{s:b, s:o}", "valid", 0, "why", text(s->why));
     json_t *st = json_array(), *flat = json_array(), *infl = json_array();
     for (int k = 0; k < s->n_stationary && k < CHECK_MAX_POINTS; k++)
         json_array_append_new(st, json_pack("{s:o, s:o, s:s}", "rho", num(s->stationary[k].rho),
@@ -804,17 +816,21 @@ char *check_report_json(const CheckReport *rep)
     json_t *diags = json_array(), *params = json_object();
     for (int i = 0; i < rep->n_diags; i++) {
         const CheckDiag *d = &rep->diags[i];
-        json_array_append_new(diags, json_pack("{s:s, s:s, s:s, s:o}", "severity",
-                                               severity_name(d->severity), "code", d->code,
-                                               "message", d->message, "line",
+        json_array_append_new(diags, json_pack("{s:s, s:o, s:o, s:o}", "severity",
+                                               severity_name(d->severity), "code", text(d->code),
+                                               "message", text(d->message), "line",
                                                d->line > 0 ? json_integer(d->line) : json_null()));
     }
-    for (int i = 0; i < rep->n_params; i++)
-        json_object_set_new(params, rep->param_names[i], num(rep->param_values[i]));
+    for (int i = 0; i < rep->n_params; i++) {
+        char *key = text_utf8_clean(rep->param_names[i], strlen(rep->param_names[i]));
+        if (!key || json_object_set_new(params, key, num(rep->param_values[i])) != 0)
+            json_object_set_new(params, "?", json_null()); /* keeps the count honest */
+        free(key);
+    }
     json_t *root =
-        json_pack("{s:b, s:s, s:s?, s:o, s:o, s:o, s:o}", "ok", rep->ok, "file", rep->path, "name",
-                  rep->name[0] ? rep->name : NULL, "params", params, "diagnostics", diags, "shape",
-                  shape_json(&rep->shape), "seconds", num(rep->seconds));
+        json_pack("{s:b, s:o, s:o*, s:o, s:o, s:o, s:o}", "ok", rep->ok, "file", text(rep->path),
+                  "name", rep->name[0] ? text(rep->name) : NULL, "params", params, "diagnostics",
+                  diags, "shape", shape_json(&rep->shape), "seconds", num(rep->seconds));
     char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(8)) : NULL;
     json_decref(root);
     return text;
@@ -825,7 +841,8 @@ char *check_report_json(const CheckReport *rep)
 void check_print_shape(FILE *f, const ShapeSummary *s)
 {
     if (!s->valid) {
-        fprintf(f, "shape: not available (%s)\n", s->why);
+        char why[1024];
+        fprintf(f, "shape: not available (%s)\n", text_for_terminal(s->why, why, sizeof why));
         return;
     }
     fprintf(f, "shape (rho = beta * logits, beta = %g, rho in [%g, %g]):\n", s->beta, -s->range,
@@ -852,20 +869,27 @@ void check_print_shape(FILE *f, const ShapeSummary *s)
                    "of one pair alone\n");
 }
 
+/* Names, paths and messages come from the script and its file: on a
+ * terminal they could forge a "valid" line or retitle the window, so each is
+ * escaped (util/text.h) on its way out. */
 void check_print_text(FILE *f, const CheckReport *rep)
 {
-    fprintf(f, "%s: %s (", rep->path, rep->ok ? "valid" : "INVALID");
+    char a[2048], b[2048];
+    fprintf(f, "%s: %s (", text_for_terminal(rep->path, a, sizeof a),
+            rep->ok ? "valid" : "INVALID");
     if (rep->name[0])
-        fprintf(f, "loss '%s', ", rep->name);
+        fprintf(f, "loss '%s', ", text_for_terminal(rep->name, a, sizeof a));
     for (int i = 0; i < rep->n_params; i++)
-        fprintf(f, "%s=%g, ", rep->param_names[i], rep->param_values[i]);
+        fprintf(f, "%s=%g, ", text_for_terminal(rep->param_names[i], a, sizeof a),
+                rep->param_values[i]);
     fprintf(f, "checked in %.0f ms)\n", rep->seconds * 1e3);
     for (int i = 0; i < rep->n_diags; i++) {
         const CheckDiag *d = &rep->diags[i];
-        fprintf(f, "  %s [%s]", severity_name(d->severity), d->code);
+        fprintf(f, "  %s [%s]", severity_name(d->severity),
+                text_for_terminal(d->code, a, sizeof a));
         if (d->line > 0)
             fprintf(f, " line %d", d->line);
-        fprintf(f, ": %s\n", d->message);
+        fprintf(f, ": %s\n", text_for_terminal(d->message, b, sizeof b));
     }
     if (rep->ok)
         check_print_shape(f, &rep->shape);

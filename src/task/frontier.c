@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util/jsonfile.h"
 #include "util/errmsg.h"
 #include "util/fsutil.h"
 #include "util/timeutil.h"
@@ -194,7 +195,8 @@ static void read_result(const FrontierJob *j, FrontierResult *r, int status)
 {
     char path[FRONTIER_DIR_LEN + 32];
     snprintf(path, sizeof path, "%s/%s", j->run_dir, RESULT_FILE);
-    json_t *o = json_load_file(path, 0, NULL);
+    json_t *o = jsonfile_load(
+        path, (&(const FsReadCap){.bytes = (size_t)1 << 20, .kind = "a run result"}), NULL, 0);
     *r = (FrontierResult){0};
     if (!o) {
         if (WIFSIGNALED(status))

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "train/data.h"
+#include "util/jsonfile.h"
 #include "util/errmsg.h"
 #include "util/fsutil.h"
 #include "core/ops.h"
@@ -455,7 +456,9 @@ static void read_manifest(const char *dir, PretrainResult *res)
 {
     char path[PATH_LEN + 32];
     snprintf(path, sizeof path, "%s/reference.json", dir);
-    json_t *j = json_load_file(path, 0, NULL);
+    json_t *j = jsonfile_load(
+        path, (&(const FsReadCap){.bytes = (size_t)1 << 20, .kind = "a reference manifest"}), NULL,
+        0);
     res->cached = true;
     res->steps = json_integer_value(json_object_get(j, "steps"));
     res->train_loss = json_number_value(json_object_get(j, "train_loss"));

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "train/data.h"
+#include "util/jsonfile.h"
 #include "util/errmsg.h"
 #include "util/fsutil.h"
 #include "core/rng.h"
@@ -219,10 +220,11 @@ static int read_manifest(const char *dir, TaskAssets *out, char *err, size_t err
 {
     char path[TASK_PATH_LEN + 16];
     snprintf(path, sizeof path, "%s/%s", dir, TASK_MANIFEST);
-    json_error_t je;
-    json_t *j = json_load_file(path, 0, &je);
+    json_t *j = jsonfile_load(
+        path, (&(const FsReadCap){.bytes = (size_t)1 << 20, .kind = "a task manifest"}), err,
+        errlen);
     if (!j)
-        return err_fail(err, errlen, "%s:%d: %s", path, je.line, je.text);
+        return -1;
     json_t *m = json_object_get(j, "model");
     GptConfig *g = &out->model;
     int rc = json_int(m, "vocab", &g->vocab) | json_int(m, "context", &g->context) |
