@@ -45,7 +45,7 @@ static void usage(FILE *f)
         "  -h, --help       this text\n\n"
         "examples:\n"
         "  prefrun pretrain\n"
-        "  prefrun pretrain --cache /tmp/prefrun-cache --steps 200 --width 32 --layers 1\n"
+        "  prefrun pretrain --cache /tmp/prefrun-cache --steps 300 --width 32 --layers 2\n"
         "  prefrun pretrain --bt-temp 0.5   # noisy labels, in a pairs directory of their own\n",
         (unsigned long long)d.seed, (long long)d.steps, (long long)d.docs, d.batch, d.lr,
         d.model.width, d.model.layers, d.model.heads, d.model.context, t.k, t.n_train, t.n_eval);
