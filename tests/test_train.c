@@ -357,6 +357,268 @@ static void test_unknown_loss_param_is_named(void)
     CHECKF(strstr(err, "'betta'"), "%s", err);
 }
 
+/* ---- issue 15: hardening ------------------------------------------------- */
+
+/* The lines of a file, each with its '\n', in out[] (pointers into *text). */
+static int split_lines(const char *path, char **text, const char *out[], size_t len[], int cap)
+{
+    char err[256];
+    size_t n;
+    if (fsutil_read_file(path, text, &n, err, sizeof err) != 0)
+        return -1;
+    int k = 0;
+    for (char *l = *text, *nl; k < cap && (nl = strchr(l, '\n')); l = nl + 1, k++) {
+        out[k] = l;
+        len[k] = (size_t)(nl + 1 - l);
+    }
+    return k;
+}
+
+/* A full disk, simulated with fsutil's fault hook: the disk fills half-way
+ * through the 4th metrics line (the eval line of step 10). The run fails,
+ * naming metrics.jsonl and the error, and leaves the 3 whole lines before it
+ * and no torn one. The byte count comes from an unhooked run of the same
+ * config: config.yaml, then the lines (only tokens_per_sec, a time, differs
+ * by a byte or two between runs; half a line is the margin). */
+static void test_metrics_full_disk_leaves_whole_lines(void)
+{
+    Config c;
+    tiny_config(&c);
+    char a[512], b[512], err[1024], path[700], *text;
+    path_in(a, sizeof a, "full-disk-measure");
+    path_in(b, sizeof b, "full-disk");
+    TrainResult res;
+    CHECKF(run(&c, dpo_path(), a, false, &res, err, sizeof err) == TRAIN_OK, "%s", err);
+    const char *line[16];
+    size_t len[16], cfg_len;
+    snprintf(path, sizeof path, "%s/config.yaml", a);
+    CHECK(fsutil_read_file(path, &text, &cfg_len, err, sizeof err) == 0);
+    free(text);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", a);
+    int n = split_lines(path, &text, line, len, 16);
+    CHECK(n == 11 && strstr(line[3], "\"eval_loss\"") && strstr(line[3], "\"step\": 10}"));
+    if (n != 11)
+        return;
+    int64_t budget = (int64_t)(cfg_len + len[0] + len[1] + len[2] + len[3] / 2);
+    free(text);
+    fsutil_test_fail_after(budget);
+    TrainStatus st = run(&c, dpo_path(), b, false, &res, err, sizeof err);
+    fsutil_test_fail_after(-1);
+    CHECKF(st == TRAIN_FAILED, "status %d", st);
+    CHECKF(strstr(err, "metrics of step 10: cannot write") && strstr(err, "metrics.jsonl") &&
+               strstr(err, "No space left on device"),
+           "%s", err);
+    CHECK(res.steps == 10);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", b);
+    n = split_lines(path, &text, line, len, 16);
+    CHECKF(n == 3 && text && strlen(text) == len[0] + len[1] + len[2], "%d lines: %s", n,
+           text ? text : "");
+    for (int i = 0; i < n; i++) {
+        json_t *j = json_loadb(line[i], len[i], 0, NULL);
+        CHECKF(j && json_integer_value(json_object_get(j, "step")) == 3 * (i + 1), "line %d", i);
+        json_decref(j);
+    }
+    free(text);
+}
+
+/* DPO times NaN on every batch (always), or on every even b.step (half). */
+static const char *nan_when(const char *name, const char *cond)
+{
+    char text[1024];
+    snprintf(
+        text, sizeof text,
+        "return {\n"
+        "  name = \"%s\",\n"
+        "  params = { beta = 0.1 },\n"
+        "  loss = function(b, p)\n"
+        "    local l = -logsigmoid(p.beta * (b.policy_chosen_logps - b.policy_rejected_logps))\n"
+        "    if %s then return l * (0 / 0) end\n"
+        "    return l\n"
+        "  end,\n"
+        "}\n",
+        name, cond);
+    char file[64];
+    snprintf(file, sizeof file, "%s.lua", name);
+    return write_script(file, text);
+}
+
+/* nan_policy = skip: a run fails once more than half its steps are skipped
+ * (so one NaN on every batch stops at step 4 of 6: 4 > 6 / 2), and exactly
+ * half is still a run; the existing nan_skip case shows 1 in 6 is. */
+static void test_nan_skip_fails_when_most_steps_skipped(void)
+{
+    Config c;
+    tiny_config(&c);
+    c.max_steps = 6;
+    c.nan_policy = CONFIG_NAN_SKIP;
+    char dir[512], err[1024];
+    path_in(dir, sizeof dir, "skip-all");
+    TrainResult res;
+    TrainStatus st = run(&c, nan_when("always_nan", "true"), dir, false, &res, err, sizeof err);
+    CHECKF(st == TRAIN_FAILED, "status %d", st);
+    CHECKF(strstr(err, "4 of the run's 6 steps skipped, more than half") &&
+               strstr(err, "loss is not finite at step 4/6"),
+           "%s", err);
+    CHECK(res.steps == 4 && res.skipped_batches == 4);
+    c.max_steps = 1; /* the smallest run: its one step skipped */
+    path_in(dir, sizeof dir, "skip-all-1");
+    st = run(&c, nan_when("always_nan", "true"), dir, false, &res, err, sizeof err);
+    CHECKF(st == TRAIN_FAILED && strstr(err, "1 of the run's 1 steps"), "%d: %s", st, err);
+    c.max_steps = 6;
+    path_in(dir, sizeof dir, "skip-half");
+    st = run(&c, nan_when("half_nan", "b.step % 2 == 0"), dir, false, &res, err, sizeof err);
+    CHECKF(st == TRAIN_OK, "%s", err);
+    CHECK(res.steps == 6 && res.skipped_batches == 3);
+}
+
+/* A resumed run whose every step is skipped has trained nothing: it fails,
+ * though the whole run, 10 of its 14 steps trained, is mostly good. */
+static void test_nan_skip_fails_when_a_resume_skips_all(void)
+{
+    Config c;
+    tiny_config(&c);
+    c.max_steps = 12;
+    c.save_steps = 10;
+    c.nan_policy = CONFIG_NAN_SKIP;
+    char dir[512], err[1024];
+    path_in(dir, sizeof dir, "skip-tail");
+    const char *loss = nan_when("nan_from_10", "b.step >= 10");
+    TrainResult res;
+    CHECKF(run(&c, loss, dir, false, &res, err, sizeof err) == TRAIN_OK, "%s", err);
+    CHECK(res.steps == 12 && res.skipped_batches == 2);
+    c.max_steps = 14;
+    TrainStatus st = run(&c, loss, dir, true, &res, err, sizeof err);
+    CHECKF(st == TRAIN_FAILED &&
+               strstr(err, "every step this run took (13 to 14 of 14) was skipped"),
+           "%d: %s", st, err);
+}
+
+/* A weight that is not finite or beyond 1e6 is refused where it enters
+ * train_run, naming the script; a YAML file cannot carry weights at all
+ * (no such key), nor a non-finite loss param. */
+static void test_absurd_loss_weights_are_refused(void)
+{
+    Config c;
+    tiny_config(&c);
+    c.max_steps = 2;
+    const double bad[] = {NAN, INFINITY, 1e39, -1e7};
+    for (int i = 0; i < 4; i++) {
+        char dir[512], err[1024] = "", name[32];
+        snprintf(name, sizeof name, "weight-%d", i);
+        path_in(dir, sizeof dir, name);
+        TrainOptions o = {.cfg = c,
+                          .n_losses = 1,
+                          .loss_paths = {dpo_path()},
+                          .loss_weights = {bad[i]},
+                          .run_dir = dir,
+                          .quiet = true};
+        TrainResult res;
+        TrainStatus st = train_run(&o, &res, err, sizeof err);
+        CHECKF(st == TRAIN_BAD_INPUT && strstr(err, "the weight of") &&
+                   strstr(err, "sigmoid.lua") && strstr(err, "[-1e+06, 1e+06]"),
+               "weight %g: %d: %s", bad[i], st, err);
+    }
+    const char *yaml[] = {"loss_weights: [.nan, 1]\n", "loss_weights: 1e39\n",
+                          "loss: {beta: .nan}\n", "loss: {beta: nan}\n", "loss: {beta: 1e999}\n"};
+    for (int i = 0; i < 5; i++) {
+        char err[512] = "";
+        Config y;
+        config_defaults(&y);
+        CHECKF(config_load_yaml_text(&y, yaml[i], strlen(yaml[i]), "run.yaml", err, sizeof err) !=
+                   0,
+               "accepted: %s", yaml[i]);
+    }
+}
+
+/* Sets one field of a trainer_state.json (a top-level one, or one of its
+ * "values" when in_values), keeping the rest. */
+static void set_state(const char *path, const char *field, bool in_values, json_t *v)
+{
+    char err[256];
+    json_t *root = json_load_file(path, 0, NULL);
+    json_t *at = in_values ? json_object_get(root, "values") : root;
+    CHECK(at && json_object_set_new(at, field, v) == 0);
+    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    CHECK(text && fsutil_write_atomic(path, text, strlen(text), err, sizeof err) == 0);
+    free(text);
+    json_decref(root);
+}
+
+/* Every field a resume uses, checked against its meaning: the step against
+ * the checkpoint's, the counters and sums against what they count, AdamW's
+ * t against the updates taken. Each case edits checkpoint-12's state of a
+ * 12-step run resumed to 18, expects the field named, and is undone. */
+static void test_resume_checks_every_state_field(void)
+{
+    Config c;
+    tiny_config(&c);
+    c.max_steps = 12;
+    char dir[512], err[1024], state[700], *orig;
+    size_t orig_len;
+    path_in(dir, sizeof dir, "state-fields");
+    TrainResult res;
+    CHECKF(run(&c, dpo_path(), dir, false, &res, err, sizeof err) == TRAIN_OK, "%s", err);
+    snprintf(state, sizeof state, "%s/checkpoint-12/trainer_state.json", dir);
+    CHECK(fsutil_read_file(state, &orig, &orig_len, err, sizeof err) == 0);
+    struct {
+        const char *field;
+        bool in_values;
+        json_t *v;
+        const char *expect;
+    } cases[] = {
+        {"step", false, json_integer(6), "step is 6, but the checkpoint is of step 12"},
+        {"step", false, json_integer(-1), "field \"step\" is -1"},
+        {"step", false, json_integer(INT64_MAX), "field \"step\""},
+        {"skipped_batches", false, json_integer(13), "skipped_batches is 13, more than the step"},
+        {"adam_t", true, json_integer(-1), "\"adam_t\" is -1, expected step - skipped_batches"},
+        {"adam_t", true, json_integer(11), "\"adam_t\" is 11"},
+        {"adam_t", true, json_real(12.5), "\"adam_t\" is 12.5"},
+        {"adam_t", true, json_real(1e30), "\"adam_t\" is 1e+30"},
+        {"adam_t", true, json_string("nan"), "\"adam_t\" is nan"},
+        {"sum_weight", true, json_integer(-3), "\"sum_weight\" is -3, expected a count"},
+        {"sum_weight", true, json_real(1.5), "\"sum_weight\" is 1.5"},
+        {"sum_tokens", true, json_string("inf"), "\"sum_tokens\" is inf"},
+        {"sum_loss", true, json_string("nan"), "\"sum_loss\" is nan, expected a finite number"},
+        {"last_lr", true, json_real(-0.1), "\"last_lr\" is -0.1, expected a finite number >= 0"},
+        {"sum_accuracy", true, json_integer(2), "\"sum_accuracy\" is 2, more than sum_weight"},
+    };
+    c.max_steps = 18;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        set_state(state, cases[i].field, cases[i].in_values, cases[i].v);
+        if (!strcmp(cases[i].field, "sum_accuracy"))
+            set_state(state, "sum_weight", true, json_integer(1));
+        err[0] = '\0';
+        TrainStatus st = run(&c, dpo_path(), dir, true, &res, err, sizeof err);
+        CHECKF(st == TRAIN_BAD_INPUT && strstr(err, cases[i].expect) && strstr(err, state),
+               "%s: %d: %s", cases[i].field, st, err);
+        CHECK(fsutil_write_atomic(state, orig, orig_len, err, sizeof err) == 0);
+    }
+    free(orig);
+    CHECKF(run(&c, dpo_path(), dir, true, &res, err, sizeof err) == TRAIN_OK, "%s", err);
+    CHECK(res.steps == 18 && res.first_step == 12);
+}
+
+/* Resuming a run at or past its (new) end trains nothing: refused, with the
+ * way on named, not a success of zero steps. */
+static void test_resume_past_the_end_is_refused(void)
+{
+    Config c;
+    tiny_config(&c);
+    c.max_steps = 12;
+    char dir[512], err[1024];
+    path_in(dir, sizeof dir, "past-end");
+    TrainResult res;
+    CHECKF(run(&c, dpo_path(), dir, false, &res, err, sizeof err) == TRAIN_OK, "%s", err);
+    int max[] = {12, 6};
+    for (int i = 0; i < 2; i++) {
+        c.max_steps = max[i];
+        TrainStatus st = run(&c, dpo_path(), dir, true, &res, err, sizeof err);
+        CHECKF(st == TRAIN_BAD_INPUT && strstr(err, "nothing left to train") &&
+                   strstr(err, "max_steps above 12"),
+               "max_steps %d: %d: %s", max[i], st, err);
+    }
+}
+
 /* ---- optimizer pieces against closed forms -------------------------------- */
 
 /* Two AdamW steps on p = [1, -2] with torch's formulas written out: the
@@ -440,6 +702,12 @@ int main(int argc, char **argv)
     RUN(test_nan_gradient_stops);
     RUN(test_script_error_names_step_and_line);
     RUN(test_unknown_loss_param_is_named);
+    RUN(test_metrics_full_disk_leaves_whole_lines);
+    RUN(test_nan_skip_fails_when_most_steps_skipped);
+    RUN(test_nan_skip_fails_when_a_resume_skips_all);
+    RUN(test_absurd_loss_weights_are_refused);
+    RUN(test_resume_checks_every_state_field);
+    RUN(test_resume_past_the_end_is_refused);
     char err[256];
     fsutil_remove_tree(tmp_root, err, sizeof err);
     return tl_done();

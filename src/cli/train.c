@@ -6,7 +6,6 @@
  * checkpoint config (--resume); --config FILE; the flags --data,
  * --eval-data, --threads; each --set key=value in order.
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 #include "train/config.h"
 #include "util/fsutil.h"
 #include "task/task_data.h"
+#include "train/run_dir.h"
 #include "train/train.h"
 
 #define MAX_SETS 64
@@ -54,7 +54,10 @@ static void usage(FILE *f)
                "                            toy: the small generated toy data set\n"
                "  --eval-data FILE.jsonl    held-out pairs (default: eval_fraction of the data)\n"
                "  --out RUN_DIR             run directory (default: runs/<loss name>, or\n"
-               "                            runs/<loss name>-2, -3, ... when taken)\n"
+               "                            runs/<loss name>-2, -3, ... when taken); one\n"
+               "                            without a checkpoint is started over, one with\n"
+               "                            a checkpoint needs --resume, and one inside\n"
+               "                            another run or a checkpoint is refused\n"
                "  --config RUN.yaml         settings file (keys below)\n"
                "  --set KEY=VALUE           override one setting; repeatable; a loss param\n"
                "                            by name (--set beta=0.2) or as loss.NAME\n"
@@ -79,7 +82,8 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, TrainArgs *a)
 {
     const CliOpt opts[] = {
-        CLI_DOUBLES("loss-weights", 0, a->weights, &a->n_weights, -1e6, 1e6, false),
+        CLI_DOUBLES("loss-weights", 0, a->weights, &a->n_weights, -TRAIN_MAX_LOSS_WEIGHT,
+                    TRAIN_MAX_LOSS_WEIGHT, false),
         CLI_STRING("data", 0, &a->data),
         CLI_STRING("eval-data", 0, &a->eval_data),
         CLI_STRING("out", 0, &a->out),
@@ -119,6 +123,29 @@ static int loss_weights(const TrainArgs *a, double *w, int n)
     return 0;
 }
 
+/* The resumed run's loss weights (trainer_state.json's loss_weight.<i>, in
+ * order while present), each checked as --loss-weights would be. */
+static int saved_weights(TrainArgs *a, const TrainerState *st, const char *dir, char *err,
+                         size_t errlen)
+{
+    a->n_saved_weights = 0;
+    for (int i = 0; i < TRAIN_MAX_LOSSES; i++) {
+        char name[CKPT_VALUE_NAME_LEN], what[PATH_LEN + 128];
+        snprintf(name, sizeof name, "loss_weight.%d", i);
+        int k = 0; /* present: a NaN is refused below, not taken for absent */
+        while (k < st->n_values && strcmp(st->value_names[k], name) != 0)
+            k++;
+        if (k == st->n_values)
+            break;
+        snprintf(what, sizeof what, "loss %d in %s/%s (value \"%s\")", i + 1, dir, CKPT_STATE_FILE,
+                 name);
+        if (train_check_loss_weight(st->values[k], what, err, errlen) != 0)
+            return -1;
+        a->saved_weights[a->n_saved_weights++] = st->values[k];
+    }
+    return 0;
+}
+
 /* With --resume: the checkpoint's config.yaml as the base layer, and its
  * loss scripts when none are named. */
 static int resume_base(TrainArgs *a, Config *cfg, char *err, size_t errlen)
@@ -134,18 +161,9 @@ static int resume_base(TrainArgs *a, Config *cfg, char *err, size_t errlen)
     if (config_load_yaml(cfg, path, err, errlen) != 0)
         return -1;
     TrainerState st;
-    a->n_saved_weights = 0;
-    snprintf(path, sizeof path, "%s/%s", dir, CKPT_STATE_FILE);
-    if (ckpt_state_load(path, &st, err, errlen) != 0)
+    if (ckpt_state_load_at(dir, step, &st, err, errlen) != 0 ||
+        saved_weights(a, &st, dir, err, errlen) != 0)
         return -1;
-    for (int i = 0; i < TRAIN_MAX_LOSSES; i++) {
-        char name[CKPT_VALUE_NAME_LEN];
-        snprintf(name, sizeof name, "loss_weight.%d", i);
-        double w = ckpt_state_get(&st, name, NAN);
-        if (isnan(w))
-            break;
-        a->saved_weights[a->n_saved_weights++] = w;
-    }
     for (int i = 0; a->n_losses == i && i < TRAIN_MAX_LOSSES; i++) {
         if (i == 0)
             snprintf(path, sizeof path, "%s/%s", dir, CKPT_LOSS_FILE);
@@ -195,17 +213,8 @@ static void run_name(const TrainArgs *a, char *out, size_t len)
     }
 }
 
-static bool holds_run(const char *dir)
-{
-    char path[PATH_LEN + 32];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
-    if (fsutil_exists(path))
-        return true;
-    snprintf(path, sizeof path, "%s/latest", dir);
-    return fsutil_exists(path);
-}
-
-/* --resume, --out, output_dir, or the first free runs/<name>[-k]. */
+/* --resume, --out, output_dir, or the first free runs/<name>[-k]; where a
+ * run may live is run_dir.h's rule. */
 static int choose_run_dir(const TrainArgs *a, const Config *cfg, char *dir, size_t len)
 {
     const char *given = a->resume            ? a->resume
@@ -214,20 +223,18 @@ static int choose_run_dir(const TrainArgs *a, const Config *cfg, char *dir, size
                                              : NULL;
     if (given) {
         snprintf(dir, len, "%s", given);
-        if (!a->resume && holds_run(dir)) {
-            fprintf(stderr,
-                    "prefrun train: %s already holds a run; continue it with --resume %s "
-                    "or choose another --out\n",
-                    dir, dir);
-            return EXIT_USAGE;
-        }
-        return 0;
+    } else {
+        char name[256];
+        run_name(a, name, sizeof name);
+        snprintf(dir, len, "runs/%s", name);
+        for (int k = 2; run_dir_holds_run(dir) && k < 10000; k++)
+            snprintf(dir, len, "runs/%s-%d", name, k);
     }
-    char name[256];
-    run_name(a, name, sizeof name);
-    snprintf(dir, len, "runs/%s", name);
-    for (int k = 2; holds_run(dir) && k < 10000; k++)
-        snprintf(dir, len, "runs/%s-%d", name, k);
+    char err[2 * PATH_LEN];
+    if (run_dir_check(dir, a->resume != NULL, err, sizeof err) != 0) {
+        fprintf(stderr, "prefrun train: %s\n", err);
+        return EXIT_USAGE;
+    }
     return 0;
 }
 

@@ -116,7 +116,9 @@ static const Key keys[] = {
     K(max_steps, KEY_INT, -1, INT_MAX, "optimizer steps; > 0 overrides epochs [HF: -1]"),
     K(precompute_ref_log_probs, KEY_BOOL, 0, 0,
       "compute reference log-probs once per data set [TRL: false]"),
-    K(nan_policy, KEY_NAN_POLICY, 0, 0, "on a NaN/Inf loss or gradient: stop, or skip the batch"),
+    K(nan_policy, KEY_NAN_POLICY, 0, 0,
+      "on a NaN/Inf loss or gradient: stop, or skip the batch (a run that skips more than "
+      "half its steps fails)"),
     K(seed, KEY_U64, 0, 0, "seed of init, data order and splits [HF: 42]"),
     K(threads, KEY_INT, 0, 4096, "threads; 0 = all cores"),
     K(logging_steps, KEY_INT, 1, INT_MAX, "steps between metric lines [prefrun: 10; HF: 500]"),

@@ -103,6 +103,38 @@ static MicroResult train_step(Trainer *tr, char *err, size_t errlen)
     return r;
 }
 
+/* nan_policy = skip carries a run past a bad batch, not past a broken loss.
+ * The rule: a run fails once more than half of its planned steps have been
+ * skipped (most of its updates never happened, so its result would be the
+ * schedule's, not the loss's; and it can no longer end with most steps
+ * trained, so it stops at once rather than at the end); and it fails at the
+ * end when every step this process ran was skipped (a resumed tail that
+ * never trained is no success either, though the whole run be mostly good). */
+static TrainStatus too_many_skipped(const Trainer *tr, const char *last, char *err, size_t errlen)
+{
+    if (2 * tr->skipped <= tr->total_steps)
+        return TRAIN_OK;
+    char why[MSG_LEN];
+    snprintf(why, sizeof why, "%s", last);
+    snprintf(err, errlen,
+             "nan_policy = skip: %lld of the run's %lld steps skipped, more than half: the loss "
+             "or its gradient is not finite on most batches; the last: %s",
+             (long long)tr->skipped, (long long)tr->total_steps, why);
+    return TRAIN_FAILED;
+}
+
+static TrainStatus all_skipped(const Trainer *tr, char *err, size_t errlen)
+{
+    int64_t ran = tr->step - tr->step_at_start;
+    if (ran == 0 || tr->skipped - tr->skipped_at_start < ran)
+        return TRAIN_OK;
+    snprintf(err, errlen,
+             "nan_policy = skip: every step this run took (%lld to %lld of %lld) was skipped: "
+             "nothing was trained",
+             (long long)tr->step_at_start + 1, (long long)tr->step, (long long)tr->total_steps);
+    return TRAIN_FAILED;
+}
+
 /* A NaN/Inf step: with nan_policy = stop the run ends, naming its last good
  * checkpoint; with skip it counts as a step without an update. */
 static TrainStatus nonfinite_step(Trainer *tr, char *err, size_t errlen)
@@ -116,7 +148,7 @@ static TrainStatus nonfinite_step(Trainer *tr, char *err, size_t errlen)
     if (!tr->opt->quiet)
         fprintf(tr->progress, "%s%s: batch skipped (nan_policy = skip)\n", tr->tty ? "\n" : "",
                 err);
-    return TRAIN_OK;
+    return too_many_skipped(tr, err, err, errlen);
 }
 
 /* After a step: evaluation and checkpoint when due. */
@@ -135,24 +167,26 @@ static TrainStatus loop(Trainer *tr, TrainResult *res, char *err, size_t errlen)
 {
     tr->t_start = tr->t_interval = timeutil_now();
     tr->step_at_start = tr->step;
+    tr->skipped_at_start = tr->skipped;
     while (tr->step < tr->total_steps) {
         MicroResult r = train_step(tr, err, errlen);
         if (r == MICRO_ERROR ||
             (r == MICRO_NONFINITE && nonfinite_step(tr, err, errlen) != TRAIN_OK))
             return TRAIN_FAILED;
-        trainer_log_step(tr, res);
+        if (trainer_log_step(tr, res, err, errlen) != 0)
+            return TRAIN_FAILED;
         double t0 = timeutil_now();
         TrainStatus st = after_step(tr, err, errlen);
         tr->t_interval += timeutil_now() - t0; /* evaluation and saving are not throughput */
         if (st != TRAIN_OK)
             return st;
     }
-    return TRAIN_OK;
+    return all_skipped(tr, err, errlen);
 }
 
 TrainStatus train_run(const TrainOptions *opt, TrainResult *res, char *err, size_t errlen)
 {
-    Trainer tr = {.opt = opt, .cfg = opt->cfg};
+    Trainer tr = {.opt = opt, .cfg = opt->cfg, .metrics_fd = -1};
     *res = (TrainResult){0};
     double t0 = timeutil_now();
     TrainStatus st = trainer_setup(&tr, err, errlen);

@@ -1,9 +1,10 @@
 /*
  * src/train/ — training a policy with a loss: TRL-format JSONL pairs (data,
  * toydata), the run's settings (config), a run's model from its directory
- * (model_load) and the training loop (train: the step; train_setup,
- * train_ref, train_batch, train_metrics, train_eval, train_checkpoint,
- * train_diagnose and train_bench, sharing train_internal.h).
+ * (model_load), where a run may live (run_dir) and the training loop (train:
+ * the step; train_setup, train_ref, train_batch, train_metrics, train_eval,
+ * train_checkpoint, train_diagnose and train_bench, sharing
+ * train_internal.h).
  * May include: util/, core/, lua/, model/.
  */
 /*
@@ -41,6 +42,9 @@
 #include "train/config.h"
 
 #define TRAIN_MAX_LOSSES 8
+/* |weight| of a loss script at most: a larger one is a typo or an attack
+ * (1e39 overflows float), not a weighting */
+#define TRAIN_MAX_LOSS_WEIGHT 1e6
 
 typedef enum TrainStatus {
     TRAIN_OK = 0,
@@ -52,8 +56,8 @@ typedef struct TrainOptions {
     Config cfg; /* finalized (config_finalize) */
     int n_losses;
     const char *loss_paths[TRAIN_MAX_LOSSES];
-    double loss_weights[TRAIN_MAX_LOSSES];
-    const char *run_dir;    /* required */
+    double loss_weights[TRAIN_MAX_LOSSES]; /* finite, |w| <= TRAIN_MAX_LOSS_WEIGHT */
+    const char *run_dir;                   /* required */
     bool resume;            /* continue the run in run_dir from its latest checkpoint */
     bool quiet;             /* no progress output */
     FILE *progress;         /* where progress goes; NULL: stderr */
@@ -72,6 +76,11 @@ typedef struct TrainResult {
 } TrainResult;
 
 TrainStatus train_run(const TrainOptions *opt, TrainResult *res, char *err, size_t errlen);
+
+/* 0 when w may weigh the loss loss_path (finite, |w| <= TRAIN_MAX_LOSS_WEIGHT);
+ * else -1 with err naming the script and the range. train_run checks its
+ * options with it; so do callers that read weights from elsewhere. */
+int train_check_loss_weight(double w, const char *loss_path, char *err, size_t errlen);
 
 /* Threads for OpenMP and OpenBLAS; n <= 0 means every core. Returns n used. */
 int train_set_threads(int n);

@@ -10,9 +10,11 @@
  */
 #include "train/train_internal.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 #include "model/checkpoint.h"
+#include "util/errmsg.h"
 #include "util/fsutil.h"
 
 static const char *const sum_names[] = {"sum_loss",          "sum_chosen", "sum_rejected",
@@ -20,6 +22,15 @@ static const char *const sum_names[] = {"sum_loss",          "sum_chosen", "sum_
                                         "sum_logp_rejected", "sum_weight", "last_grad_norm",
                                         "last_lr",           "sum_tokens"};
 #define N_SUMS (int)(sizeof sum_names / sizeof sum_names[0])
+
+/* What each sum may hold, checked on resume: an interval's sums are of
+ * finite losses and log-probs (a non-finite step adds nothing), its weight
+ * and tokens are counts, the last step's rate and norm are >= 0. */
+typedef enum SumKind { SUM_FINITE, SUM_COUNT, SUM_NONNEG } SumKind;
+static const SumKind sum_kinds[] = {SUM_FINITE, SUM_FINITE, SUM_FINITE, SUM_NONNEG,
+                                    SUM_FINITE, SUM_FINITE, SUM_FINITE, SUM_COUNT,
+                                    SUM_NONNEG, SUM_NONNEG, SUM_COUNT};
+_Static_assert(sizeof sum_kinds / sizeof *sum_kinds == N_SUMS, "a sum without its kind");
 
 static double *sum_field(MetricSums *m, int i)
 {
@@ -109,13 +120,70 @@ static int load_tensors(const char *path, const StEntry *e, int n, char *err, si
     return rc;
 }
 
-static int load_checkpoint(Trainer *tr, const char *dir, char *err, size_t errlen)
+static bool sum_ok(SumKind k, double v)
+{
+    bool count = v == floor(v) && v <= (double)CKPT_MAX_COUNT;
+    return isfinite(v) && (k == SUM_FINITE || (v >= 0 && (k == SUM_NONNEG || count)));
+}
+
+/* The values a resume uses, each against its meaning. The counters
+ * themselves ckpt_state_load_at has checked: in [0, 2^53], and the step
+ * the checkpoint's own. */
+static int check_state(const TrainerState *s, const char *path, char *err, size_t errlen)
+{
+    static const char *const what[] = {"a finite number", "a count (an integer >= 0)",
+                                       "a finite number >= 0"};
+    if (s->skipped_batches > s->step)
+        return err_fail(err, errlen, "%s: skipped_batches is %lld, more than the step (%lld)", path,
+                        (long long)s->skipped_batches, (long long)s->step);
+    /* every step not skipped is one AdamW update: the bias correction's t */
+    int64_t updates = s->step - s->skipped_batches;
+    double t = ckpt_state_get(s, "adam_t", (double)updates);
+    if (t != (double)updates)
+        return err_fail(err, errlen,
+                        "%s: value \"adam_t\" is %g, expected step - skipped_batches = %lld "
+                        "(one AdamW update per step not skipped)",
+                        path, t, (long long)updates);
+    for (int i = 0; i < N_SUMS; i++) {
+        double v = ckpt_state_get(s, sum_names[i], 0);
+        if (!sum_ok(sum_kinds[i], v))
+            return err_fail(err, errlen, "%s: value \"%s\" is %g, expected %s", path, sum_names[i],
+                            v, what[sum_kinds[i]]);
+    }
+    double acc = ckpt_state_get(s, "sum_accuracy", 0), w = ckpt_state_get(s, "sum_weight", 0);
+    if (acc > w * (1 + 1e-9)) /* each micro-batch adds an accuracy in [0, 1] and 1 to the weight */
+        return err_fail(err, errlen, "%s: value \"sum_accuracy\" is %g, more than sum_weight (%g)",
+                        path, acc, w);
+    return 0;
+}
+
+/* Every stateful loss (bco_pair's running mean) continues where it stopped. */
+static int restore_loss_state(Trainer *tr, const TrainerState *s, const char *path, char *err,
+                              size_t errlen)
+{
+    for (int i = 0; i < tr->n_loss; i++)
+        for (int k = 0; k < loss_state_count(tr->loss[i]); k++) {
+            char name[CKPT_VALUE_NAME_LEN], why[MSG_LEN];
+            const char *key = loss_state_name(tr->loss[i], k);
+            snprintf(name, sizeof name, "loss%d.state.%s", i, key);
+            double v = ckpt_state_get(s, name, loss_state_value(tr->loss[i], k));
+            if (loss_set_state(tr->loss[i], key, v, why, sizeof why) != 0) {
+                snprintf(err, errlen, "%s: value \"%s\": %s", path, name, why);
+                return -1;
+            }
+        }
+    return 0;
+}
+
+static int load_weights(Trainer *tr, const char *dir, char *err, size_t errlen)
 {
     char path[PATH_LEN + 64];
     Gpt *m = tr->policy;
     StEntry *e = malloc((size_t)m->n_tensors * sizeof *e);
-    if (!e)
+    if (!e) {
+        snprintf(err, errlen, "checkpoint: out of memory");
         return -1;
+    }
     for (int i = 0; i < m->n_tensors; i++)
         e[i] = st_entry(m->tensors[i]->name, m->tensors[i]);
     snprintf(path, sizeof path, "%s/%s", dir, CKPT_MODEL_FILE);
@@ -123,29 +191,26 @@ static int load_checkpoint(Trainer *tr, const char *dir, char *err, size_t errle
     free(e);
     StEntry opt[2] = {st_entry("exp_avg", tr->adam->m), st_entry("exp_avg_sq", tr->adam->v)};
     snprintf(path, sizeof path, "%s/%s", dir, CKPT_OPTIMIZER_FILE);
+    return rc != 0 ? -1 : load_tensors(path, opt, 2, err, errlen);
+}
+
+/* checkpoint-<step>/ into the trainer; its state checked before any of it is used. */
+static int load_checkpoint(Trainer *tr, const char *dir, int64_t step, char *err, size_t errlen)
+{
+    char path[PATH_LEN + 64];
     TrainerState s;
-    if (rc != 0 || load_tensors(path, opt, 2, err, errlen) != 0)
-        return -1;
     snprintf(path, sizeof path, "%s/%s", dir, CKPT_STATE_FILE);
-    if (ckpt_state_load(path, &s, err, errlen) != 0 ||
-        data_order_seek(&tr->order, s.epoch, s.epoch_pos, err, errlen) != 0)
+    if (ckpt_state_load_at(dir, step, &s, err, errlen) != 0 ||
+        check_state(&s, path, err, errlen) != 0 || load_weights(tr, dir, err, errlen) != 0 ||
+        data_order_seek(&tr->order, s.epoch, s.epoch_pos, err, errlen) != 0 ||
+        restore_loss_state(tr, &s, path, err, errlen) != 0)
         return -1;
     tr->step = s.step;
     tr->tokens_seen = s.tokens_seen;
     tr->skipped = s.skipped_batches;
     for (int i = 0; i < N_SUMS; i++)
         *sum_field(&tr->sums, i) = ckpt_state_get(&s, sum_names[i], 0);
-    tr->adam->t = (int64_t)ckpt_state_get(&s, "adam_t", (double)s.step);
-    /* a stateful loss (bco_pair's running mean) continues where it stopped */
-    for (int i = 0; i < tr->n_loss; i++)
-        for (int k = 0; k < loss_state_count(tr->loss[i]); k++) {
-            char name[CKPT_VALUE_NAME_LEN];
-            const char *key = loss_state_name(tr->loss[i], k);
-            snprintf(name, sizeof name, "loss%d.state.%s", i, key);
-            double v = ckpt_state_get(&s, name, loss_state_value(tr->loss[i], k));
-            if (loss_set_state(tr->loss[i], key, v, err, errlen) != 0)
-                return -1;
-        }
+    tr->adam->t = s.step - s.skipped_batches;
     snprintf(tr->last_ckpt, sizeof tr->last_ckpt, "%s", dir);
     return 0;
 }
@@ -157,7 +222,14 @@ int trainer_resume(Trainer *tr, char *err, size_t errlen)
     int rc = ckpt_find_latest(tr->run_dir, dir, sizeof dir, &step, err, errlen);
     if (rc == 1)
         snprintf(err, errlen, "--resume %s: the run has no checkpoint to resume from", tr->run_dir);
-    if (rc != 0 || load_checkpoint(tr, dir, err, errlen) != 0)
+    if (rc != 0 || load_checkpoint(tr, dir, step, err, errlen) != 0)
         return -1;
+    /* a run at or past its end has nothing to do: exiting 0 would look like a run */
+    if (tr->step >= tr->total_steps)
+        return err_fail(err, errlen,
+                        "--resume %s: its checkpoint is of step %lld and the run has %lld steps: "
+                        "nothing left to train (max_steps above %lld continues it)",
+                        tr->run_dir, (long long)tr->step, (long long)tr->total_steps,
+                        (long long)tr->step);
     return 0;
 }

@@ -101,12 +101,14 @@ typedef struct Trainer {
     RefCache train_ref, eval_ref;
     int64_t step, total_steps, skipped, tokens_seen;
     MetricSums sums;
-    FILE *metrics, *progress;
+    int metrics_fd; /* metrics.jsonl, O_APPEND; -1 when closed (every initializer sets it) */
+    char metrics_path[PATH_LEN + 32];
+    FILE *progress;
     bool tty;
     char run_dir[PATH_LEN];
     char last_ckpt[PATH_LEN];
     double t_start, t_interval;
-    int64_t step_at_start;
+    int64_t step_at_start, skipped_at_start; /* when this process's loop began */
     double interval_tokens;
 } Trainer;
 
@@ -155,9 +157,11 @@ void metric_sums_add(MetricSums *m, double beta, const GptPairLogps *pol, const 
                      int B, double loss, double w);
 void trainer_count_micro_batch(Trainer *tr, const StepBatch *s, const GptPairLogps *pol,
                                const RefLogps *ref, double loss);
-void trainer_write_metrics(Trainer *tr, const char *prefix, const MetricSums *m, bool train,
-                           double tok_per_sec);
-void trainer_log_step(Trainer *tr, TrainResult *res);
+int trainer_write_metrics(Trainer *tr, const char *prefix, const MetricSums *m, bool train,
+                          double tok_per_sec, char *err, size_t errlen);
+/* Progress, and the interval's metrics line when it is due; -1 when it
+ * could not be written. */
+int trainer_log_step(Trainer *tr, TrainResult *res, char *err, size_t errlen);
 
 /* ---- train_eval.c ---- */
 int trainer_evaluate(Trainer *tr, char *err, size_t errlen);

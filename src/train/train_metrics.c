@@ -6,12 +6,19 @@
  * A metrics line is a function of the sums, the counters and the data order's
  * position only (tokens_per_sec aside), so a resumed run, whose checkpoint
  * restores all three, writes the same lines as an uninterrupted one.
+ *
+ * Every line is one checked append of the whole line: on a full disk the
+ * file is cut back to its last whole line and the run fails naming it, so
+ * metrics.jsonl never holds a torn line, nor ends early in a run that
+ * reports success.
  */
 #include "train/train_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,8 +56,8 @@ static int truncate_metrics(const char *path, int64_t step, char *err, size_t er
 }
 int trainer_open_metrics(Trainer *tr, char *err, size_t errlen)
 {
-    char path[PATH_LEN + 32];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", tr->run_dir);
+    snprintf(tr->metrics_path, sizeof tr->metrics_path, "%s/metrics.jsonl", tr->run_dir);
+    const char *path = tr->metrics_path;
     if (tr->opt->resume) {
         if (truncate_metrics(path, tr->step, err, errlen) != 0)
             return -1;
@@ -58,8 +65,9 @@ int trainer_open_metrics(Trainer *tr, char *err, size_t errlen)
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
-    tr->metrics = fopen(path, "a");
-    if (!tr->metrics) {
+    /* O_APPEND: each line lands at the end, where fsutil_append_line can cut it off again */
+    tr->metrics_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (tr->metrics_fd < 0) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
@@ -70,37 +78,70 @@ static double epoch_now(const Trainer *tr)
 {
     return (double)tr->order.epoch + (double)tr->order.pos / (double)tr->order.n;
 }
+/* One metrics line, formatted whole before it is written: a write either
+ * appends all of it or nothing (fsutil_append_line). */
+#define LINE_CAP 2048 /* a line is about 400 bytes */
+typedef struct Line {
+    char s[LINE_CAP];
+    size_t len;
+    bool overflow;
+} Line;
+
+static void put(Line *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void put(Line *l, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = l->overflow ? -1 : vsnprintf(l->s + l->len, LINE_CAP - l->len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= LINE_CAP - l->len)
+        l->overflow = true;
+    else
+        l->len += (size_t)n;
+}
 /* ", "KEY": value" with %.10g (exact to float precision, and the same text
  * for the same number); JSON has no NaN or Inf, so those are written null. */
-static void json_num(FILE *f, const char *prefix, const char *key, double v)
+static void json_num(Line *l, const char *prefix, const char *key, double v)
 {
     if (isfinite(v))
-        fprintf(f, ", \"%s%s\": %.10g", prefix, key, v);
+        put(l, ", \"%s%s\": %.10g", prefix, key, v);
     else
-        fprintf(f, ", \"%s%s\": null", prefix, key);
+        put(l, ", \"%s%s\": null", prefix, key);
 }
-/* One JSON object per line, keys in a fixed order (TRL's names). */
-void trainer_write_metrics(Trainer *tr, const char *prefix, const MetricSums *m, bool train,
-                           double tok_per_sec)
+/* One JSON object per line, keys in a fixed order (TRL's names). A failed
+ * write ends the run: a metrics file with lines missing is not a result. */
+int trainer_write_metrics(Trainer *tr, const char *prefix, const MetricSums *m, bool train,
+                          double tok_per_sec, char *err, size_t errlen)
 {
     double w = m->weight > 0 ? m->weight : 1;
-    FILE *f = tr->metrics;
-    fprintf(f, "{\"epoch\": %.6g", epoch_now(tr));
-    json_num(f, prefix, "loss", m->loss / w);
+    Line l = {.len = 0};
+    put(&l, "{\"epoch\": %.6g", epoch_now(tr));
+    json_num(&l, prefix, "loss", m->loss / w);
     if (train) {
-        json_num(f, "", "grad_norm", m->grad_norm);
-        json_num(f, "", "learning_rate", m->lr);
+        json_num(&l, "", "grad_norm", m->grad_norm);
+        json_num(&l, "", "learning_rate", m->lr);
     }
-    json_num(f, prefix, "rewards/chosen", m->chosen / w);
-    json_num(f, prefix, "rewards/rejected", m->rejected / w);
-    json_num(f, prefix, "rewards/accuracies", m->accuracy / w);
-    json_num(f, prefix, "rewards/margins", m->margin / w);
-    json_num(f, prefix, "logps/chosen", m->logp_chosen / w);
-    json_num(f, prefix, "logps/rejected", m->logp_rejected / w);
+    json_num(&l, prefix, "rewards/chosen", m->chosen / w);
+    json_num(&l, prefix, "rewards/rejected", m->rejected / w);
+    json_num(&l, prefix, "rewards/accuracies", m->accuracy / w);
+    json_num(&l, prefix, "rewards/margins", m->margin / w);
+    json_num(&l, prefix, "logps/chosen", m->logp_chosen / w);
+    json_num(&l, prefix, "logps/rejected", m->logp_rejected / w);
     if (train && tr->skipped > 0)
-        fprintf(f, ", \"skipped_batches\": %lld", (long long)tr->skipped);
-    fprintf(f, ", \"tokens_per_sec\": %.1f, \"step\": %lld}\n", tok_per_sec, (long long)tr->step);
-    fflush(f);
+        put(&l, ", \"skipped_batches\": %lld", (long long)tr->skipped);
+    put(&l, ", \"tokens_per_sec\": %.1f, \"step\": %lld}\n", tok_per_sec, (long long)tr->step);
+    if (l.overflow) {
+        snprintf(err, errlen, "%s: a metrics line of step %lld is longer than %d bytes",
+                 tr->metrics_path, (long long)tr->step, LINE_CAP);
+        return -1;
+    }
+    char why[MSG_LEN];
+    if (fsutil_append_line(tr->metrics_fd, tr->metrics_path, l.s, l.len, why, sizeof why) != 0) {
+        snprintf(err, errlen, "metrics of step %lld: %s", (long long)tr->step, why);
+        return -1;
+    }
+    return 0;
 }
 /* TRL's reward metrics of one micro-batch, added to m with weight w. */
 void metric_sums_add(MetricSums *m, double beta, const GptPairLogps *pol, const RefLogps *ref,
@@ -163,18 +204,21 @@ static void show_progress(Trainer *tr, const MetricSums *m, bool logged)
     }
     fflush(tr->progress);
 }
-void trainer_log_step(Trainer *tr, TrainResult *res)
+int trainer_log_step(Trainer *tr, TrainResult *res, char *err, size_t errlen)
 {
     bool due = tr->step % tr->cfg.logging_steps == 0 || tr->step == tr->total_steps;
     show_progress(tr, &tr->sums, due);
     if (!due || tr->sums.weight == 0)
-        return;
+        return 0;
     double el = timeutil_now() - tr->t_interval;
-    trainer_write_metrics(tr, "", &tr->sums, true, el > 0 ? tr->interval_tokens / el : 0);
+    if (trainer_write_metrics(tr, "", &tr->sums, true, el > 0 ? tr->interval_tokens / el : 0, err,
+                              errlen) != 0)
+        return -1;
     double w = tr->sums.weight;
     res->last_loss = tr->sums.loss / w;
     res->last_accuracy = tr->sums.accuracy / w;
     tr->sums = (MetricSums){0};
     tr->interval_tokens = 0;
     tr->t_interval = timeutil_now();
+    return 0;
 }

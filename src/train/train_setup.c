@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "model/checkpoint.h"
 #include "model/model_file.h"
 #include "train/toydata.h"
 #include "util/fsutil.h"
@@ -72,6 +73,15 @@ static double loss_beta(const Trainer *tr)
     return DEFAULT_BETA;
 }
 
+int train_check_loss_weight(double w, const char *loss_path, char *err, size_t errlen)
+{
+    if (isfinite(w) && fabs(w) <= TRAIN_MAX_LOSS_WEIGHT)
+        return 0;
+    snprintf(err, errlen, "the weight of %s is %g, expected a finite number in [-%g, %g]",
+             loss_path, w, TRAIN_MAX_LOSS_WEIGHT, TRAIN_MAX_LOSS_WEIGHT);
+    return -1;
+}
+
 int trainer_load_losses(Trainer *tr, char *err, size_t errlen)
 {
     const Config *c = &tr->cfg;
@@ -86,10 +96,13 @@ int trainer_load_losses(Trainer *tr, char *err, size_t errlen)
         return -1;
     }
     for (int i = 0; i < tr->opt->n_losses; i++) {
+        double w = tr->opt->loss_weights[i];
+        if (train_check_loss_weight(w, tr->opt->loss_paths[i], err, errlen) != 0)
+            return -1;
         tr->loss[i] = loss_load(tr->opt->loss_paths[i], NULL, &lim, err, errlen);
         if (!tr->loss[i])
             return -1;
-        tr->weight[i] = tr->opt->loss_weights[i];
+        tr->weight[i] = w;
         tr->n_loss = i + 1;
     }
     if (apply_loss_params(tr, err, errlen) != 0)
@@ -133,8 +146,14 @@ static int plan_steps(Trainer *tr, char *err, size_t errlen)
     int64_t per_epoch = data_order_batches_per_epoch(&tr->order) / c->gradient_accumulation_steps;
     if (per_epoch < 1)
         per_epoch = 1;
-    tr->total_steps =
-        c->max_steps > 0 ? c->max_steps : (int64_t)ceil(c->num_train_epochs * (double)per_epoch);
+    double planned =
+        c->max_steps > 0 ? c->max_steps : ceil(c->num_train_epochs * (double)per_epoch);
+    if (planned > (double)CKPT_MAX_COUNT) { /* a checkpoint could not record the step */
+        snprintf(err, errlen, "train: %g steps planned (num_train_epochs %g), more than %lld",
+                 planned, c->num_train_epochs, (long long)CKPT_MAX_COUNT);
+        return -1;
+    }
+    tr->total_steps = (int64_t)planned;
     if (tr->total_steps < 1) {
         snprintf(err, errlen, "train: the run has no steps (num_train_epochs %g, max_steps %d)",
                  c->num_train_epochs, c->max_steps);
@@ -266,6 +285,7 @@ void trainer_free(Trainer *tr)
         free(caches[i]->seq);
         free(caches[i]->tok);
     }
-    if (tr->metrics)
-        fclose(tr->metrics);
+    if (tr->metrics_fd >= 0)
+        close(tr->metrics_fd);
+    tr->metrics_fd = -1;
 }

@@ -30,6 +30,19 @@ static int64_t fail_after = -1; /* test fault injection; <0 = off */
 
 void fsutil_test_fail_after(int64_t bytes) { fail_after = bytes; }
 
+/* How many of len bytes the fault hook lets the next write(2) take: all,
+ * fewer (a short write, as a disk filling up mid-write gives), or 0 (full). */
+static size_t hook_allow(size_t len)
+{
+    return fail_after >= 0 && (int64_t)len > fail_after ? (size_t)fail_after : len;
+}
+
+static void hook_spent(ssize_t w)
+{
+    if (fail_after >= 0)
+        fail_after -= w;
+}
+
 static int fail(char *err, size_t errlen, const char *what, const char *path, int e)
 {
     if (err && errlen)
@@ -91,14 +104,10 @@ int fsutil_atomic_write(FsAtomic *f, const void *data, size_t len)
         return -1;
     const char *p = data;
     while (len > 0) {
-        size_t chunk = len;
-        if (fail_after >= 0) {
-            if (fail_after == 0) {
-                f->err_no = ENOSPC;
-                return -1;
-            }
-            if ((int64_t)chunk > fail_after)
-                chunk = (size_t)fail_after;
+        size_t chunk = hook_allow(len);
+        if (chunk == 0) {
+            f->err_no = ENOSPC;
+            return -1;
         }
         ssize_t w = write(f->fd, p, chunk);
         if (w < 0) {
@@ -107,8 +116,7 @@ int fsutil_atomic_write(FsAtomic *f, const void *data, size_t len)
             f->err_no = errno;
             return -1;
         }
-        if (fail_after >= 0)
-            fail_after -= w;
+        hook_spent(w);
         p += w;
         len -= (size_t)w;
     }
@@ -400,4 +408,39 @@ int fsutil_write_fd(int fd, const void *data, size_t n)
         n -= (size_t)w;
     }
     return 0;
+}
+
+int fsutil_append_line(int fd, const char *path, const void *data, size_t len, char *err,
+                       size_t errlen)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return fail(err, errlen, "cannot append to", path, errno);
+    const char *p = data;
+    size_t done = 0;
+    int e = 0;
+    while (done < len && !e) {
+        size_t chunk = hook_allow(len - done);
+        ssize_t w = chunk ? write(fd, p + done, chunk) : (errno = ENOSPC, -1);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            e = w < 0 ? errno : EIO;
+        } else { /* a short write is retried: the next one says why it was short */
+            hook_spent(w);
+            done += (size_t)w;
+        }
+    }
+    if (!e)
+        return 0;
+    /* O_APPEND put the line's start at the old end of file: cut back to it,
+     * so no torn line remains for a reader to trust */
+    if (done > 0 && ftruncate(fd, st.st_size) != 0) {
+        int te = errno;
+        if (err && errlen)
+            snprintf(err, errlen, "cannot write %s: %s; the partial line is still there: %s", path,
+                     strerror(e), strerror(te));
+        return -1;
+    }
+    return fail(err, errlen, "cannot write", path, e);
 }

@@ -84,11 +84,20 @@ int fsutil_fsync_dir(const char *dir, char *err, size_t errlen);
 /* writes all n bytes to fd (a pipe, say), retrying short writes and EINTR;
  * 0, or -1 with errno set */
 int fsutil_write_fd(int fd, const void *data, size_t n);
+/* Appends one whole line (a record of an append-only log such as
+ * metrics.jsonl) to fd, opened with O_APPEND and written by this process
+ * only, retrying short writes and EINTR. When any part fails (a full disk),
+ * the file is cut back to its length before the line, so it never holds a
+ * torn line. 0, or -1 with err naming path and the system error. */
+int fsutil_append_line(int fd, const char *path, const void *data, size_t len, char *err,
+                       size_t errlen);
 bool fsutil_exists(const char *path);
 bool fsutil_is_dir(const char *path);
 
 /* Fault injection for tests: after `bytes` more bytes have been written by
- * fsutil_atomic_write, every write fails with ENOSPC, as a full disk would.
+ * fsutil_atomic_write and fsutil_append_line together, every write of
+ * theirs fails with ENOSPC, as a full disk would (a write that crosses the
+ * limit is short first).
  * A negative value turns injection off (the default). */
 void fsutil_test_fail_after(int64_t bytes);
 
