@@ -7,17 +7,19 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../src"
 # bottom to top; a folder may include itself and those to its left, except
-# that lua and model are siblings: neither includes the other
-layers=(util core lua model train task discover cli)
+# that the siblings above util (tokenizer, core) and above core (lua, model)
+# do not include each other
+layers=(util tokenizer core lua model train task discover cli)
 declare -A allowed=(
     [util]="util"
+    [tokenizer]="util tokenizer"
     [core]="util core"
     [lua]="util core lua"
     [model]="util core model"
-    [train]="util core lua model train"
-    [task]="util core lua model train task"
-    [discover]="util core lua model train task discover"
-    [cli]="util core lua model train task discover cli"
+    [train]="util tokenizer core lua model train"
+    [task]="util tokenizer core lua model train task"
+    [discover]="util tokenizer core lua model train task discover"
+    [cli]="util tokenizer core lua model train task discover cli"
 )
 n=0 bad=0
 for layer in "${layers[@]}"; do

@@ -469,6 +469,273 @@ static void toydata_same_seed_same_bytes(void)
     fsutil_remove_tree(dir, err, sizeof err);
 }
 
+/* ---- implicit prompts and conversational lines ---- */
+
+static const DataOptions opt_chat = {.max_length = 1024, .max_prompt_length = 512};
+
+/* Pair i holds [EOT] + prompt, then chosen (rejected) + [EOT], as bytes. */
+static int pair_is(const Dataset *ds, int64_t i, const char *prompt, const char *chosen,
+                   const char *rejected)
+{
+    int ok = ds->pairs[i].prompt_len == (int)strlen(prompt) + 1;
+    if (!ok)
+        printf("#   pair %lld: prompt of %d tokens, expected %zu\n", (long long)i,
+               ds->pairs[i].prompt_len, strlen(prompt) + 1);
+    for (int side = 0; side < 2; side++) {
+        const char *resp = side ? rejected : chosen;
+        int32_t want[1024], got[1024];
+        int n = 0;
+        want[n++] = E;
+        for (const char *s = prompt; *s; s++)
+            want[n++] = (unsigned char)*s;
+        for (const char *s = resp; *s; s++)
+            want[n++] = (unsigned char)*s;
+        want[n++] = E;
+        int len = data_pair_sequence(ds, i, side, got, 1024);
+        bool same = len == n && memcmp(got, want, (size_t)n * sizeof *got) == 0;
+        if (!same) {
+            char text[2048];
+            data_detokenize(got, len > 0 ? len : 0, text, sizeof text);
+            printf("#   pair %lld %s: got \"%s\"\n#   expected <|endoftext|>%s%s<|endoftext|>\n",
+                   (long long)i, side ? "rejected" : "chosen", text, prompt, resp);
+        }
+        ok &= same;
+    }
+    return ok;
+}
+
+static Dataset *load_chat(const char *text, const char *format, const char *bos, const char *eos)
+{
+    DataOptions o = opt_chat;
+    o.chat_format = format;
+    o.bos_token = bos;
+    o.eos_token = eos;
+    return load_text(text, &o);
+}
+
+/* TRL's extract_prompt on strings: the prompt ends before the first
+ * difference, moved back over one space; a shared whole keeps its last
+ * character in the responses; a UTF-8 character is never split. */
+static void implicit_prompt_strings(void)
+{
+    Dataset *ds = load_text("{\"chosen\": \"Q: 2+2? A: 4\", \"rejected\": \"Q: 2+2? A: 5\"}\n"
+                            "{\"chosen\": \"abc\", \"rejected\": \"abcd\"}\n"
+                            "{\"chosen\": \"caf\\u00e9\", \"rejected\": \"caf\\u00e8!\"}\n"
+                            "{\"chosen\": \"x\", \"rejected\": \"y\"}\n"
+                            "{\"chosen\": \"same\", \"rejected\": \"same\", \"score\": 3}\n",
+                            &opt_chat);
+    CHECKF(ds && ds->n == 5, "%s", err);
+    if (!ds)
+        return;
+    CHECK(pair_is(ds, 0, "Q: 2+2? A:", " 4", " 5"));
+    CHECK(pair_is(ds, 1, "ab", "c", "cd"));
+    CHECK(pair_is(ds, 2, "caf", "\xc3\xa9", "\xc3\xa8!"));
+    CHECK(pair_is(ds, 3, "", "x", "y"));
+    CHECK(pair_is(ds, 4, "sam", "e", "e"));
+    data_free(ds);
+    expect_error("{\"chosen\": \"a\", \"rejected\": \"\"}",
+                 "t.jsonl:1: field \"rejected\" is empty, expected a non-empty response", NULL);
+    expect_error("{\"chosen\": \"a\", \"rejected\": [{\"role\": \"user\", \"content\": \"a\"}]}",
+                 "t.jsonl:1: field \"rejected\" is a list, expected a string like chosen", NULL);
+    expect_error("{\"chosen\": 3, \"rejected\": \"a\"}",
+                 "t.jsonl:1: field \"chosen\" is an integer, expected a string or a list", NULL);
+    expect_error("{\"rejected\": \"a\"}", "t.jsonl:1: missing field \"chosen\"", NULL);
+}
+
+#define CHATML_Q "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
+
+/* The fixture holds the same pair in all five shapes; through chatml the
+ * three conversational ones give the same bytes. */
+static void formats_fixture(void)
+{
+    DataOptions o = opt_chat;
+    o.chat_format = "chatml";
+    Dataset *ds = data_load_jsonl(fixture("pairs_formats.jsonl"), &o, err, sizeof err);
+    CHECKF(ds && ds->n == 5 && ds->n_skipped == 0, "%s", err);
+    if (!ds)
+        return;
+    CHECK(pair_is(ds, 0, "Q: 2+2?", " 4", " 5"));
+    CHECK(pair_is(ds, 1, "Q: 2+2? A:", " 4", " 5"));
+    for (int i = 2; i < 5; i++) /* explicit, implicit, implicit with a string prompt ignored */
+        CHECKF(pair_is(ds, i, CHATML_Q, "4<|im_end|>\n", "5<|im_end|>\n"), "line %d", i + 1);
+    CHECK(ds->opt.chat_format == NULL); /* the caller's strings are not kept */
+    data_free(ds);
+    /* with no chat format the first conversational line stops the load, skip_invalid or not */
+    o.chat_format = NULL;
+    o.skip_invalid = true;
+    ds = data_load_jsonl(fixture("pairs_formats.jsonl"), &o, err, sizeof err);
+    CHECK(!ds);
+    CHECKF(strstr(err, "pairs_formats.jsonl:3: a conversational line needs a chat format: set "
+                       "chat_format"),
+           "%s", err);
+}
+
+/* Each family through a data line: the prompt rendered with the generation
+ * prompt, each response the rest of render(prompt + response); a leading
+ * bos text and a trailing eos text give way to the EOT tokens. */
+static void conversational_by_family(void)
+{
+    const char *line =
+        "{\"prompt\": [{\"role\": \"user\", \"content\": \"2+2?\"}], \"chosen\": [{\"role\": "
+        "\"assistant\", \"content\": \"4\"}], \"rejected\": [{\"role\": \"assistant\", "
+        "\"content\": \"5\"}]}\n";
+    struct {
+        const char *format, *bos, *eos, *prompt, *chosen, *rejected;
+    } fam[] = {
+        {"chatml", NULL, "<|im_end|>", CHATML_Q, "4<|im_end|>\n", "5<|im_end|>\n"},
+        /* "<|begin_of_text|>" + header... : bos goes; "4<|eot_id|>": eos goes */
+        {"llama3", "<|begin_of_text|>", "<|eot_id|>",
+         "<|start_header_id|>user<|end_header_id|>\n\n2+2?<|eot_id|>"
+         "<|start_header_id|>assistant<|end_header_id|>\n\n",
+         "4", "5"},
+        /* the turn ends with eos + "\n": not at the very end, kept */
+        {"zephyr", "<s>", "</s>", "<|user|>\n2+2?</s>\n<|assistant|>\n", "4</s>\n", "5</s>\n"},
+        {"mistral", "<s>", "</s>", " [INST] 2+2? [/INST]", " 4", " 5"},
+        {"gemma", "<bos>", "<eos>",
+         "<start_of_turn>user\n2+2?<end_of_turn>\n<start_of_turn>model\n", "4<end_of_turn>\n",
+         "5<end_of_turn>\n"},
+    };
+    for (size_t k = 0; k < sizeof fam / sizeof fam[0]; k++) {
+        Dataset *ds = load_chat(line, fam[k].format, fam[k].bos, fam[k].eos);
+        CHECKF(ds, "%s: %s", fam[k].format, err);
+        if (ds)
+            CHECKF(pair_is(ds, 0, fam[k].prompt, fam[k].chosen, fam[k].rejected), "%s",
+                   fam[k].format);
+        data_free(ds);
+    }
+}
+
+/* Multi-turn prompts, a prompt that ends with the assistant (continued, as
+ * TRL's continue_final_message), and the template's default system message
+ * when the format comes from tokenizer_config.json's chat_template. */
+static void conversational_prompts(void)
+{
+    Dataset *ds = load_chat(
+        "{\"prompt\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", "
+        "\"content\": \"2+2?\"}, {\"role\": \"assistant\", \"content\": \"4\"}, {\"role\": "
+        "\"user\", \"content\": \"times 3?\"}], \"chosen\": [{\"role\": \"assistant\", "
+        "\"content\": \"12\"}], \"rejected\": [{\"role\": \"assistant\", \"content\": \"7\"}]}\n",
+        "mistral", "<s>", "</s>");
+    CHECKF(ds && ds->n == 1, "%s", err);
+    if (ds)
+        CHECK(pair_is(ds, 0, " [INST] Be brief.\n\n2+2? [/INST] 4</s> [INST] times 3? [/INST]",
+                      " 12", " 7"));
+    data_free(ds);
+    /* the prompt is cut right after "It is"; render(prompt + chosen) closes that turn
+     * and opens the reply's: TRL's texts exactly */
+    const char *prefill =
+        "{\"prompt\": [{\"role\": \"user\", \"content\": \"2+2?\"}, {\"role\": \"assistant\", "
+        "\"content\": \"It is\"}], \"chosen\": [{\"role\": \"assistant\", \"content\": \" 4\"}], "
+        "\"rejected\": [{\"role\": \"assistant\", \"content\": \" 5\"}]}\n";
+    ds = load_chat(prefill, "chatml", NULL, "<|im_end|>");
+    CHECKF(ds, "%s", err);
+    if (ds)
+        CHECK(pair_is(ds, 0, "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\nIt is",
+                      "<|im_end|>\n<|im_start|>assistant\n 4<|im_end|>\n",
+                      "<|im_end|>\n<|im_start|>assistant\n 5<|im_end|>\n"));
+    data_free(ds);
+    /* Mistral's turns alternate: two assistant turns in a row are refused */
+    ds = load_chat(prefill, "mistral", "<s>", "</s>");
+    CHECK(!ds && strstr(err, "t.jsonl:1: prompt + chosen: message 3 has role \"assistant\""));
+    DataOptions o = opt_chat;
+    o.chat_template = "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are "
+                      "a test.<|im_end|>\\n' }}{% endif %}{{ '<|im_start|>' + m['role'] }}";
+    ds = load_text("{\"prompt\": [{\"role\": \"user\", \"content\": \"2+2?\"}], \"chosen\": "
+                   "[{\"role\": \"assistant\", \"content\": \"4\"}], \"rejected\": [{\"role\": "
+                   "\"assistant\", \"content\": \"5\"}]}\n",
+                   &o);
+    CHECKF(ds, "%s", err);
+    if (ds)
+        CHECK(pair_is(ds, 0, "<|im_start|>system\nYou are a test.<|im_end|>\n" CHATML_Q,
+                      "4<|im_end|>\n", "5<|im_end|>\n"));
+    data_free(ds);
+    o.chat_template = "{{ messages }}";
+    ds = load_text("{\"prompt\": [{\"role\": \"user\", \"content\": \"q\"}], \"chosen\": "
+                   "[{\"role\": \"assistant\", \"content\": \"4\"}], \"rejected\": [{\"role\": "
+                   "\"assistant\", \"content\": \"5\"}]}\n",
+                   &o);
+    CHECK(!ds && strstr(err, "t.jsonl:1: unrecognised chat template") &&
+          strstr(err, "chat_format"));
+}
+
+/* Conversational line text, and its error with skip_invalid off. */
+static void expect_chat_error(const char *text, const char *format, const char *frag1,
+                              const char *frag2)
+{
+    Dataset *ds = load_chat(text, format, "<bos>", "<eos>");
+    CHECKF(!ds, "loaded, expected an error with \"%s\"", frag1);
+    CHECKF(strstr(err, frag1), "error \"%s\" lacks \"%s\"", err, frag1);
+    CHECKF(!frag2 || strstr(err, frag2), "error \"%s\" lacks \"%s\"", err, frag2);
+    data_free(ds);
+}
+
+#define U "{\"role\": \"user\", \"content\": \"q\"}"
+#define A "{\"role\": \"assistant\", \"content\": \"a\"}"
+
+static void conversational_malformed_lines(void)
+{
+    expect_chat_error("{\"prompt\": [{\"content\": \"q\"}], \"chosen\": [" A "], \"rejected\": [" A
+                      "]}",
+                      "chatml", "t.jsonl:1: field \"prompt\" message 1 has no \"role\"", NULL);
+    expect_chat_error("{\"prompt\": [" U "], \"chosen\": [{\"role\": \"assistant\"}], "
+                      "\"rejected\": [" A "]}",
+                      "chatml", "t.jsonl:1: field \"chosen\" message 1 has no \"content\"", NULL);
+    expect_chat_error("{\"prompt\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\"}]}], "
+                      "\"chosen\": [" A "], \"rejected\": [" A "]}",
+                      "chatml",
+                      "t.jsonl:1: field \"prompt\" message 1: \"content\" is a list, expected a "
+                      "string",
+                      NULL);
+    expect_chat_error("{\"prompt\": [" U "], \"chosen\": [], \"rejected\": [" A "]}", "chatml",
+                      "t.jsonl:1: field \"chosen\" is an empty list, expected at least one", NULL);
+    expect_chat_error("{\"prompt\": [" U ", \"x\"], \"chosen\": [" A "], \"rejected\": [" A "]}",
+                      "chatml",
+                      "t.jsonl:1: field \"prompt\" message 2 is a string, expected an "
+                      "object",
+                      NULL);
+    expect_chat_error("{\"prompt\": [" U "], \"chosen\": \"a\", \"rejected\": [" A "]}", "chatml",
+                      "t.jsonl:1: field \"chosen\" is a string, expected a list of", NULL);
+    expect_chat_error("{\"prompt\": [" U "], \"chosen\": [" A "]}", "chatml",
+                      "t.jsonl:1: missing field \"rejected\"", NULL);
+    expect_chat_error("{\"prompt\": [" U "], \"chosen\": [{\"role\": \"tool\", \"content\": "
+                      "\"42\"}], \"rejected\": [" A "]}",
+                      "chatml", "t.jsonl:1: prompt + chosen: message 2 has role \"tool\"",
+                      "chatml");
+    expect_chat_error("{\"prompt\": [{\"role\": \"system\", \"content\": \"s\"}], \"chosen\": [" A
+                      "], \"rejected\": [" A "]}",
+                      "chatml",
+                      "t.jsonl:1: prompt: the prompt's last message (message 1) has "
+                      "role \"system\"",
+                      NULL);
+    expect_chat_error("{\"prompt\": [{\"role\": \"system\", \"content\": \"s\"}, " U "], "
+                      "\"chosen\": [" A "], \"rejected\": [" A "]}",
+                      "gemma", "t.jsonl:1: prompt: message 1 has role \"system\"", "gemma");
+    expect_chat_error("{\"chosen\": [" U ", " A "], \"rejected\": [{\"role\": \"user\", "
+                      "\"content\": \"other\"}, " A "]}",
+                      "chatml", "t.jsonl:1: chosen and rejected differ from their first message",
+                      NULL);
+    /* a malformed conversational line is skipped like any other */
+    DataOptions o = opt_chat;
+    o.chat_format = "zephyr";
+    o.skip_invalid = true;
+    Dataset *ds = load_text("{\"prompt\": [" U "], \"chosen\": [" A "], \"rejected\": [" A "]}\n"
+                            "{\"prompt\": [" U "], \"chosen\": [], \"rejected\": [" A "]}\n"
+                            "{\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\"}\n",
+                            &o);
+    CHECKF(ds && ds->n == 2 && ds->n_skipped == 1, "%s", err);
+    if (ds)
+        CHECKF(strstr(ds->first_skip, "t.jsonl:2: field \"chosen\" is an empty list"), "%s",
+               ds->first_skip);
+    data_free(ds);
+    DataOptions bogus = opt_chat;
+    bogus.chat_format = "chatml2";
+    CHECK(data_options_check(&bogus, err, sizeof err) != 0 &&
+          strstr(err, "chat_format is \"chatml2\", expected one of chatml"));
+}
+
+#undef U
+#undef A
+
 int main(void)
 {
     RUN(tokenizer_is_bytewise);
@@ -490,5 +757,10 @@ int main(void)
     RUN(split_is_disjoint_and_deterministic);
     RUN(toydata_follows_its_rules);
     RUN(toydata_same_seed_same_bytes);
+    RUN(implicit_prompt_strings);
+    RUN(formats_fixture);
+    RUN(conversational_by_family);
+    RUN(conversational_prompts);
+    RUN(conversational_malformed_lines);
     return tl_done();
 }

@@ -597,7 +597,9 @@ int config_finalize(Config *cfg, char *err, size_t errlen)
     if (cfg->max_length > cfg->context)
         return err_fail(err, errlen, "max_length (%d) exceeds the context (%d)", cfg->max_length,
                         cfg->context);
-    DataOptions opt = {cfg->max_length, cfg->max_prompt_length, cfg->skip_invalid};
+    DataOptions opt = {.max_length = cfg->max_length,
+                       .max_prompt_length = cfg->max_prompt_length,
+                       .skip_invalid = cfg->skip_invalid};
     if (data_options_check(&opt, err, errlen))
         return -1;
     if (cfg->max_steps <= 0 && !(cfg->num_train_epochs > 0))

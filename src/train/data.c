@@ -1,6 +1,7 @@
 /*
- * train/data.c — TRL JSONL preference pairs to byte-level token ids, truncation,
- * batches and the per-epoch order (see data.h for the formats and rules).
+ * train/data.c — TRL JSONL preference pairs (standard, implicit prompt,
+ * conversational) to byte-level token ids, truncation, batches and the
+ * per-epoch order (see data.h for the formats and rules).
  *
  * Invariants: every pair's tokens are stored already truncated, so every
  * stored sequence is at most max_length long and its prompt is at least one
@@ -20,6 +21,7 @@
 #include <string.h>
 
 #include "util/fsutil.h"
+#include "tokenizer/chat_template.h"
 #include "core/rng.h"
 
 int data_options_check(const DataOptions *opt, char *err, size_t errlen)
@@ -31,6 +33,10 @@ int data_options_check(const DataOptions *opt, char *err, size_t errlen)
             err, errlen,
             "max_prompt_length is %d, expected 1 <= max_prompt_length < max_length (%d)",
             opt->max_prompt_length, opt->max_length);
+    ChatFormat f;
+    if (opt->chat_format && *opt->chat_format &&
+        chat_format_parse(opt->chat_format, &f, err, errlen))
+        return -1;
     return 0;
 }
 
@@ -74,6 +80,8 @@ Dataset *data_new(const DataOptions *opt, const char *source, char *err, size_t 
         return NULL;
     }
     ds->opt = *opt;
+    /* the caller's strings are read while loading only (data.h) */
+    ds->opt.chat_format = ds->opt.chat_template = ds->opt.bos_token = ds->opt.eos_token = NULL;
     snprintf(ds->source, sizeof ds->source, "%s", source ? source : "");
     return ds;
 }
@@ -222,42 +230,380 @@ static int string_field(const json_t *obj, const char *key, const char *where, c
                         "chosen, rejected)",
                         where, key);
     if (!json_is_string(v))
-        return err_fail(
-            err, errlen,
-            "%s: field \"%s\" is %s, expected a string (the conversational format is not "
-            "supported)",
-            where, key, json_type_name(v));
+        return err_fail(err, errlen,
+                        "%s: field \"%s\" is %s, expected a string (or, in the conversational "
+                        "format, a list of {\"role\", \"content\"} messages)",
+                        where, key, json_type_name(v));
     *s = json_string_value(v);
     *len = json_string_length(v);
     return 0;
 }
 
-/* One non-blank line to a pair; -1 with err naming FILE:LINE. */
-static int parse_line(Dataset *ds, const char *line, size_t len, int lineno, const char *name,
-                      char *err, size_t errlen)
+/* ---- the three formats ---- */
+
+#define PARSE_FATAL (-2) /* a parse_line result that skip_invalid does not skip */
+
+/* One load: the dataset, the caller's options (with the chat fields) and the
+ * chat template, resolved at the first conversational line. */
+typedef struct Loader {
+    Dataset *ds;
+    const DataOptions *opt;
+    const char *name;
+    bool chat_ready;
+    ChatTemplate chat;
+    char *default_system; /* owned; the detected template's, or NULL */
+} Loader;
+
+/* TRL's is_conversational: a list whose first element is an object. */
+static bool is_messages(const json_t *v)
+{
+    return json_is_array(v) && json_array_size(v) > 0 && json_is_object(json_array_get(v, 0));
+}
+
+/* Message i of field `key` into *m (strings point into the JSON). */
+static int parse_message(const json_t *v, const char *key, size_t i, const char *where,
+                         ChatMessage *m, char *err, size_t errlen)
+{
+    static const char want[] = "expected an object with string fields role and content";
+    if (!json_is_object(v))
+        return err_fail(err, errlen, "%s: field \"%s\" message %zu is %s, %s", where, key, i + 1,
+                        json_type_name(v), want);
+    const json_t *role = json_object_get(v, "role"), *content = json_object_get(v, "content");
+    const char *missing = !role ? "role" : !content ? "content" : NULL;
+    if (missing)
+        return err_fail(err, errlen, "%s: field \"%s\" message %zu has no \"%s\" (%s)", where, key,
+                        i + 1, missing, want);
+    const json_t *bad = !json_is_string(role) ? role : !json_is_string(content) ? content : NULL;
+    if (bad)
+        return err_fail(err, errlen,
+                        "%s: field \"%s\" message %zu: \"%s\" is %s, expected a string", where, key,
+                        i + 1, bad == role ? "role" : "content", json_type_name(bad));
+    if (strlen(json_string_value(role)) != json_string_length(role))
+        return err_fail(err, errlen, "%s: field \"%s\" message %zu: \"role\" holds a NUL byte",
+                        where, key, i + 1);
+    *m = (ChatMessage){json_string_value(role), json_string_value(content),
+                       json_string_length(content)};
+    return 0;
+}
+
+/* Field `key` of obj as a non-empty list of messages: *out malloc'ed. */
+static int messages_field(const json_t *obj, const char *key, const char *where, ChatMessage **out,
+                          int *n, char *err, size_t errlen)
+{
+    *out = NULL;
+    const json_t *v = json_object_get(obj, key);
+    if (!v)
+        return err_fail(err, errlen,
+                        "%s: missing field \"%s\" (expected a list of {\"role\", "
+                        "\"content\"} messages)",
+                        where, key);
+    if (!json_is_array(v))
+        return err_fail(err, errlen,
+                        "%s: field \"%s\" is %s, expected a list of {\"role\", "
+                        "\"content\"} messages",
+                        where, key, json_type_name(v));
+    size_t k = json_array_size(v);
+    if (k == 0)
+        return err_fail(err, errlen,
+                        "%s: field \"%s\" is an empty list, expected at least one "
+                        "{\"role\", \"content\"} message",
+                        where, key);
+    if (k > INT_MAX / 4)
+        return err_fail(err, errlen, "%s: field \"%s\" has %zu messages, too many", where, key, k);
+    ChatMessage *m = malloc(k * sizeof *m);
+    if (!m)
+        return err_fail(err, errlen, "%s: out of memory", where);
+    for (size_t i = 0; i < k; i++) {
+        if (parse_message(json_array_get(v, i), key, i, where, &m[i], err, errlen)) {
+            free(m);
+            return -1;
+        }
+    }
+    *out = m;
+    *n = (int)k;
+    return 0;
+}
+
+/* TRL's extract_prompt on strings (data.h): the prompt's length in bytes,
+ * at a character boundary. Needs cl, rl >= 1. */
+static size_t shared_prompt_len(const char *c, size_t cl, const char *r, size_t rl)
+{
+    size_t m = cl < rl ? cl : rl, i = 0;
+    while (i < m && c[i] == r[i])
+        i++;
+    bool differ = i < m;
+    if (!differ) /* no difference in the first m: the last common character goes */
+        i = m - 1;
+    while (i > 0 && ((unsigned char)c[i] & 0xC0) == 0x80) /* to its character's start */
+        i--;
+    if (differ && i > 0 && c[i - 1] == ' ')
+        i--;
+    return i;
+}
+
+/* The same on message lists: how many leading messages are equal, by TRL's rule. */
+static size_t shared_prompt_messages(const json_t *c, const json_t *r)
+{
+    size_t m = json_array_size(c) < json_array_size(r) ? json_array_size(c) : json_array_size(r);
+    for (size_t i = 0; i < m; i++)
+        if (!json_equal(json_array_get(c, i), json_array_get(r, i)))
+            return i;
+    return m - 1;
+}
+
+/* Longest common prefix of a and b, at a character boundary of a. */
+static size_t common_prefix(const char *a, size_t na, const char *b, size_t nb)
+{
+    size_t i = 0;
+    while (i < na && i < nb && a[i] == b[i])
+        i++;
+    while (i > 0 && i < na && ((unsigned char)a[i] & 0xC0) == 0x80)
+        i--;
+    return i;
+}
+
+static bool starts_with(const char *s, size_t n, const char *p)
+{
+    size_t k = p ? strlen(p) : 0;
+    return k > 0 && n >= k && memcmp(s, p, k) == 0;
+}
+
+/* s[0, *n) without a trailing eos text (when more than that text remains). */
+static void drop_eos(const char *s, size_t *n, const char *eos)
+{
+    size_t k = eos ? strlen(eos) : 0;
+    if (k > 0 && *n > k && memcmp(s + *n - k, eos, k) == 0)
+        *n -= k;
+}
+
+/* The chat template of this load (data.h: chat_format, else detection). */
+static int chat_setup(Loader *ld, const char *where, char *err, size_t errlen)
+{
+    if (ld->chat_ready)
+        return 0;
+    const DataOptions *o = ld->opt;
+    char why[512];
+    ChatFormat f;
+    int rc;
+    if (o->chat_format && *o->chat_format)
+        rc = chat_format_parse(o->chat_format, &f, why, sizeof why);
+    else if (o->chat_template)
+        rc = chat_format_detect(o->chat_template, &f, &ld->default_system, why, sizeof why);
+    else
+        rc = err_fail(why, sizeof why,
+                      "a conversational line needs a chat format: set chat_format to one "
+                      "of " CHAT_FORMAT_NAMES ", or use a model whose tokenizer_config.json has a "
+                      "chat_template");
+    if (rc) {
+        err_fail(err, errlen, "%s: %s", where, why);
+        return PARSE_FATAL;
+    }
+    ld->chat = (ChatTemplate){f, o->bos_token, o->eos_token, ld->default_system};
+    ld->chat_ready = true;
+    return 0;
+}
+
+/* The prompt's text as TRL renders it: with the generation prompt after a
+ * user message, continuing an assistant message. */
+static int render_prompt(const Loader *ld, const ChatMessage *p, int np, const char *label,
+                         const char *where, char **out, size_t *len, char *err, size_t errlen)
+{
+    char why[320];
+    int rc;
+    const char *last = p[np - 1].role;
+    if (strcmp(last, "user") == 0)
+        rc = chat_render(&ld->chat, p, np, true, out, len, why, sizeof why);
+    else if (strcmp(last, "assistant") == 0)
+        rc = chat_render_continue(&ld->chat, p, np, out, len, why, sizeof why);
+    else
+        rc = err_fail(why, sizeof why,
+                      "the prompt's last message (message %d) has role \"%s\", expected user (a "
+                      "reply follows) or assistant (the reply continues it)",
+                      np, last);
+    return rc ? err_fail(err, errlen, "%s: %s: %s", where, label, why) : 0;
+}
+
+/* render(p + c) into *out; labels name the list that message numbers count in. */
+static int render_whole(const Loader *ld, const ChatMessage *p, int np, const ChatMessage *c,
+                        int nc, const char *label, const char *where, char **out, size_t *len,
+                        char *err, size_t errlen)
+{
+    ChatMessage *all = malloc((size_t)(np + nc) * sizeof *all);
+    if (!all)
+        return err_fail(err, errlen, "%s: out of memory", where);
+    memcpy(all, p, (size_t)np * sizeof *all);
+    memcpy(all + np, c, (size_t)nc * sizeof *all);
+    char why[320];
+    int rc = chat_render(&ld->chat, all, np + nc, false, out, len, why, sizeof why);
+    free(all);
+    return rc ? err_fail(err, errlen, "%s: %s: %s", where, label, why) : 0;
+}
+
+/* A conversational pair: the texts of data.h's rule, then data_add_pair. */
+static int add_conversation(Loader *ld, const ChatMessage *p, int np, const ChatMessage *c, int nc,
+                            const ChatMessage *r, int nr, bool implicit, int lineno,
+                            const char *where, char *err, size_t errlen)
+{
+    int rc = chat_setup(ld, where, err, errlen);
+    if (rc)
+        return rc;
+    char *pt = NULL, *ct = NULL, *rt = NULL;
+    size_t pl, cl, rl;
+    rc = render_prompt(ld, p, np, implicit ? "chosen" : "prompt", where, &pt, &pl, err, errlen);
+    if (!rc)
+        rc = render_whole(ld, p, np, c, nc, implicit ? "chosen" : "prompt + chosen", where, &ct,
+                          &cl, err, errlen);
+    if (!rc)
+        rc = render_whole(ld, p, np, r, nr, implicit ? "rejected" : "prompt + rejected", where, &rt,
+                          &rl, err, errlen);
+    if (!rc) {
+        pl = common_prefix(pt, pl, ct, cl);
+        pl = common_prefix(pt, pl, rt, rl);
+        size_t skip = starts_with(pt, pl, ld->chat.bos) ? strlen(ld->chat.bos) : 0;
+        size_t c_len = cl - pl, r_len = rl - pl;
+        drop_eos(ct + pl, &c_len, ld->chat.eos);
+        drop_eos(rt + pl, &r_len, ld->chat.eos);
+        rc = data_add_pair(ld->ds, pt + skip, pl - skip, ct + pl, c_len, rt + pl, r_len, lineno,
+                           where, err, errlen);
+    }
+    free(pt);
+    free(ct);
+    free(rt);
+    return rc;
+}
+
+/* Explicit prompt, chosen and rejected message lists. */
+static int parse_conversational(Loader *ld, const json_t *obj, int lineno, const char *where,
+                                char *err, size_t errlen)
+{
+    ChatMessage *p = NULL, *c = NULL, *r = NULL;
+    int np, nc, nr, rc = -1;
+    if (!messages_field(obj, "prompt", where, &p, &np, err, errlen) &&
+        !messages_field(obj, "chosen", where, &c, &nc, err, errlen) &&
+        !messages_field(obj, "rejected", where, &r, &nr, err, errlen))
+        rc = add_conversation(ld, p, np, c, nc, r, nr, false, lineno, where, err, errlen);
+    free(p);
+    free(c);
+    free(r);
+    return rc;
+}
+
+/* Implicit prompt on message lists: the shared first messages are the prompt. */
+static int parse_implicit_messages(Loader *ld, const json_t *obj, int lineno, const char *where,
+                                   char *err, size_t errlen)
+{
+    ChatMessage *c = NULL, *r = NULL;
+    int nc, nr, rc = -1;
+    if (!messages_field(obj, "chosen", where, &c, &nc, err, errlen) &&
+        !messages_field(obj, "rejected", where, &r, &nr, err, errlen)) {
+        int k = (int)shared_prompt_messages(json_object_get(obj, "chosen"),
+                                            json_object_get(obj, "rejected"));
+        if (k == 0)
+            rc = err_fail(err, errlen,
+                          "%s: chosen and rejected differ from their first message, expected a "
+                          "shared prompt (their common first messages)",
+                          where);
+        else
+            rc = add_conversation(ld, c, k, c + k, nc - k, r + k, nr - k, true, lineno, where, err,
+                                  errlen);
+    }
+    free(c);
+    free(r);
+    return rc;
+}
+
+/* Implicit prompt: chosen and rejected strings or message lists, no usable prompt. */
+static int parse_implicit(Loader *ld, const json_t *obj, int lineno, const char *where, char *err,
+                          size_t errlen)
+{
+    const json_t *c = json_object_get(obj, "chosen"), *r = json_object_get(obj, "rejected");
+    if (!c || !r)
+        return err_fail(err, errlen,
+                        "%s: missing field \"%s\" (expected an object with fields chosen and "
+                        "rejected, and prompt unless it is their shared start)",
+                        where, !c ? "chosen" : "rejected");
+    if (json_is_array(c))
+        return parse_implicit_messages(ld, obj, lineno, where, err, errlen);
+    if (!json_is_string(c))
+        return err_fail(err, errlen,
+                        "%s: field \"chosen\" is %s, expected a string or a list of {\"role\", "
+                        "\"content\"} messages",
+                        where, json_type_name(c));
+    if (!json_is_string(r))
+        return err_fail(err, errlen, "%s: field \"rejected\" is %s, expected a string like chosen",
+                        where, json_type_name(r));
+    const char *cs = json_string_value(c), *rs = json_string_value(r);
+    size_t cl = json_string_length(c), rl = json_string_length(r);
+    if (cl == 0 || rl == 0) /* data_add_pair's message */
+        return data_add_pair(ld->ds, "", 0, cs, cl, rs, rl, lineno, where, err, errlen);
+    size_t k = shared_prompt_len(cs, cl, rs, rl);
+    return data_add_pair(ld->ds, cs, k, cs + k, cl - k, rs + k, rl - k, lineno, where, err, errlen);
+}
+
+static int parse_standard(Loader *ld, const json_t *obj, int lineno, const char *where, char *err,
+                          size_t errlen)
+{
+    const char *f[3];
+    size_t n[3];
+    if (string_field(obj, "prompt", where, &f[0], &n[0], err, errlen) ||
+        string_field(obj, "chosen", where, &f[1], &n[1], err, errlen) ||
+        string_field(obj, "rejected", where, &f[2], &n[2], err, errlen))
+        return -1;
+    return data_add_pair(ld->ds, f[0], n[0], f[1], n[1], f[2], n[2], lineno, where, err, errlen);
+}
+
+/* One non-blank line to a pair, in the format its fields' types say (data.h);
+ * -1 (or PARSE_FATAL) with err naming FILE:LINE. */
+static int parse_line(Loader *ld, const char *line, size_t len, int lineno, char *err,
+                      size_t errlen)
 {
     char where[300];
-    snprintf(where, sizeof where, "%s:%d", name, lineno);
+    snprintf(where, sizeof where, "%s:%d", ld->name, lineno);
     json_error_t jerr;
     /* duplicates would make "which chosen?" ambiguous; NUL is a valid byte of text */
     json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!obj)
         return err_fail(err, errlen, "%s: invalid JSON at column %d: %s", where, jerr.column,
                         jerr.text);
-    int rc = -1;
-    const char *f[3];
-    size_t n[3];
+    int rc;
+    const json_t *p = json_object_get(obj, "prompt"), *c = json_object_get(obj, "chosen");
     if (!json_is_object(obj))
-        err_fail(
+        rc = err_fail(
             err, errlen,
             "%s: line is %s, expected a JSON object with string fields prompt, chosen, rejected",
             where, json_type_name(obj));
-    else if (!string_field(obj, "prompt", where, &f[0], &n[0], err, errlen) &&
-             !string_field(obj, "chosen", where, &f[1], &n[1], err, errlen) &&
-             !string_field(obj, "rejected", where, &f[2], &n[2], err, errlen))
-        rc = data_add_pair(ds, f[0], n[0], f[1], n[1], f[2], n[2], lineno, where, err, errlen);
+    else if (json_is_array(p) && (is_messages(p) || is_messages(c)))
+        rc = parse_conversational(ld, obj, lineno, where, err, errlen);
+    else if (!p || (json_is_string(p) && is_messages(c))) /* maybe_extract_prompt */
+        rc = parse_implicit(ld, obj, lineno, where, err, errlen);
+    else
+        rc = parse_standard(ld, obj, lineno, where, err, errlen);
     json_decref(obj);
     return rc;
+}
+
+/* Every line of text into ld->ds; -1 on a line error that is not skipped. */
+static int load_lines(Loader *ld, const char *text, size_t len, char *err, size_t errlen)
+{
+    Dataset *ds = ld->ds;
+    const char *p = text, *end = text + len;
+    char msg[1024];
+    for (int lineno = 1; p < end; lineno++) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = (size_t)((nl ? nl : end) - p);
+        int rc = blank(p, n) ? 1 : parse_line(ld, p, n, lineno, msg, sizeof msg);
+        if (rc == 1) {
+            ds->n_blank++;
+        } else if (rc) {
+            if (rc == PARSE_FATAL || !ld->opt->skip_invalid || strstr(msg, "out of memory"))
+                return err_fail(err, errlen, "%s", msg);
+            if (ds->n_skipped++ == 0)
+                snprintf(ds->first_skip, sizeof ds->first_skip, "%.*s",
+                         (int)sizeof ds->first_skip - 1, msg);
+        }
+        p += n + 1;
+    }
+    return 0;
 }
 
 Dataset *data_load_jsonl_text(const char *text, size_t len, const char *name,
@@ -266,23 +612,12 @@ Dataset *data_load_jsonl_text(const char *text, size_t len, const char *name,
     Dataset *ds = data_new(opt, name, err, errlen);
     if (!ds)
         return NULL;
-    const char *p = text, *end = text + len;
-    char msg[320];
-    for (int lineno = 1; p < end; lineno++) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        size_t n = (size_t)((nl ? nl : end) - p);
-        if (blank(p, n)) {
-            ds->n_blank++;
-        } else if (parse_line(ds, p, n, lineno, name, msg, sizeof msg)) {
-            if (!opt->skip_invalid || strstr(msg, "out of memory")) {
-                err_fail(err, errlen, "%s", msg);
-                data_free(ds);
-                return NULL;
-            }
-            if (ds->n_skipped++ == 0)
-                snprintf(ds->first_skip, sizeof ds->first_skip, "%s", msg);
-        }
-        p += n + 1;
+    Loader ld = {.ds = ds, .opt = opt, .name = name};
+    int rc = load_lines(&ld, text, len, err, errlen);
+    free(ld.default_system);
+    if (rc) {
+        data_free(ds);
+        return NULL;
     }
     if (ds->n == 0) {
         if (ds->n_skipped)

@@ -1,6 +1,7 @@
 /*
- * train/data.h — preference pairs: TRL-format JSONL in, byte-level token ids,
- * TRL-style truncation, and fixed-shape (2B, T) batches out.
+ * train/data.h — preference pairs: TRL-format JSONL in (standard, implicit
+ * prompt, conversational through the model's chat template), byte-level
+ * token ids, TRL-style truncation, and fixed-shape (2B, T) batches out.
  *
  *     DataOptions opt = {.max_length = 64, .max_prompt_length = 32};
  *     Dataset *ds = data_load_jsonl("train.jsonl", &opt, err, sizeof err);
@@ -9,17 +10,66 @@
  *     DataBatch *b = data_batch_new(8, 64); // capacity B = 8, T = 64
  *     data_next_batch(ds, &order, b, err, sizeof err); // b->ids, b->targets: (2B, T)
  *
- * Input. One JSON object per line with string fields "prompt", "chosen" and
- * "rejected" (TRL's "standard" preference format; other fields are ignored).
- * Lines are parsed with jansson. Whitespace-only lines are not pairs and are
- * passed over (counted in n_blank). Anything else that is not such an object
- * (invalid JSON, a missing or non-string field, a duplicate key, an empty
- * chosen or rejected) is an error "FILE:LINE: what was expected"; with
- * skip_invalid the line is skipped instead and counted in n_skipped, and the
- * first such message is kept in first_skip so the caller can report it. JSON
- * text must be UTF-8 (RFC 8259; jansson refuses other bytes with a line
- * error); the strings' contents are tokenized byte by byte, so any text,
- * including "\u0000", works.
+ * Input. One JSON object per line in one of TRL's three preference formats,
+ * told apart per line by the fields' types (other fields are ignored):
+ *   standard           string fields "prompt", "chosen" and "rejected";
+ *   implicit prompt    "chosen" and "rejected" only (strings, or lists of
+ *                      messages): the prompt is their shared start, cut off
+ *                      as TRL's extract_prompt does (below);
+ *   conversational     "prompt", "chosen" and "rejected" lists of
+ *                      {"role": string, "content": string} messages,
+ *                      rendered with the model's chat template (below).
+ * A list counts as messages when its first element is an object (TRL's
+ * is_conversational); a string "prompt" next to message lists is ignored
+ * and the prompt extracted (TRL's maybe_extract_prompt: UltraFeedback-style
+ * rows). Lines are parsed with jansson. Whitespace-only lines are not pairs
+ * and are passed over (counted in n_blank). Anything else that is not such
+ * an object (invalid JSON, a missing or mistyped field, a message without a
+ * string role or content, an empty message list, a role the chat format
+ * does not have, a duplicate key, an empty chosen or rejected) is an error
+ * "FILE:LINE: what was expected"; with skip_invalid the line is skipped
+ * instead and counted in n_skipped, and the first such message is kept in
+ * first_skip so the caller can report it. A conversational line when no chat
+ * format can be had is an error even with skip_invalid: it is the setup,
+ * not the line, that is wrong. JSON text must be UTF-8 (RFC 8259; jansson
+ * refuses other bytes with a line error); the strings' contents are
+ * tokenized byte by byte, so any text, including "\u0000", works.
+ *
+ * Implicit prompt (TRL's extract_prompt, trl/data_utils.py). With m the
+ * shorter length (characters of strings, messages of lists), the prompt is
+ * the first i elements where i is the first position at which chosen and
+ * rejected differ, moved back by one when chosen[i - 1] is a space (so a
+ * reply's leading space stays in the reply); where neither differs in its
+ * first m elements, i = m - 1, so each response keeps at least its last
+ * common element. Messages are equal when they are equal JSON objects.
+ * Strings are compared by character (a UTF-8 sequence is not split). TRL
+ * at i = 0 reads chosen[-1] (Python's last element) for the space test;
+ * here i = 0 stays 0. A conversation whose first messages differ has no
+ * prompt, an error.
+ *
+ * Conversational (TRL's apply_chat_template for preference rows). The chat
+ * format (tokenizer/chat_template.h) is opt.chat_format when set, else the
+ * family chat_format_detect finds in opt.chat_template (with its default
+ * system message); with neither, a conversational line is an error that
+ * names the chat_format setting. Then, as TRL does:
+ *   prompt  = render(prompt messages, add_generation_prompt) when the last
+ *             prompt message is the user's, or the render that continues it
+ *             (continue_final_message) when it is the assistant's; another
+ *             last role is an error;
+ *   pc, pr  = render(prompt + chosen), render(prompt + rejected), no
+ *             generation prompt;
+ *   prompt is cut to its longest common prefix with pc, then with pr (a
+ *             no-op for these families: TRL does it for DeepSeek-R1);
+ *   chosen  = pc after that prefix, rejected likewise.
+ * BOS and EOS once each. TRL tokenizes these texts with
+ * add_special_tokens=False, so BOS comes only from the template's text
+ * (llama3, mistral, gemma write bos_token; chatml and zephyr none), and for
+ * plain text appends EOS unless the response already ends with it. Here the
+ * byte tokenizer always adds EOT as BOS and as EOS (below), so: a rendered
+ * prompt that starts with opt.bos_token loses that text, and a rendered
+ * response that ends with opt.eos_token (longer than it) loses that text,
+ * before tokenization. A real tokenizer, wired in later, takes the rendered
+ * texts with add_special_tokens=False instead.
  *
  * Tokenizer. Byte-level: byte b is token b (0..255). One special token,
  * DATA_TOK_EOT = 256 (GPT-2's <|endoftext|> role), so DATA_VOCAB = 257. A
@@ -76,6 +126,12 @@ typedef struct DataOptions {
     int max_length;        /* L: longest prompt + response, in tokens */
     int max_prompt_length; /* P: prompt budget when L is exceeded */
     bool skip_invalid;     /* skip (and count) malformed lines instead of failing */
+    /* Conversational lines. Read only while a file loads and never kept: a
+     * Dataset's opt has them NULL. */
+    const char *chat_format;   /* a chat_format value ("chatml"...); NULL or "": detect */
+    const char *chat_template; /* tokenizer_config.json's chat_template (Jinja), or NULL */
+    const char *bos_token;     /* tokenizer_config.json's bos_token text; NULL: none */
+    const char *eos_token;     /* its eos_token text; NULL: none */
 } DataOptions;
 
 /* One tokenized pair; its tokens live in the dataset's pool at off:
@@ -104,7 +160,7 @@ typedef struct Dataset {
     int64_t pairs_cap, pool_cap;
 } Dataset;
 
-/* Checks 1 <= max_prompt_length < max_length. */
+/* Checks 1 <= max_prompt_length < max_length, and chat_format's name. */
 int data_options_check(const DataOptions *opt, char *err, size_t errlen);
 
 /* Byte-level tokenizer: writes len ids (one per byte) to out. */
@@ -113,7 +169,8 @@ void data_tokenize(const char *bytes, size_t len, int32_t *out);
  * length the text needs (snprintf style); out is always NUL-terminated. */
 size_t data_detokenize(const int32_t *ids, int n, char *out, size_t cap);
 
-/* An empty dataset with the given options (checked). */
+/* An empty dataset with the given options (checked; the chat fields are
+ * not kept). */
 Dataset *data_new(const DataOptions *opt, const char *source, char *err, size_t errlen);
 void data_free(Dataset *ds);
 /* Tokenizes, truncates and appends one pair. An empty chosen or rejected is
@@ -121,7 +178,8 @@ void data_free(Dataset *ds);
 int data_add_pair(Dataset *ds, const char *prompt, size_t prompt_len, const char *chosen,
                   size_t chosen_len, const char *rejected, size_t rejected_len, int line,
                   const char *where, char *err, size_t errlen);
-/* Reads a TRL JSONL file; a file with no pair at all is an error. */
+/* Reads a TRL JSONL file (any of the three formats, mixed freely); a file
+ * with no pair at all is an error. */
 Dataset *data_load_jsonl(const char *path, const DataOptions *opt, char *err, size_t errlen);
 /* The same from text in memory; `name` stands for the file in messages. */
 Dataset *data_load_jsonl_text(const char *text, size_t len, const char *name,
