@@ -178,6 +178,20 @@ static void finalize_checks_relations(void)
     CHECK_ERR(config_finalize(&c, err, sizeof err), "max_prompt_length");
 }
 
+/* chat_format names a template family; another name is refused when the
+ * settings are finalized, before any data is read */
+static void chat_format_is_checked(void)
+{
+    Config c;
+    config_defaults(&c);
+    CHECK(config_set(&c, "chat_format=llama3", err, sizeof err) == 0);
+    CHECK(strcmp(c.chat_format, "llama3") == 0);
+    CHECK(config_finalize(&c, err, sizeof err) == 0);
+    config_defaults(&c);
+    CHECK(config_set(&c, "chat_format=jinja", err, sizeof err) == 0);
+    CHECK_ERR(config_finalize(&c, err, sizeof err), "chat_format is \"jinja\"");
+}
+
 static void yaml_round_trip_is_exact(void)
 {
     Config c, back;
@@ -227,6 +241,7 @@ int main(void)
     RUN(yaml_empty_and_comments);
     RUN(set_overrides);
     RUN(finalize_checks_relations);
+    RUN(chat_format_is_checked);
     RUN(yaml_round_trip_is_exact);
     return tl_done();
 }

@@ -92,6 +92,8 @@ static const Key keys[] = {
     K(heads, KEY_INT, 1, 1 << 16, "attention heads, dividing width [prefrun]"),
     K(train_file, KEY_STRING, 0, 0, "TRL JSONL preference pairs; \"\" = the built-in data"),
     K(eval_file, KEY_STRING, 0, 0, "held-out JSONL; \"\" = split eval_fraction off the data"),
+    K(chat_format, KEY_STRING, 0, 0,
+      "conversational data's chat template: chatml, llama3, zephyr, mistral, gemma"),
     K(eval_fraction, KEY_DOUBLE, 0, 0.99, "share held out when no eval_file [prefrun]"),
     K(max_length, KEY_INT, 0, INT_MAX, "max prompt+response tokens; 0 = context [TRL: 1024]"),
     K(max_prompt_length, KEY_INT, 0, INT_MAX,
@@ -599,7 +601,8 @@ int config_finalize(Config *cfg, char *err, size_t errlen)
                         cfg->context);
     DataOptions opt = {.max_length = cfg->max_length,
                        .max_prompt_length = cfg->max_prompt_length,
-                       .skip_invalid = cfg->skip_invalid};
+                       .skip_invalid = cfg->skip_invalid,
+                       .chat_format = cfg->chat_format};
     if (data_options_check(&opt, err, errlen))
         return -1;
     if (cfg->max_steps <= 0 && !(cfg->num_train_epochs > 0))

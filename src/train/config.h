@@ -77,6 +77,7 @@ typedef struct Config {
     int max_length;        /* 0 = context */
     int max_prompt_length; /* 0 = max_length / 2 */
     bool skip_invalid;
+    char chat_format[CONFIG_PATH_LEN]; /* conversational data's template; "" = none set */
     bool dataloader_drop_last;
     int toy_pairs; /* pairs of the generated default data set */
     /* optimisation */

@@ -116,7 +116,8 @@ static int load_data(Trainer *tr, char *err, size_t errlen)
     const Config *c = &tr->cfg;
     DataOptions dopt = {.max_length = c->max_length,
                         .max_prompt_length = c->max_prompt_length,
-                        .skip_invalid = c->skip_invalid};
+                        .skip_invalid = c->skip_invalid,
+                        .chat_format = c->chat_format};
     Dataset *all = c->train_file[0] ? data_load_jsonl(c->train_file, &dopt, err, errlen)
                                     : toydata_dataset(c->seed, c->toy_pairs, &dopt, err, errlen);
     if (!all)
