@@ -14,6 +14,14 @@ bool op_wants_grad(const Tensor *src) { return src && (src->flags & TENSOR_REQUI
 
 bool op_saves(const Tensor *out) { return (out->flags & TENSOR_REQUIRES_GRAD) != 0; }
 
+bool op_has_data(TensorCtx *ctx, const char *op, const char *arg, const Tensor *t)
+{
+    if (ctx->meta || t->data || t->size == 0)
+        return true;
+    tensor_ctx_fail(ctx, TENSOR_ERR_META, "%s: %s is shape-only and has no data", op, arg);
+    return false;
+}
+
 float *op_grad(Tensor *src)
 {
     if (tensor_ensure_grad(src) != 0) {

@@ -126,13 +126,16 @@ const OpInfo ag_op_table[OP_COUNT] = {
     [OP_LAYERNORM] = {"layernorm", layernorm_backward},
     [OP_CROSS_ENTROPY] = {"cross_entropy", cross_entropy_backward},
     [OP_ATTENTION] = {"attention", attention_backward},
+    [OP_RMSNORM] = {"rmsnorm", rmsnorm_backward},
+    [OP_ROPE] = {"rope", rope_backward},
+    [OP_SWIGLU] = {"swiglu", swiglu_backward},
 };
 _Static_assert(sizeof ag_op_table / sizeof ag_op_table[0] == OP_COUNT,
                "ag_op_table must have one row per OpKind");
 /* The size above is fixed by the declaration, so it cannot notice a missing
  * row; this count can. A new op: add its row and backward, then bump it
  * (ag_table_complete checks at run time that no row is empty). */
-_Static_assert(OP_COUNT == 41, "a new OpKind needs a row (and a backward) in ag_op_table");
+_Static_assert(OP_COUNT == 44, "a new OpKind needs a row (and a backward) in ag_op_table");
 
 /* ---- shared checks -------------------------------------------------------- */
 

@@ -92,6 +92,58 @@ Tensor *ag_layernorm(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *b, float eps)
 Tensor *ag_cross_entropy(TensorCtx *ctx, Tensor *logits, const int32_t *targets, int64_t n);
 /* qkv (B, T, 3C) as [q | k | v], n_head heads, causal -> (B, T, C) */
 Tensor *ag_attention(TensorCtx *ctx, Tensor *qkv, int n_head);
+/* Grouped-query causal attention (the Llama family): qkv (B, T, (NH + 2 NKV) HD)
+ * holds at each position NH = n_head query heads, then NKV = n_kv_head key
+ * heads, then NKV value heads, each HD = head_dim wide (HD need not be
+ * C / NH); query head h reads kv head h / (NH / NKV); scores scaled by
+ * 1 / sqrt(HD) -> (B, T, NH HD). NKV = NH, HD = C / NH is ag_attention, to
+ * the bit. One linear makes qkv: q_proj, k_proj and v_proj's weights (and
+ * biases) stacked in that order. */
+Tensor *ag_gqa_attention(TensorCtx *ctx, Tensor *qkv, int n_head, int n_kv_head, int head_dim);
+
+/* The Llama family's blocks (ops_llama.c), as Hugging Face computes them in
+ * float32: LlamaRMSNorm, rotary embeddings (rope_type default, linear,
+ * llama3) and LlamaMLP's SwiGLU. */
+
+/* x (..., C), w (C) -> x / sqrt(mean(x^2) + eps) * w over the last dim */
+Tensor *ag_rmsnorm(TensorCtx *ctx, Tensor *x, Tensor *w, float eps);
+
+/* config.json's rope fields; the whole head is rotated (partial_rotary_factor 1) */
+typedef enum RopeScaling {
+    ROPE_SCALING_NONE = 0, /* no rope_scaling, or rope_type "default" */
+    ROPE_SCALING_LINEAR,   /* inv_freq / factor (positions / factor) */
+    ROPE_SCALING_LLAMA3,   /* the piecewise scaling of Llama 3.1 */
+} RopeScaling;
+
+typedef struct RopeConfig {
+    int head_dim;                             /* HD, even */
+    double theta;                             /* rope_theta: 10000, 500000, ... */
+    RopeScaling scaling;                      /* rope_scaling's rope_type */
+    double factor;                            /* LINEAR, LLAMA3: > 0 */
+    double low_freq_factor, high_freq_factor; /* LLAMA3: 0 < low < high */
+    int original_max_position_embeddings;     /* LLAMA3: > 0 */
+} RopeConfig;
+
+/* inv_freq (HD / 2), a leaf: HF's _compute_default_rope_parameters, then
+ * _compute_linear_scaling_rope_parameters or _compute_llama3_parameters, in
+ * their float32 steps (to the last bit of torch's float pow) */
+Tensor *ag_rope_inv_freq(TensorCtx *ctx, const RopeConfig *cfg);
+/* the cos and sin of every position 0..n_pos-1, a leaf (2, n_pos, HD / 2):
+ * [0][p][i] = cos(a), [1][p][i] = sin(a), a = p inv_freq[i] rounded to float
+ * as HF's is. Made once, in a context that outlives the steps (the model's),
+ * and read by every ag_rope call. */
+Tensor *ag_rope_table(TensorCtx *ctx, const RopeConfig *cfg, int n_pos);
+/* x (B, T, NH, HD), heads 0..n_rot-1 at each position pos0 + t rotated as
+ * HF's apply_rotary_pos_emb, x cos + rotate_half(x) sin with rotate_half(x)
+ * = [-x2, x1] on the halves of HD; heads from n_rot on are copied. So one
+ * call rotates q and k of a fused qkv seen as (B, T, NH + 2 NKV, HD), with
+ * n_rot = NH + NKV. table from ag_rope_table, pos0 + T <= n_pos; it takes no
+ * gradient. */
+Tensor *ag_rope(TensorCtx *ctx, Tensor *x, Tensor *table, int pos0, int n_rot);
+/* gu (..., 2F) as [gate | up] -> silu(gate) up (..., F): LlamaMLP's
+ * act_fn(gate_proj(x)) * up_proj(x) with gate_proj and up_proj one linear,
+ * their weights stacked (2F, C), so x is read once for both */
+Tensor *ag_swiglu(TensorCtx *ctx, Tensor *gu);
 
 /* backward: root must be in ctx. seed NULL means d root = 1, and then root
  * must have one element; otherwise seed has root->size entries. Gradients

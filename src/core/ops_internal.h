@@ -1,5 +1,6 @@
 /*
- * core/ops_internal.h — what the op files (ops.c, ops_nn.c) and autograd.c share.
+ * core/ops_internal.h — what the op files (ops.c, ops_nn.c, ops_llama.c) and
+ * autograd.c share.
  *
  * An op is a pair: a constructor `ag_<op>` that checks its arguments, makes
  * the output node with op_node and computes the forward values, and a
@@ -10,7 +11,10 @@
  * detach) and fast_expf, the
  * vectorisable exp that ops.c (GELU) and ops_nn.c (softmax, cross-entropy)
  * share; gelu_f and gelu_grad (here so that test_ops.c can check ops.c's
- * vector clones of them against the scalar path); and ELEM_CLONES.
+ * vector clones of them against the scalar path), whose exponential and
+ * far-tail tests ops_llama.c's SiLU reuses; ELEM_CLONES; LANE_SUM, the
+ * row sum in fixed double lanes of the norms and cross-entropy; and
+ * norm_backward_wb, the weight gradient LayerNorm and RMSNorm share.
  */
 #ifndef PREFRUN_OPS_INTERNAL_H
 #define PREFRUN_OPS_INTERNAL_H
@@ -64,6 +68,38 @@ float *op_grad_first(Tensor *src, bool *first);
 int op_dim(TensorCtx *ctx, const char *op, const Tensor *t, int dim);
 /* save memory for backward only when it will run */
 bool op_saves(const Tensor *out);
+/* Save state in out->aux for backward? Not when it cannot run: no_grad, no
+ * source wants a gradient, or a shape-only context (which has no backward). */
+static inline bool op_saves_aux(const Tensor *out) { return op_saves(out) && !out->ctx->meta; }
+/* A data pointer an op may read, or an error when a shape-only tensor reaches
+ * a context that computes values ("op: arg is shape-only and has no data"). */
+bool op_has_data(TensorCtx *ctx, const char *op, const char *arg, const Tensor *t);
+
+#define PAR_MIN_WORK 32768 /* elements below which a loop stays on one thread */
+
+/* LANE_SUM(acc, C, c, EXPR): acc = the sum of EXPR over c = 0..C-1, in
+ * double, as SUM_LANES running sums (lane l takes c = l, l + SUM_LANES, ...)
+ * then added in lane order. No sum crosses vector lanes, so a row kernel
+ * summing this way can be cloned for wider ISAs (ELEM_CLONES) and gives the
+ * same bits on each (layernorm, rmsnorm and cross-entropy rows). */
+#define SUM_LANES 16
+#define LANE_SUM(acc, C, c, EXPR)                                                                  \
+    do {                                                                                           \
+        double acc##_l[SUM_LANES] = {0};                                                           \
+        int c##0_ = 0;                                                                             \
+        for (; c##0_ + SUM_LANES <= (C); c##0_ += SUM_LANES) {                                     \
+            _Pragma("omp simd") for (int l_ = 0; l_ < SUM_LANES; l_++)                             \
+            {                                                                                      \
+                const int c = c##0_ + l_;                                                          \
+                acc##_l[l_] += (EXPR);                                                             \
+            }                                                                                      \
+        }                                                                                          \
+        for (int c = c##0_; c < (C); c++)                                                          \
+            acc##_l[c - c##0_] += (EXPR);                                                          \
+        acc = 0;                                                                                   \
+        for (int l_ = 0; l_ < SUM_LANES; l_++)                                                     \
+            acc += acc##_l[l_];                                                                    \
+    } while (0)
 
 static inline uint32_t f2u(float f)
 {
@@ -206,6 +242,13 @@ void gelu_grad_into(float *d, const float *a, const float *g, int64_t n, bool fi
 /* d += g over n entries, or d = 0 + g when first, split over the threads */
 void grad_add(float *d, const float *g, int64_t n, bool first);
 
+/* dw += sum over rows of g xhat and db += sum of g (either may be NULL), for
+ * x and g (R, C), xhat = (x - mean[r]) rstd[r]; mean NULL means 0 (RMSNorm).
+ * Rows in order, a task per column block: the bits do not depend on the
+ * thread count. In ops_nn.c, shared by layernorm and rmsnorm. */
+void norm_backward_wb(float *dw, float *db, const float *x, const float *g, const float *mean,
+                      const float *rstd, int64_t R, int C);
+
 /* backward functions defined in ops_nn.c */
 void matmul_backward(Tensor *out);
 void linear_backward(Tensor *out);
@@ -214,5 +257,9 @@ void embedding_backward(Tensor *out);
 void layernorm_backward(Tensor *out);
 void cross_entropy_backward(Tensor *out);
 void attention_backward(Tensor *out);
+/* backward functions defined in ops_llama.c */
+void rmsnorm_backward(Tensor *out);
+void rope_backward(Tensor *out);
+void swiglu_backward(Tensor *out);
 
 #endif

@@ -1,11 +1,12 @@
 /*
  * core/ops_nn.c — the network ops: matmul, linear, gather, embedding, layernorm,
- * cross-entropy and fused causal self-attention, each constructor beside its
- * backward.
+ * cross-entropy and fused causal self-attention (multi-head, and grouped-query
+ * for the Llama family), each constructor beside its backward.
  *
  * Letters, used in every shape comment below:
  *   M, K, N  a product (M, K) @ (K, N);  R  rows: numel / last dim
- *   B batch, T time, C channels, NH heads, HS = C / NH head size, V vocabulary
+ *   B batch, T time, C channels, NH heads, NKV key/value heads, HS head size
+ *   (C / NH in GPT-2's attention), V vocabulary
  *
  * One thread pool. Products go through cblas_sgemm (transpose flags and
  * leading dims, so no transpose and no head slice of qkv is ever copied), but
@@ -45,7 +46,6 @@
 #define WGRAD_ROWS 512      /* rows per part, at least, of a weight gradient's sum ... */
 #define WGRAD_MAX_PARTS 8   /* ... in at most this many parts (a power of two) */
 #define ATTN_ROWS 16        /* query rows per causal block in attention */
-#define PAR_MIN_WORK 32768  /* elements below which a loop stays on one thread */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -68,30 +68,6 @@ static void blas_leave(int saved)
     if (saved > 1)
         openblas_set_num_threads(saved);
 }
-
-/* LANE_SUM(acc, C, c, EXPR): acc = the sum of EXPR over c = 0..C-1, in
- * double, as SUM_LANES running sums (lane l takes c = l, l + SUM_LANES, ...)
- * then added in lane order. No sum crosses vector lanes, so a row kernel
- * summing this way can be cloned for wider ISAs (ELEM_CLONES) and gives the
- * same bits on each (layernorm and cross-entropy rows). */
-#define SUM_LANES 16
-#define LANE_SUM(acc, C, c, EXPR)                                                                  \
-    do {                                                                                           \
-        double acc##_l[SUM_LANES] = {0};                                                           \
-        int c##0_ = 0;                                                                             \
-        for (; c##0_ + SUM_LANES <= (C); c##0_ += SUM_LANES) {                                     \
-            _Pragma("omp simd") for (int l_ = 0; l_ < SUM_LANES; l_++)                             \
-            {                                                                                      \
-                const int c = c##0_ + l_;                                                          \
-                acc##_l[l_] += (EXPR);                                                             \
-            }                                                                                      \
-        }                                                                                          \
-        for (int c = c##0_; c < (C); c++)                                                          \
-            acc##_l[c - c##0_] += (EXPR);                                                          \
-        acc = 0;                                                                                   \
-        for (int l_ = 0; l_ < SUM_LANES; l_++)                                                     \
-            acc += acc##_l[l_];                                                                    \
-    } while (0)
 
 /* Row-major C = alpha op(A) op(B) + beta C on one thread, with the
  * degenerate sizes cblas rejects (a zero leading dim) handled here. */
@@ -169,16 +145,6 @@ static void gemm_par(bool ta, bool tb, int m, int n, int k, const float *a, int 
     blas_leave(saved);
 }
 
-/* A data pointer an op may read, or an error when a shape-only tensor reaches
- * a context that computes values. */
-static bool has_data(TensorCtx *ctx, const char *op, const char *arg, const Tensor *t)
-{
-    if (ctx->meta || t->data || t->size == 0)
-        return true;
-    tensor_ctx_fail(ctx, TENSOR_ERR_META, "%s: %s is shape-only and has no data", op, arg);
-    return false;
-}
-
 /* Checks n integer indices against [lo, hi); names the first bad one. */
 static bool indices_ok(TensorCtx *ctx, const char *op, const char *what, const int32_t *idx,
                        int64_t n, int32_t lo, int32_t hi)
@@ -197,10 +163,6 @@ static bool indices_ok(TensorCtx *ctx, const char *op, const char *what, const i
         }
     return true;
 }
-
-/* Save state for backward? Not when it cannot run: no_grad, no source wants a
- * gradient, or a shape-only context (which has no backward). */
-static bool saves(const Tensor *out) { return op_saves(out) && !out->ctx->meta; }
 
 /* A copy of n > 0 indices in ctx, for backward: the caller's array may be
  * freed after the call. NULL on OOM, with the error set. */
@@ -311,7 +273,8 @@ static bool matmul_check(TensorCtx *ctx, const Tensor *a, const Tensor *b)
         }
     if (!rows_fit_int(ctx, "matmul", a, b->ndim == 2 ? a->ndim - 1 : a->ndim - 2))
         return false;
-    return has_data(ctx, "matmul", "argument 1", a) && has_data(ctx, "matmul", "argument 2", b);
+    return op_has_data(ctx, "matmul", "argument 1", a) &&
+           op_has_data(ctx, "matmul", "argument 2", b);
 }
 
 /* C_i (+)= op(A_i) op(B_i) for each batch item: one product split by rows, or
@@ -391,8 +354,8 @@ static bool linear_check(TensorCtx *ctx, const Tensor *x, const Tensor *w, const
     }
     if (!rows_fit_int(ctx, "linear", x, x->ndim - 1))
         return false;
-    return has_data(ctx, "linear", "x", x) && has_data(ctx, "linear", "weight", w) &&
-           (!bias || has_data(ctx, "linear", "bias", bias));
+    return op_has_data(ctx, "linear", "x", x) && op_has_data(ctx, "linear", "weight", w) &&
+           (!bias || op_has_data(ctx, "linear", "bias", bias));
 }
 
 /* the residual of linear_add: x's shape with N last, data unless shape-only */
@@ -404,7 +367,7 @@ static bool residual_check(TensorCtx *ctx, const Tensor *out, const Tensor *res)
                         tensor_shape_str(res, sr, sizeof sr), tensor_shape_str(out, so, sizeof so));
         return false;
     }
-    return has_data(ctx, "linear_add", "residual", res);
+    return op_has_data(ctx, "linear_add", "residual", res);
 }
 
 /* y = act(x W^T + b) [+ res]; with GELU the pre-activation is kept in
@@ -424,7 +387,7 @@ static Tensor *linear_op(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *bias, Lin
     if (!out || (res && (!residual_check(ctx, out, res) || !op_add_source(out, res))))
         return NULL;
     out->iparam[0] = act;
-    bool keep_pre = act == LINEAR_GELU && saves(out);
+    bool keep_pre = act == LINEAR_GELU && op_saves_aux(out);
     if (keep_pre && !(out->aux = tensor_ctx_alloc_uninit(ctx, (size_t)out->size * sizeof(float))))
         return NULL;
     if (ctx->meta)
@@ -566,12 +529,12 @@ Tensor *ag_gather(TensorCtx *ctx, Tensor *x, const int32_t *idx, int64_t n)
         return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE,
                                "gather: %lld indices for x %s, expected %lld (one per row)",
                                (long long)n, sx, (long long)R);
-    if (!indices_ok(ctx, "gather", "index", idx, n, 0, V) || !has_data(ctx, "gather", "x", x))
+    if (!indices_ok(ctx, "gather", "index", idx, n, 0, V) || !op_has_data(ctx, "gather", "x", x))
         return NULL;
     Tensor *out = op_node_uninit(ctx, OP_GATHER, x->ndim - 1, x->shape, x, NULL, NULL);
     if (!out)
         return NULL;
-    if (saves(out) && n > 0 && !(out->aux = copy_indices(ctx, idx, n)))
+    if (op_saves_aux(out) && n > 0 && !(out->aux = copy_indices(ctx, idx, n)))
         return NULL;
     if (ctx->meta)
         return out;
@@ -616,12 +579,12 @@ Tensor *ag_embedding(TensorCtx *ctx, Tensor *w, const int32_t *ids, int ndim, co
     out_shape[ndim] = w->shape[1];
     int64_t n = tensor_numel(ndim, shape);
     if (!indices_ok(ctx, "embedding", "id", ids, n, 0, w->shape[0]) ||
-        !has_data(ctx, "embedding", "weight", w))
+        !op_has_data(ctx, "embedding", "weight", w))
         return NULL;
     Tensor *out = op_node_uninit(ctx, OP_EMBEDDING, ndim + 1, out_shape, w, NULL, NULL);
     if (!out)
         return NULL;
-    if (saves(out) && n > 0 && !(out->aux = copy_indices(ctx, ids, n)))
+    if (op_saves_aux(out) && n > 0 && !(out->aux = copy_indices(ctx, ids, n)))
         return NULL;
     if (ctx->meta)
         return out;
@@ -684,8 +647,8 @@ static bool layernorm_check(TensorCtx *ctx, const Tensor *x, const Tensor *w, co
                         (double)eps);
         return false;
     }
-    return has_data(ctx, "layernorm", "x", x) && has_data(ctx, "layernorm", "weight", w) &&
-           has_data(ctx, "layernorm", "bias", b);
+    return op_has_data(ctx, "layernorm", "x", x) && op_has_data(ctx, "layernorm", "weight", w) &&
+           op_has_data(ctx, "layernorm", "bias", b);
 }
 
 /* One row, two passes in double: a large offset does not swamp the variance. */
@@ -717,7 +680,8 @@ Tensor *ag_layernorm(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *b, float eps)
     int C = x->shape[x->ndim - 1];
     int64_t R = tensor_numel(x->ndim - 1, x->shape);
     float *stats = NULL; // (2, R): mean, then rstd
-    if (saves(out) && !(stats = out->aux = tensor_ctx_alloc(ctx, 2 * (size_t)R * sizeof(float))))
+    if (op_saves_aux(out) &&
+        !(stats = out->aux = tensor_ctx_alloc(ctx, 2 * (size_t)R * sizeof(float))))
         return NULL;
     if (ctx->meta || C == 0)
         return out;
@@ -760,17 +724,19 @@ static void layernorm_backward_x(float *dx, const float *x, const float *w, cons
 }
 
 /* dw, db of columns c0..c0+wd-1 (wd <= COL_BLOCK): rows in order, columns in
- * independent lanes (so cloned, ELEM_CLONES, with the same bits on each) */
-ELEM_CLONES static void layernorm_wb_block(float *dw, float *db, const float *x, const float *g,
-                                           const float *stats, int64_t R, int C, int c0, int wd)
+ * independent lanes (so cloned, ELEM_CLONES, with the same bits on each).
+ * x - 0 is x, so RMSNorm (mean NULL) gets its own xhat = x rstd exactly. */
+ELEM_CLONES static void norm_wb_block(float *dw, float *db, const float *x, const float *g,
+                                      const float *mean, const float *rstd, int64_t R, int C,
+                                      int c0, int wd)
 {
     double aw[COL_BLOCK] = {0}, ab[COL_BLOCK] = {0};
     for (int64_t r = 0; r < R; r++) {
         const float *xr = x + r * C + c0, *gr = g + r * C + c0;
-        float mean = stats[r], rstd = stats[R + r];
+        float mu = mean ? mean[r] : 0.0f, rs = rstd[r];
 #pragma omp simd
         for (int j = 0; j < wd; j++) {
-            aw[j] += (double)gr[j] * ((xr[j] - mean) * rstd);
+            aw[j] += (double)gr[j] * ((xr[j] - mu) * rs);
             ab[j] += gr[j];
         }
     }
@@ -782,15 +748,14 @@ ELEM_CLONES static void layernorm_wb_block(float *dw, float *db, const float *x,
     }
 }
 
-/* dw += sum_r g xhat, db += sum_r g: a task per column block */
-static void layernorm_backward_wb(float *dw, float *db, const float *x, const float *g,
-                                  const float *stats, int64_t R, int C)
+void norm_backward_wb(float *dw, float *db, const float *x, const float *g, const float *mean,
+                      const float *rstd, int64_t R, int C)
 {
     int n_blocks = (C + COL_BLOCK - 1) / COL_BLOCK;
 #pragma omp parallel for schedule(static) if (R * C > PAR_MIN_WORK)
     for (int blk = 0; blk < n_blocks; blk++) {
         int c0 = blk * COL_BLOCK, wd = C - c0 < COL_BLOCK ? C - c0 : COL_BLOCK;
-        layernorm_wb_block(dw, db, x, g, stats, R, C, c0, wd);
+        norm_wb_block(dw, db, x, g, mean, rstd, R, C, c0, wd);
     }
 }
 
@@ -809,8 +774,9 @@ void layernorm_backward(Tensor *out)
         return;
     if (dx)
         layernorm_backward_x(dx, x->data, w->data, out->grad, out->aux, R, C, first);
+    const float *stats = out->aux; // (2, R): mean, then rstd
     if (dw || db)
-        layernorm_backward_wb(dw, db, x->data, out->grad, out->aux, R, C);
+        norm_backward_wb(dw, db, x->data, out->grad, stats, stats + R, R, C);
 }
 
 /* ---- cross-entropy ------------------------------------------------------ */
@@ -865,14 +831,14 @@ Tensor *ag_cross_entropy(TensorCtx *ctx, Tensor *logits, const int32_t *targets,
                                "cross_entropy: %lld targets for logits %s, expected %lld",
                                (long long)n, sl, (long long)N);
     if (!indices_ok(ctx, "cross_entropy", "target", targets, n, -1, V) ||
-        !has_data(ctx, "cross_entropy", "logits", logits))
+        !op_has_data(ctx, "cross_entropy", "logits", logits))
         return NULL;
     int shape[1] = {(int)N};
     Tensor *out = op_node_uninit(ctx, OP_CROSS_ENTROPY, 1, shape, logits, NULL, NULL);
     if (!out)
         return NULL;
     CeSaved s = {0};
-    if (saves(out)) {
+    if (op_saves_aux(out)) {
         if (!(out->aux = tensor_ctx_alloc(ctx, 3 * (size_t)N * sizeof(float))))
             return NULL;
         s = ce_saved(out->aux, N);
@@ -921,29 +887,57 @@ void cross_entropy_backward(Tensor *out)
 
 /* ---- attention ---------------------------------------------------------- */
 
-/* Per head (b, h), with q, k, v its slices of qkv (row stride 3C):
+/* qkv (B, T, (NH + 2 NKV) HS) holds at each position NH query heads, then
+ * NKV key heads, then NKV value heads, each HS wide, and query head h reads
+ * kv head h / G, G = NH / NKV: grouped-query attention. GPT-2's multi-head
+ * attention is the case NKV = NH, HS = C / NH, qkv (B, T, 3C). Per query
+ * head (b, h), with k and v its kv head's:
  *   P = softmax(mask(q k^T / sqrt(HS)))   (T, T), causal
- *   out = P v                              (T, HS), row stride C
- * One task per head. Query rows go in blocks of ATTN_ROWS, and block
- * [i0, i1) multiplies only keys [0, i1): the masked upper triangle is
- * mostly never computed, which halves the work for long T. */
+ *   out = P v                              (T, HS), row stride NH HS
+ * Forward: one task per query head. Query rows go in blocks of ATTN_ROWS,
+ * and block [i0, i1) multiplies only keys [0, i1): the masked upper triangle
+ * is mostly never computed, which halves the work for long T. Backward: one
+ * task per kv head, running its G query heads in order, so that their
+ * contributions to its dk and dv are added in one fixed order by one thread. */
 typedef struct AttnDims {
-    int B, T, C, NH, HS;
+    int B, T, NH, NKV, HS;
+    int ld;  /* a qkv row: (NH + 2 NKV) HS */
+    int ldo; /* an output row: NH HS */
     float scale;
 } AttnDims;
 
-static AttnDims attn_dims(const Tensor *qkv, int n_head)
+static AttnDims attn_dims(int B, int T, int NH, int NKV, int HS)
 {
-    AttnDims d = {.B = qkv->shape[0], .T = qkv->shape[1], .C = qkv->shape[2] / 3, .NH = n_head};
-    d.HS = d.C / n_head;
-    d.scale = 1.0f / sqrtf((float)d.HS);
+    AttnDims d = {.B = B, .T = T, .NH = NH, .NKV = NKV, .HS = HS};
+    d.ld = (NH + 2 * NKV) * HS;
+    d.ldo = NH * HS;
+    d.scale = 1.0f / sqrtf((float)HS);
     return d;
 }
 
-/* qkv offset of head bh's q at time 0 */
-static int64_t attn_head_offset(AttnDims d, int64_t bh)
+/* qkv offset of query head bh's q at time 0 (bh = b NH + h) */
+static int64_t attn_q_offset(AttnDims d, int64_t bh)
 {
-    return (bh / d.NH) * d.T * 3 * d.C + (bh % d.NH) * d.HS;
+    return (bh / d.NH) * d.T * d.ld + (bh % d.NH) * d.HS;
+}
+
+/* qkv offset of kv head bg's k at time 0 (bg = b NKV + g); its v is NKV
+ * heads further on */
+static int64_t attn_k_offset(AttnDims d, int64_t bg)
+{
+    return (bg / d.NKV) * d.T * d.ld + (d.NH + bg % d.NKV) * d.HS;
+}
+
+/* the kv head that query head bh reads */
+static int64_t attn_kv_of(AttnDims d, int64_t bh)
+{
+    return (bh / d.NH) * d.NKV + (bh % d.NH) / (d.NH / d.NKV);
+}
+
+/* output offset of query head bh at time 0 */
+static int64_t attn_out_offset(AttnDims d, int64_t bh)
+{
+    return (bh / d.NH) * d.T * d.ldo + (bh % d.NH) * d.HS;
 }
 
 /* Scores -> unnormalised probabilities for a block of query rows i0..i0+m-1
@@ -984,33 +978,33 @@ static void causal_softmax_block(float *p, int m, int T, int i0, int i1, int wid
     }
 }
 
-/* dst (HS, T) <- src^T, src one head's k or v: T rows of HS, row stride 3C */
+/* dst (HS, T) <- src^T, src one head's k or v: T rows of HS, row stride ld */
 static void head_transpose(float *dst, const float *src, AttnDims d)
 {
     for (int t = 0; t < d.T; t++)
         for (int c = 0; c < d.HS; c++)
-            dst[(int64_t)c * d.T + t] = src[(int64_t)t * 3 * d.C + c];
+            dst[(int64_t)c * d.T + t] = src[(int64_t)t * d.ld + c];
 }
 
-/* One head: out (T, HS) from q (row stride 3C). p receives the probabilities:
- * all (T, T) of them when p_whole (saved for backward), else it is one
- * (ATTN_ROWS, T) block reused for every block of rows. */
-static void attention_head(float *out, float *p, bool p_whole, const float *q, float *kt,
-                           AttnDims d)
+/* One query head: out (T, HS) from its q, k and v (row stride ld). p
+ * receives the probabilities: all (T, T) of them when p_whole (saved for
+ * backward), else it is one (ATTN_ROWS, T) block reused for every block. */
+static void attention_head(float *out, float *p, bool p_whole, const float *q, const float *k,
+                           const float *v, float *kt, AttnDims d)
 {
-    int ld = 3 * d.C, T = d.T;
-    const float *k = q + d.C, *v = q + 2 * d.C;
+    int T = d.T;
     head_transpose(kt, k, d); /* q k^T is then a plain product */
     for (int i0 = 0; i0 < T; i0 += ATTN_ROWS) {
         int i1 = i0 + ATTN_ROWS < T ? i0 + ATTN_ROWS : T, m = i1 - i0;
         float *pb = p_whole ? p + (int64_t)i0 * T : p; // (m, T), row stride T
-        gemm(false, false, m, i1, d.HS, d.scale, q + (int64_t)i0 * ld, ld, kt, T, 0.0f, pb, T);
+        gemm(false, false, m, i1, d.HS, d.scale, q + (int64_t)i0 * d.ld, d.ld, kt, T, 0.0f, pb, T);
         causal_softmax_block(pb, m, T, i0, i1, p_whole ? T : i1);
-        gemm(false, false, m, d.HS, i1, 1.0f, pb, T, v, ld, 0.0f, out + (int64_t)i0 * d.C, d.C);
+        gemm(false, false, m, d.HS, i1, 1.0f, pb, T, v, d.ld, 0.0f, out + (int64_t)i0 * d.ldo,
+             d.ldo);
     }
 }
 
-/* Every head, one task each: out (B, T, C) from qkv (B, T, 3C), saving the
+/* Every query head, one task each: out (B, T, NH HS) from qkv, saving the
  * probabilities in att (B, NH, T, T) unless it is NULL. -1 on OOM. */
 static int attention_forward(float *out, float *att, const float *qkv, AttnDims d)
 {
@@ -1025,15 +1019,41 @@ static int attention_forward(float *out, float *att, const float *qkv, AttnDims 
             failed = 1;
         }
 #pragma omp for schedule(static)
-        for (int64_t bh = 0; bh < n_heads; bh++)
+        for (int64_t bh = 0; bh < n_heads; bh++) {
+            const float *k = qkv + attn_k_offset(d, attn_kv_of(d, bh));
             if (scratch)
-                attention_head(out + (bh / d.NH) * d.T * d.C + (bh % d.NH) * d.HS,
+                attention_head(out + attn_out_offset(d, bh),
                                att ? att + bh * TT : scratch + (int64_t)d.HS * d.T, att != NULL,
-                               qkv + attn_head_offset(d, bh), scratch, d);
+                               qkv + attn_q_offset(d, bh), k, k + (int64_t)d.NKV * d.HS, scratch,
+                               d);
+        }
         free(scratch);
     }
     blas_leave(saved);
     return failed ? -1 : 0;
+}
+
+/* the attention node for checked arguments: (B, T, NH HS) */
+static Tensor *attention_node(TensorCtx *ctx, Tensor *qkv, int NH, int NKV, int HS)
+{
+    if (!op_has_data(ctx, "attention", "qkv", qkv))
+        return NULL;
+    int shape[3] = {qkv->shape[0], qkv->shape[1], NH * HS};
+    Tensor *out = op_node_uninit(ctx, OP_ATTENTION, 3, shape, qkv, NULL, NULL);
+    if (!out)
+        return NULL;
+    out->iparam[0] = NH;
+    out->iparam[1] = NKV;
+    out->iparam[2] = HS;
+    AttnDims d = attn_dims(qkv->shape[0], qkv->shape[1], NH, NKV, HS);
+    size_t att_bytes = (size_t)d.B * d.NH * d.T * d.T * sizeof(float);
+    if (op_saves_aux(out) && !(out->aux = tensor_ctx_alloc_uninit(ctx, att_bytes)))
+        return NULL;
+    if (ctx->meta || out->size == 0)
+        return out;
+    if (attention_forward(out->data, out->aux, qkv->data, d) != 0)
+        return tensor_ctx_fail(ctx, TENSOR_ERR_NOMEM, "attention: out of memory for scratch");
+    return out;
 }
 
 Tensor *ag_attention(TensorCtx *ctx, Tensor *qkv, int n_head)
@@ -1049,22 +1069,30 @@ Tensor *ag_attention(TensorCtx *ctx, Tensor *qkv, int n_head)
         return tensor_ctx_fail(ctx, TENSOR_ERR_ARG,
                                "attention: %d heads do not divide C = %d of qkv %s", n_head,
                                qkv->shape[2] / 3, sq);
-    if (!has_data(ctx, "attention", "qkv", qkv))
+    return attention_node(ctx, qkv, n_head, n_head, qkv->shape[2] / 3 / n_head);
+}
+
+Tensor *ag_gqa_attention(TensorCtx *ctx, Tensor *qkv, int n_head, int n_kv_head, int head_dim)
+{
+    if (!qkv)
         return NULL;
-    int shape[3] = {qkv->shape[0], qkv->shape[1], qkv->shape[2] / 3};
-    Tensor *out = op_node_uninit(ctx, OP_ATTENTION, 3, shape, qkv, NULL, NULL);
-    if (!out)
-        return NULL;
-    out->iparam[0] = n_head;
-    AttnDims d = attn_dims(qkv, n_head);
-    size_t att_bytes = (size_t)d.B * d.NH * d.T * d.T * sizeof(float);
-    if (saves(out) && !(out->aux = tensor_ctx_alloc_uninit(ctx, att_bytes)))
-        return NULL;
-    if (ctx->meta || out->size == 0)
-        return out;
-    if (attention_forward(out->data, out->aux, qkv->data, d) != 0)
-        return tensor_ctx_fail(ctx, TENSOR_ERR_NOMEM, "attention: out of memory for scratch");
-    return out;
+    char sq[SHAPE_LEN];
+    tensor_shape_str(qkv, sq, sizeof sq);
+    if (n_head <= 0 || n_kv_head <= 0 || head_dim <= 0)
+        return tensor_ctx_fail(ctx, TENSOR_ERR_ARG,
+                               "attention: %d heads, %d kv heads of size %d: expected all > 0",
+                               n_head, n_kv_head, head_dim);
+    if (n_head % n_kv_head != 0)
+        return tensor_ctx_fail(ctx, TENSOR_ERR_ARG,
+                               "attention: %d kv heads do not divide %d query heads", n_kv_head,
+                               n_head);
+    int64_t width = ((int64_t)n_head + 2 * (int64_t)n_kv_head) * head_dim;
+    if (qkv->ndim != 3 || qkv->shape[2] != width)
+        return tensor_ctx_fail(ctx, TENSOR_ERR_SHAPE,
+                               "attention: qkv must be (B, T, (NH + 2 NKV) HD) = (B, T, %lld) for "
+                               "%d heads, %d kv heads of size %d, got %s",
+                               (long long)width, n_head, n_kv_head, head_dim, sq);
+    return attention_node(ctx, qkv, n_head, n_kv_head, head_dim);
 }
 
 /* dS = P (dP - rowsum(P dP)) for query i, in place over dP; zeros up to width */
@@ -1081,21 +1109,22 @@ static void softmax_backward_row(float *dp, const float *p, int i, int width)
         dp[j] = 0.0f;
 }
 
-/* One head's backward, block by block: ds is (ATTN_ROWS + HS, T) scratch, go the
- * head's dout (row stride C), dq its slice of dqkv (row stride 3C). */
-static void attention_head_backward(float *dq, float *ds, const float *p, const float *go,
-                                    const float *q, AttnDims d)
+/* One query head's backward, block by block: ds is (ATTN_ROWS, T) scratch, vt
+ * its kv head's v^T (HS, T), go the head's dout (row stride NH HS); dq and
+ * dk are its and its kv head's slices of dqkv (row stride ld), dv is NKV
+ * heads after dk. */
+static void attention_head_backward(float *dq, float *dk, float *ds, const float *vt,
+                                    const float *p, const float *go, const float *q, const float *k,
+                                    AttnDims d)
 {
-    int ld = 3 * d.C, T = d.T;
-    const float *k = q + d.C, *v = q + 2 * d.C;
-    float *dk = dq + d.C, *dv = dq + 2 * d.C, *vt = ds + (int64_t)ATTN_ROWS * T;
-    head_transpose(vt, v, d); /* dout v^T is then a plain product */
+    int ld = d.ld, T = d.T;
+    float *dv = dk + (int64_t)d.NKV * d.HS;
     for (int i0 = 0; i0 < T; i0 += ATTN_ROWS) {
         int i1 = i0 + ATTN_ROWS < T ? i0 + ATTN_ROWS : T, m = i1 - i0;
-        const float *pb = p + (int64_t)i0 * T, *gb = go + (int64_t)i0 * d.C;
+        const float *pb = p + (int64_t)i0 * T, *gb = go + (int64_t)i0 * d.ldo;
         // dP = dout v^T ; dv += P^T dout
-        gemm(false, false, m, i1, d.HS, 1.0f, gb, d.C, vt, T, 0.0f, ds, T);
-        gemm(true, false, i1, d.HS, m, 1.0f, pb, T, gb, d.C, 1.0f, dv, ld);
+        gemm(false, false, m, i1, d.HS, 1.0f, gb, d.ldo, vt, T, 0.0f, ds, T);
+        gemm(true, false, i1, d.HS, m, 1.0f, pb, T, gb, d.ldo, 1.0f, dv, ld);
         for (int i = i0; i < i1; i++)
             softmax_backward_row(ds + (int64_t)(i - i0) * T, pb + (int64_t)(i - i0) * T, i, i1);
         // dq += scale dS k ; dk += scale dS^T q
@@ -1104,13 +1133,40 @@ static void attention_head_backward(float *dq, float *ds, const float *p, const 
     }
 }
 
+/* kv head bg and its G query heads: when first, zero the dqkv columns they
+ * own (G q heads, one k, one v), then each query head in order; ds is
+ * (ATTN_ROWS + HS, T) scratch, NULL after a failed malloc */
+static void attention_group_backward(float *dqkv, float *ds, const Tensor *out, AttnDims d,
+                                     int64_t bg, bool first)
+{
+    const float *qkv = out->src[0]->data, *att = out->aux; // att (B, NH, T, T)
+    int G = d.NH / d.NKV;
+    int64_t koff = attn_k_offset(d, bg), bh0 = (bg / d.NKV) * d.NH + (bg % d.NKV) * G;
+    int64_t qoff = attn_q_offset(d, bh0), voff = koff + (int64_t)d.NKV * d.HS;
+    for (int64_t t = 0; first && t < d.T; t++) {
+        memset(dqkv + qoff + t * d.ld, 0, (size_t)G * d.HS * sizeof(float));
+        memset(dqkv + koff + t * d.ld, 0, (size_t)d.HS * sizeof(float));
+        memset(dqkv + voff + t * d.ld, 0, (size_t)d.HS * sizeof(float));
+    }
+    if (!ds)
+        return;
+    float *vt = ds + (int64_t)ATTN_ROWS * d.T;
+    head_transpose(vt, qkv + voff, d); /* dout v^T is then a plain product */
+    for (int64_t bh = bh0; bh < bh0 + G; bh++) {
+        int64_t off = attn_q_offset(d, bh);
+        attention_head_backward(dqkv + off, dqkv + koff, ds, vt, att + bh * d.T * d.T,
+                                out->grad + attn_out_offset(d, bh), qkv + off, qkv + koff, d);
+    }
+}
+
 void attention_backward(Tensor *out)
 {
     Tensor *qkv = out->src[0];
-    AttnDims d = attn_dims(qkv, out->iparam[0]);
-    int64_t n_heads = (int64_t)d.B * d.NH, TT = (int64_t)d.T * d.T;
+    AttnDims d =
+        attn_dims(qkv->shape[0], qkv->shape[1], out->iparam[0], out->iparam[1], out->iparam[2]);
+    int64_t n_groups = (int64_t)d.B * d.NKV;
     bool first;
-    float *dqkv = op_grad_first(qkv, &first); // (B, T, 3C)
+    float *dqkv = op_grad_first(qkv, &first); // (B, T, (NH + 2 NKV) HS)
     if (!dqkv || out->size == 0)
         return;
     int failed = 0, saved = blas_enter();
@@ -1123,17 +1179,8 @@ void attention_backward(Tensor *out)
             failed = 1;
         }
 #pragma omp for schedule(static)
-        for (int64_t bh = 0; bh < n_heads; bh++) {
-            int64_t off = attn_head_offset(d, bh);
-            const float *go = out->grad + (bh / d.NH) * d.T * d.C + (bh % d.NH) * d.HS;
-            for (int t = 0; first && t < d.T; t++) /* the head's q, k and v columns */
-                for (int part = 0; part < 3; part++)
-                    memset(dqkv + off + (int64_t)t * 3 * d.C + part * d.C, 0,
-                           (size_t)d.HS * sizeof(float));
-            if (ds)
-                attention_head_backward(dqkv + off, ds, (const float *)out->aux + bh * TT, go,
-                                        qkv->data + off, d);
-        }
+        for (int64_t bg = 0; bg < n_groups; bg++)
+            attention_group_backward(dqkv, ds, out, d, bg, first);
         free(ds);
     }
     blas_leave(saved);

@@ -1,7 +1,8 @@
 /*
  * src/core/ — the autodiff core: the tensor and its arena (tensor), every
  * differentiable op with forward and backward side by side (ops, ops_nn,
- * ops_internal), the reverse walk (autograd) and the seeded RNG (rng).
+ * ops_llama for the Llama family's blocks, ops_internal), the reverse walk
+ * (autograd) and the seeded RNG (rng).
  * May include: util/. No Lua and no files: errors are values.
  */
 /*
@@ -118,7 +119,14 @@ typedef enum OpKind {
     /* fused network layers */
     OP_LAYERNORM,     /* x (..., C), w (C), b (C); fparam[0] = eps */
     OP_CROSS_ENTROPY, /* logits (N, V), targets (N) -> per-row loss (N) */
-    OP_ATTENTION,     /* qkv (B, T, 3C) -> (B, T, C), causal; iparam[0] = heads */
+    /* qkv (B, T, (NH + 2 NKV) HS) -> (B, T, NH HS), causal; iparam[0..2] = NH, NKV, HS
+     * (GPT-2's (B, T, 3C): NKV = NH, HS = C / NH) */
+    OP_ATTENTION,
+    /* the Llama family's blocks (ops_llama.c) */
+    OP_RMSNORM, /* x (..., C), w (C); fparam[0] = eps */
+    OP_ROPE,    /* x (B, T, NH, HS), table (2, P, HS / 2); iparam[0] = first position,
+                 * iparam[1] = heads rotated */
+    OP_SWIGLU,  /* [gate | up] (..., 2F) -> silu(gate) up (..., F) */
     OP_COUNT
 } OpKind;
 
