@@ -1,23 +1,7 @@
 /*
- * model/checkpoint.h — safetensors files and the checkpoint directory of a run.
- *
- * Safetensors (huggingface/safetensors, the format PyTorch and HF users
- * read): an 8-byte little-endian header length N, N bytes of JSON header,
- * then the data. The header maps each tensor name to {"dtype", "shape",
- * "data_offsets": [begin, end]} (offsets relative to the data start) and may
- * hold "__metadata__", a string-to-string map. prefrun writes only "F32",
- * pads the header with spaces to a multiple of 8 (so data is aligned, as the
- * reference writer does) and writes the file atomically (fsutil). Reading
- * validates everything before any tensor is used: a truncated file, a bad or
- * oversized header, a wrong dtype or shape, offsets out of range, overlapping
- * or leaving holes (the spec forbids both) are errors naming the file and the
- * tensor.
- *
- *     StEntry e[2] = {st_entry("wte", wte), st_entry("wpe", wpe)};
- *     st_save("model.safetensors", e, 2, NULL, err, sizeof err);
- *     StFile *f = st_open("model.safetensors", err, sizeof err);
- *     st_read_all(f, e, 2, true, err, sizeof err);   // into wte->data, wpe->data
- *     st_close(f);
+ * model/checkpoint.h — the checkpoint directory of a run and its trainer
+ * state; the safetensors files in it are safetensors.h's (included here, as
+ * every user of a checkpoint reads one).
  *
  * Checkpoint directory of a run:
  *     RUN_DIR/checkpoint-<step>/model.safetensors
@@ -41,43 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/tensor.h"
-
-/* ---- safetensors ---- */
-
-/* One named float32 tensor: the source when saving, the destination (shape
- * checked, data written) when reading. */
-typedef struct StEntry {
-    const char *name;
-    int ndim; /* 0..TENSOR_MAX_DIMS */
-    int64_t shape[TENSOR_MAX_DIMS];
-    float *data; /* (prod(shape)) */
-} StEntry;
-
-/* An entry viewing t's shape and data under the given name. */
-StEntry st_entry(const char *name, const Tensor *t);
-
-/* Writes n entries (names distinct) atomically. meta: NULL, or a
- * NULL-terminated list of key, value strings for "__metadata__". */
-int st_save(const char *path, const StEntry *e, int n, const char *const *meta, char *err,
-            size_t errlen);
-
-typedef struct StFile StFile;
-
-/* Reads and validates the whole file. */
-StFile *st_open(const char *path, char *err, size_t errlen);
-void st_close(StFile *f);
-int st_count(const StFile *f);
-const char *st_name(const StFile *f, int i); /* in data order */
-/* dtype, shape of a tensor; -1 when absent */
-int st_info(const StFile *f, const char *name, const char **dtype, int *ndim,
-            int64_t shape[TENSOR_MAX_DIMS]);
-/* A "__metadata__" value, or NULL. */
-const char *st_meta(const StFile *f, const char *key);
-/* Copies tensor e->name into e->data after checking it is F32 with e's shape. */
-int st_read(const StFile *f, const StEntry *e, char *err, size_t errlen);
-/* st_read for every entry; strict: the file may hold no other tensors. */
-int st_read_all(const StFile *f, const StEntry *e, int n, bool strict, char *err, size_t errlen);
+#include "model/safetensors.h"
 
 /* ---- trainer state (trainer_state.json) ---- */
 
@@ -120,8 +68,6 @@ int ckpt_state_load_at(const char *dir, int64_t step, TrainerState *s, char *err
 #define CKPT_OPTIMIZER_FILE "optimizer.safetensors"
 #define CKPT_STATE_FILE "trainer_state.json"
 #define CKPT_CONFIG_FILE "config.yaml"
-/* a model file is read whole: 64 GiB holds 16G float32 weights */
-#define ST_MAX_FILE_BYTES ((size_t)1 << 36)
 #define CKPT_LOSS_FILE "loss.lua"
 
 /* Creates RUN_DIR (mkdir -p) and an empty RUN_DIR/.checkpoint-<step>.partial/,

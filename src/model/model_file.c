@@ -57,7 +57,7 @@ int model_file_save(const Gpt *m, const char *path, const char *const *meta, cha
 /* Weights that are not finite (a diverged run's checkpoint) give a model
  * whose every output is NaN; evaluated, they would pass for numbers
  * ("kl -nan", a win rate of 0.75), so they are refused where they enter. */
-static int finite_weights(const Gpt *m, const char *file, char *err, size_t errlen)
+int model_file_finite(const Gpt *m, const char *file, char *err, size_t errlen)
 {
     for (int i = 0; i < m->n_tensors; i++) {
         const Tensor *t = m->tensors[i];
@@ -77,7 +77,7 @@ static int read_into(Gpt *m, StFile *f, const char *file, char *err, size_t errl
     StEntry *e = model_entries(m, err, errlen);
     int rc = e ? st_read_all(f, e, m->n_tensors, true, err, errlen) : -1;
     free(e);
-    return rc == 0 ? finite_weights(m, file, err, errlen) : -1;
+    return rc == 0 ? model_file_finite(m, file, err, errlen) : -1;
 }
 
 int model_file_read(Gpt *m, const char *file, char *err, size_t errlen)

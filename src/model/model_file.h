@@ -29,6 +29,11 @@
 int model_file_save(const Gpt *m, const char *path, const char *const *meta, char *err,
                     size_t errlen);
 
+/* Refuses weights that are not finite (a diverged run's checkpoint), which
+ * would give a model whose every output is NaN: an error naming the file
+ * (or folder), the tensor and the element. Every loader calls it. */
+int model_file_finite(const Gpt *m, const char *file, char *err, size_t errlen);
+
 /* Reads a model file's weights into m, whose shape they must have (the
  * training loop starts a policy from the task's reference this way). */
 int model_file_read(Gpt *m, const char *file, char *err, size_t errlen);

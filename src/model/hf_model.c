@@ -1,0 +1,38 @@
+/*
+ * model/hf_model.c — a Hugging Face model folder to the importer of its
+ * architecture (hf_model.h).
+ */
+#include "model/hf_model.h"
+
+#include <limits.h>
+#include <stdio.h>
+
+#include "util/errmsg.h"
+#include "util/fsutil.h"
+
+bool hf_model_is_folder(const char *path)
+{
+    char p[PATH_MAX];
+    return fsutil_is_dir(path) &&
+           snprintf(p, sizeof p, "%s/%s", path, HF_CONFIG_FILE) < (int)sizeof p && fsutil_exists(p);
+}
+
+int hf_model_load(const char *dir, bool trainable, Gpt **out, HfConfig *cfg, char *err,
+                  size_t errlen)
+{
+    *out = NULL;
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/%s", dir, HF_CONFIG_FILE) >= (int)sizeof path)
+        return err_fail(err, errlen, "%s: path too long", dir);
+    HfConfig c;
+    if (hf_config_load(path, &c, err, errlen))
+        return -1;
+    if (cfg)
+        *cfg = c;
+    if (c.arch == HF_ARCH_GPT2)
+        return hf_gpt2_load(dir, &c, trainable, out, err, errlen);
+    return err_fail(err, errlen,
+                    "%s: %s is not built yet: its config parses, but prefrun's model for it "
+                    "needs RMSNorm, RoPE, SwiGLU and grouped-query attention",
+                    path, hf_arch_name(c.arch));
+}

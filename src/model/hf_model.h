@@ -1,0 +1,35 @@
+/*
+ * model/hf_model.h — Hugging Face model folders (config.json plus
+ * safetensors weights) as prefrun models: the one entry point that reads
+ * the config and hands the folder to its architecture's importer.
+ *
+ *     Gpt *ref;
+ *     HfConfig cfg;
+ *     if (hf_model_load("models/gpt2", false, &ref, &cfg, err, sizeof err)) ...;
+ *     hf_gpt2_save(ref, "out/gpt2-bf16", ST_BF16, err, sizeof err);
+ *
+ * Built: GPT2LMHeadModel (model/hf_gpt2.h). Parsed but not built yet: the
+ * Llama family (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM),
+ * whose model needs RMSNorm, RoPE, SwiGLU and grouped-query attention;
+ * loading one is an error saying so.
+ */
+#ifndef PREFRUN_HF_MODEL_H
+#define PREFRUN_HF_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "model/hf_config.h"
+#include "model/hf_gpt2.h"
+#include "model/model.h"
+
+/* Whether path is a folder with a config.json (a Hugging Face model, or
+ * meant to be one: hf_model_load says what is wrong with it). */
+bool hf_model_is_folder(const char *path);
+
+/* The model of DIR: trainable (a policy) or frozen (a reference); its
+ * parsed config to *cfg when cfg is not NULL. */
+int hf_model_load(const char *dir, bool trainable, Gpt **out, HfConfig *cfg, char *err,
+                  size_t errlen);
+
+#endif
