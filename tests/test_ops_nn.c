@@ -24,24 +24,6 @@
 
 /* ---- input helpers ------------------------------------------------------ */
 
-static GcInput input(int ndim, const int *shape, double lo, double hi, uint64_t seed)
-{
-    GcInput g = {.ndim = ndim, .differentiable = true};
-    memcpy(g.shape, shape, (size_t)ndim * sizeof *shape);
-    int64_t n = tensor_numel(ndim, shape);
-    g.values = malloc((size_t)(n ? n : 1) * sizeof(double));
-    gc_fill(g.values, n, lo, hi, seed);
-    return g;
-}
-
-/* runs the check and frees the inputs */
-static void check_spec(GcSpec *s)
-{
-    gradcheck(s);
-    for (int k = 0; k < s->n_in; k++)
-        free(s->in[k].values);
-}
-
 static Tensor *rand_tensor(TensorCtx *ctx, int ndim, const int *shape, double lo, double hi,
                            uint64_t seed)
 {
@@ -265,9 +247,9 @@ static void gradcheck_matmul(int batch, int M, int K, int N, bool shared_b, int 
     const int *pa = a_ndim == 3 ? sa : sa + 1;
     const int *pb = shared_b || a_ndim == 2 ? sb + 1 : sb;
     GcSpec s = {.name = "matmul", .op = op_matmul, .ref = ref_matmul, .arg = &arg, .n_in = 2};
-    s.in[0] = input(a_ndim, pa, -1, 1, 11);
-    s.in[1] = input(pb == sb ? 3 : 2, pb, -1, 1, 12);
-    check_spec(&s);
+    s.in[0] = gc_input(a_ndim, pa, -1, 1, 11);
+    s.in[1] = gc_input(pb == sb ? 3 : 2, pb, -1, 1, 12);
+    gradcheck_free(&s);
 }
 
 static void test_matmul_2d_gradcheck(void) { gradcheck_matmul(1, 5, 7, 3, true, 2); }
@@ -283,13 +265,13 @@ static void gradcheck_linear(bool bias, bool gelu, bool residual)
     s.n_in = 2 + bias + residual;
     /* wider inputs for GELU, so pre-activations reach both tails (|s| ~ 5) */
     double range = gelu ? 1.5 : 1;
-    s.in[0] = input(3, sx, -range, range, 21);
-    s.in[1] = input(2, sw, -range, range, 22);
+    s.in[0] = gc_input(3, sx, -range, range, 21);
+    s.in[1] = gc_input(2, sw, -range, range, 22);
     if (bias)
-        s.in[2] = input(1, sb, -1, 1, 23);
+        s.in[2] = gc_input(1, sb, -1, 1, 23);
     if (residual)
-        s.in[s.n_in - 1] = input(3, sr, -1, 1, 26);
-    check_spec(&s);
+        s.in[s.n_in - 1] = gc_input(3, sr, -1, 1, 26);
+    gradcheck_free(&s);
 }
 
 static void test_linear_bias_gradcheck(void) { gradcheck_linear(true, false, false); }
@@ -431,9 +413,9 @@ static void test_first_write_then_accumulate_gradcheck(void)
                 .ref = ref_first_then_add,
                 .arg = &arg,
                 .n_in = 2};
-    s.in[0] = input(2, sx, -1, 1, 24);
-    s.in[1] = input(2, sw, -1, 1, 25);
-    check_spec(&s);
+    s.in[0] = gc_input(2, sx, -1, 1, 24);
+    s.in[1] = gc_input(2, sw, -1, 1, 25);
+    gradcheck_free(&s);
 }
 
 static void gradcheck_gather(double range, uint64_t seed)
@@ -443,8 +425,8 @@ static void gradcheck_gather(double range, uint64_t seed)
     IndexArg arg = {.n = 6, .V = 7, .idx = idx};
     int sx[3] = {2, 3, 7};
     GcSpec s = {.name = "gather", .op = op_gather, .ref = ref_gather, .arg = &arg, .n_in = 1};
-    s.in[0] = input(3, sx, -range, range, seed);
-    check_spec(&s);
+    s.in[0] = gc_input(3, sx, -range, range, seed);
+    gradcheck_free(&s);
 }
 
 static void test_gather_gradcheck(void) { gradcheck_gather(2, 31); }
@@ -458,8 +440,8 @@ static void test_embedding_gradcheck(void)
     int sw[2] = {5, 6};
     GcSpec s = {
         .name = "embedding", .op = op_embedding, .ref = ref_embedding, .arg = &arg, .n_in = 1};
-    s.in[0] = input(2, sw, -1, 1, 41);
-    check_spec(&s);
+    s.in[0] = gc_input(2, sw, -1, 1, 41);
+    gradcheck_free(&s);
 }
 
 static void gradcheck_layernorm(double lo, double hi, double rtol, double atol)
@@ -473,10 +455,10 @@ static void gradcheck_layernorm(double lo, double hi, double rtol, double atol)
                 .n_in = 3,
                 .rtol = rtol,
                 .atol = atol};
-    s.in[0] = input(3, sx, lo, hi, 51);
-    s.in[1] = input(1, sc, 0.5, 1.5, 52);
-    s.in[2] = input(1, sc, -1, 1, 53);
-    check_spec(&s);
+    s.in[0] = gc_input(3, sx, lo, hi, 51);
+    s.in[1] = gc_input(1, sc, 0.5, 1.5, 52);
+    s.in[2] = gc_input(1, sc, -1, 1, 53);
+    gradcheck_free(&s);
 }
 
 static void test_layernorm_gradcheck(void) { gradcheck_layernorm(-2, 2, 0, 0); }
@@ -509,8 +491,8 @@ static void gradcheck_cross_entropy(double range, double rtol, double atol, uint
                 .n_in = 1,
                 .rtol = rtol,
                 .atol = atol};
-    s.in[0] = input(2, sl, -range, range, seed);
-    check_spec(&s);
+    s.in[0] = gc_input(2, sl, -range, range, seed);
+    gradcheck_free(&s);
 }
 
 static void test_cross_entropy_gradcheck(void) { gradcheck_cross_entropy(3, 0, 0, 61); }
@@ -548,8 +530,8 @@ static void gradcheck_attention(int B, int T, int C, int NH, double range, uint6
     int sq[3] = {B, T, 3 * C};
     GcSpec s = {
         .name = "attention", .op = op_attention, .ref = ref_attention, .arg = &arg, .n_in = 1};
-    s.in[0] = input(3, sq, -range, range, seed);
-    check_spec(&s);
+    s.in[0] = gc_input(3, sq, -range, range, seed);
+    gradcheck_free(&s);
 }
 
 static void test_attention_gradcheck(void) { gradcheck_attention(2, 5, 8, 2, 1, 71); }
@@ -982,28 +964,7 @@ static void test_backward_accumulates(void)
         TensorCtx *ctx = tensor_ctx_new(0);
         Tensor *outs[8] = {0};
         make_each_op(ctx, outs);
-        Tensor *out = outs[op];
-        float *seed = malloc((size_t)out->size * sizeof *seed), *first[N_LEAVES];
-        for (int64_t i = 0; i < out->size; i++)
-            seed[i] = (float)(i % 7) - 2.5f;
-        CHECK(ag_backward(ctx, out, seed) == 0);
-        for (int k = 0; k < N_LEAVES; k++) {
-            Tensor *t = ctx->tape[k];
-            first[k] = malloc((size_t)t->size * sizeof(float));
-            memcpy(first[k], t->grad, (size_t)t->size * sizeof(float));
-        }
-        CHECK(ag_backward(ctx, out, seed) == 0);
-        for (int k = 0; k < N_LEAVES; k++) {
-            Tensor *t = ctx->tape[k];
-            for (int64_t i = 0; i < t->size; i++)
-                if (!(fabsf(t->grad[i] - 2 * first[k][i]) <= 1e-6f * fabsf(first[k][i]))) {
-                    CHECKF(0, "op %s leaf %d [%lld]: %.9g after two passes, %.9g after one",
-                           ag_op_name(out->op), k, (long long)i, t->grad[i], first[k][i]);
-                    break;
-                }
-            free(first[k]);
-        }
-        free(seed);
+        gc_check_accumulates(ctx, outs[op], N_LEAVES);
         tensor_ctx_free(ctx);
     }
 }
