@@ -87,7 +87,7 @@ static void safetensors_round_trip(void)
     /* layout per the spec: u64 LE header length, multiple of 8 (aligned data) */
     char *raw;
     size_t len;
-    fsutil_read_file(path, &raw, &len, err, sizeof err);
+    tfs_read(path, &raw, &len, err, sizeof err);
     uint64_t hlen;
     memcpy(&hlen, raw, 8);
     CHECK(hlen % 8 == 0 && raw[8] == '{' && len == 8 + hlen + sizeof wa + sizeof wb + sizeof wc);
@@ -220,7 +220,7 @@ static void safetensors_truncated_anywhere_fails(void)
     st_save(path, e, 3, NULL, err, sizeof err);
     char *raw;
     size_t len;
-    fsutil_read_file(path, &raw, &len, err, sizeof err);
+    tfs_read(path, &raw, &len, err, sizeof err);
     uint64_t hlen;
     memcpy(&hlen, raw, 8);
     /* every prefix shorter than the file, covering the length, header and data */
@@ -246,7 +246,7 @@ static void safetensors_flipped_header_bytes_fail(void)
     st_save(path, e, 3, NULL, err, sizeof err);
     char *raw;
     size_t len;
-    fsutil_read_file(path, &raw, &len, err, sizeof err);
+    tfs_read(path, &raw, &len, err, sizeof err);
     uint64_t hlen;
     memcpy(&hlen, raw, 8);
     float ra[6], rb[4], rc[1];
@@ -302,7 +302,7 @@ static void atomic_write_failure_keeps_old_file(void)
     CHECK(st_save(path, e, 3, NULL, err, sizeof err) == 0);
     char *before;
     size_t blen;
-    fsutil_read_file(path, &before, &blen, err, sizeof err);
+    tfs_read(path, &before, &blen, err, sizeof err);
     float big[4096] = {0};
     StEntry eb = {.name = "big", .ndim = 1, .shape = {4096}, .data = big};
     const int64_t fail_at[] = {0, 5, 8, 100, 4000};
@@ -314,7 +314,7 @@ static void atomic_write_failure_keeps_old_file(void)
                (long long)fail_at[k], err);
         char *after;
         size_t alen;
-        fsutil_read_file(path, &after, &alen, err, sizeof err);
+        tfs_read(path, &after, &alen, err, sizeof err);
         CHECK(after && alen == blen && memcmp(before, after, blen) == 0); /* old file intact */
         free(after);
         CHECK(count_files(tmp, ".tmp.") == 0); /* no partial file left behind */
@@ -326,7 +326,7 @@ static void atomic_write_failure_keeps_old_file(void)
     CHECK(fsutil_write_atomic(in_tmp("fresh"), "abc", 3, err, sizeof err) == 0);
     char *fresh;
     size_t flen;
-    CHECK(fsutil_read_file(in_tmp("fresh"), &fresh, &flen, err, sizeof err) == 0 && flen == 3 &&
+    CHECK(tfs_read(in_tmp("fresh"), &fresh, &flen, err, sizeof err) == 0 && flen == 3 &&
           !strcmp(fresh, "abc"));
     free(fresh);
     free(before);
@@ -340,10 +340,11 @@ static void fsutil_mkdirs_and_copy(void)
     CHECK(fsutil_mkdirs(in_tmp("a/b"), err, sizeof err) == 0); /* exists: fine */
     fsutil_write_atomic(in_tmp("a/f"), "hello", 5, err, sizeof err);
     CHECK(fsutil_mkdirs(in_tmp("a/f/g"), err, sizeof err) != 0 && strstr(err, "a/f"));
-    CHECK(fsutil_copy_atomic(in_tmp("a/f"), in_tmp("a/b/f2"), err, sizeof err) == 0);
+    const FsReadCap cap = {.bytes = 64, .kind = "a test file"};
+    CHECK(fsutil_copy_atomic(in_tmp("a/f"), &cap, in_tmp("a/b/f2"), err, sizeof err) == 0);
     char *d;
     size_t n;
-    CHECK(fsutil_read_file(in_tmp("a/b/f2"), &d, &n, err, sizeof err) == 0 && n == 5);
+    CHECK(tfs_read(in_tmp("a/b/f2"), &d, &n, err, sizeof err) == 0 && n == 5);
     free(d);
     CHECK(fsutil_remove_tree(in_tmp("a"), err, sizeof err) == 0 && !fsutil_exists(in_tmp("a")));
     CHECK(fsutil_remove_tree(in_tmp("a"), err, sizeof err) == 0); /* missing: fine */

@@ -12,6 +12,7 @@
 #include "prefrun_config.h"
 #include "testlib.h"
 #include "train/toydata.h"
+#include "testfs.h"
 
 #define E DATA_TOK_EOT
 
@@ -448,7 +449,7 @@ static void toydata_same_seed_same_bytes(void)
     CHECKF(toydata_write_jsonl(path, 42, 200, err, sizeof err) == 0, "%s", err);
     char *file;
     size_t len;
-    CHECK(fsutil_read_file(path, &file, &len, err, sizeof err) == 0);
+    CHECK(tfs_read(path, &file, &len, err, sizeof err) == 0);
     CHECK(file && len == strlen(a) && memcmp(file, a, len) == 0);
     /* the file is valid TRL JSONL and tokenizes exactly like the in-memory set */
     Dataset *fromfile = data_load_jsonl(path, &opt64, err, sizeof err);

@@ -37,6 +37,7 @@
 #include "prefrun_config.h"
 #include "discover/propose.h"
 #include "testlib.h"
+#include "testfs.h"
 
 static char root_dir[256]; /* this run's scratch directory */
 static char err[2048];
@@ -88,7 +89,7 @@ static json_t *records(const char *dir)
     size_t len;
     snprintf(path, sizeof path, "%s/archive.jsonl", dir);
     json_t *all = json_array();
-    if (fsutil_read_file(path, &text, &len, err, sizeof err) != 0)
+    if (tfs_read(path, &text, &len, err, sizeof err) != 0)
         return all;
     for (char *line = text, *nl; (nl = strchr(line, '\n')); line = nl + 1) {
         json_t *j = json_loadb(line, (size_t)(nl - line), 0, NULL);
@@ -570,7 +571,7 @@ static int start_server(const char *replies_json, int *port)
         usleep(50000);
     char *text;
     size_t len;
-    if (fsutil_read_file(path_in("port"), &text, &len, err, sizeof err) != 0)
+    if (tfs_read(path_in("port"), &text, &len, err, sizeof err) != 0)
         return -1;
     *port = atoi(text);
     free(text);
@@ -655,7 +656,7 @@ static json_t *requests(void)
     json_t *all = json_array();
     char *text;
     size_t len;
-    if (fsutil_read_file(path_in("requests.jsonl"), &text, &len, err, sizeof err) != 0)
+    if (tfs_read(path_in("requests.jsonl"), &text, &len, err, sizeof err) != 0)
         return all;
     for (char *line = text, *nl; (nl = strchr(line, '\n')); line = nl + 1) {
         json_t *j = json_loadb(line, (size_t)(nl - line), 0, NULL);
@@ -711,7 +712,7 @@ static void check_valid(json_t *all, const char *dir, int gen, int idx, const ch
     char path[700], *text = NULL;
     size_t len;
     snprintf(path, sizeof path, "%s/losses/%s.lua", dir, name);
-    CHECKF(fsutil_read_file(path, &text, &len, err, sizeof err) == 0, "%s", err);
+    CHECKF(tfs_read(path, &text, &len, err, sizeof err) == 0, "%s", err);
     CHECK(text && strcmp(text, json_string_value(json_object_get(prop, "code"))) == 0);
     free(text);
 }
@@ -875,7 +876,7 @@ static void resume_after_kill_loses_and_repeats_nothing(void)
     size_t before_len;
     char archive[600];
     snprintf(archive, sizeof archive, "%s/archive.jsonl", dir);
-    fsutil_read_file(archive, &before_text, &before_len, err, sizeof err);
+    tfs_read(archive, &before_text, &before_len, err, sizeof err);
     char *cut = strrchr(before_text, '\n'); /* the whole lines before the kill */
     size_t whole = cut ? (size_t)(cut - before_text + 1) : 0;
     json_t *before = records(dir);
@@ -892,7 +893,7 @@ static void resume_after_kill_loses_and_repeats_nothing(void)
     CHECKF(discover_run(o, err, sizeof err) == 0, "%s", err);
     char *after_text;
     size_t after_len;
-    fsutil_read_file(archive, &after_text, &after_len, err, sizeof err);
+    tfs_read(archive, &after_text, &after_len, err, sizeof err);
     CHECK(after_len >= whole && memcmp(before_text, after_text, whole) == 0); /* nothing lost */
     json_t *after = records(dir);
     int expected = 1 + 2 * last_gen;

@@ -112,7 +112,8 @@ static void pair_generation_is_deterministic(void)
     CHECK(pretrain_cache_dir(&o.pretrain, cache, dir, sizeof dir, err, sizeof err) == 0);
     snprintf(path, sizeof path, "%s/%s", dir, PRETRAIN_FILE);
     CHECK(fsutil_mkdirs(dir, err, sizeof err) == 0);
-    CHECK(fsutil_copy_atomic(fixture.reference, path, err, sizeof err) == 0);
+    const FsReadCap cap = {.bytes = (size_t)1 << 30, .kind = "a model file"};
+    CHECK(fsutil_copy_atomic(fixture.reference, &cap, path, err, sizeof err) == 0);
     TaskAssets x, again, noisy;
     int rc = task_prepare(&o, &x, err, sizeof err);
     CHECKF(rc == 0, "%s", err);
@@ -140,7 +141,7 @@ static void pairs_are_ordinary_data(void)
         return;
     char *text;
     size_t len;
-    CHECK(fsutil_read_file(fixture.train_file, &text, &len, err, sizeof err) == 0);
+    CHECK(tfs_read(fixture.train_file, &text, &len, err, sizeof err) == 0);
     int lines = 0, ordered = 0;
     for (char *line = text, *nl; line && *line; line = nl ? nl + 1 : NULL) {
         nl = strchr(line, '\n');
@@ -288,7 +289,7 @@ static void frontier_writes_table_and_plot(void)
     size_t len;
     snprintf(path, sizeof path, "%s/frontier.csv", out);
     int lines = 0;
-    if (fsutil_read_file(path, &text, &len, err, sizeof err) == 0) {
+    if (tfs_read(path, &text, &len, err, sizeof err) == 0) {
         for (size_t i = 0; i < len; i++)
             lines += text[i] == '\n';
         CHECK(strncmp(text, "loss,beta,seed,ok,reward", 24) == 0);
@@ -303,7 +304,7 @@ static void frontier_writes_table_and_plot(void)
     CHECK(json_array_size(json_object_get(json_array_get(curves, 0), "points")) == 2);
     json_decref(j);
     snprintf(path, sizeof path, "%s/frontier.svg", out);
-    if (fsutil_read_file(path, &text, &len, err, sizeof err) == 0) {
+    if (tfs_read(path, &text, &len, err, sizeof err) == 0) {
         CHECK(strncmp(text, "<svg", 4) == 0 && strstr(text, "<polyline") && strstr(text, "dpo"));
         CHECK(strstr(text, "</svg>") != NULL);
         free(text);

@@ -571,7 +571,7 @@ static void gpt2_export_import_round_trips(void)
     st_close(f);
     char *text = NULL;
     size_t len;
-    CHECK(fsutil_read_file(in_sub("gpt2", "config.json"), &text, &len, err, sizeof err) == 0 &&
+    CHECK(tfs_read(in_sub("gpt2", "config.json"), &text, &len, err, sizeof err) == 0 &&
           strstr(text, "\"layer_norm_epsilon\": 1e-05") && strstr(text, "\"n_inner\": null"));
     free(text);
     gpt_free(back);

@@ -15,6 +15,7 @@
 #include "util/fsutil.h"
 #include "task/task.h"
 #include "testlib.h"
+#include "testfs.h"
 
 static double R(double s) { return tanh(s / TASK_REWARD_SCALE); }
 
@@ -156,7 +157,7 @@ static void test_corpus_write_and_key(void)
     path_in_tmp(path, sizeof path, "corpus.txt");
     CHECK(task_corpus_write(path, 5, 300, err, sizeof err) == 0);
     CHECK(task_corpus(5, 300, &t, &n, err, sizeof err) == 0);
-    CHECK(fsutil_read_file(path, &f, &nf, err, sizeof err) == 0);
+    CHECK(tfs_read(path, &f, &nf, err, sizeof err) == 0);
     CHECK(n == nf && memcmp(t, f, n) == 0);
     free(t);
     free(f);
@@ -428,7 +429,7 @@ static void write_and_read(const char *path, const char *const *prompts, int np,
     *nlines = 0;
     CHECKF(task_pairs_write(path, prompts, np, comps, k, pairs, n, st, err, sizeof err) == 0, "%s",
            err);
-    CHECK(fsutil_read_file(path, &text, &len, err, sizeof err) == 0);
+    CHECK(tfs_read(path, &text, &len, err, sizeof err) == 0);
     for (char *l = text, *e; l < text + len; l = e + 1) {
         e = strchr(l, '\n');
         *e = '\0';

@@ -237,8 +237,8 @@ static void gpt2_as_tokenizer_json(void)
     char *text;
     size_t len;
     json_t *vocab = json_load_file(tfs_join(data_dir("gpt2"), "encoder.json"), 0, NULL);
-    CHECK(vocab && fsutil_read_file(tfs_join(data_dir("gpt2"), "vocab.bpe"), &text, &len, err,
-                                    sizeof err) == 0);
+    CHECK(vocab &&
+          tfs_read(tfs_join(data_dir("gpt2"), "vocab.bpe"), &text, &len, err, sizeof err) == 0);
     if (!vocab)
         return;
     json_t *strings = json_array(), *pairs = json_array();

@@ -86,7 +86,7 @@ static char *metrics_text(const char *dir)
     char path[600], err[256], *text;
     size_t len;
     snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
-    if (fsutil_read_file(path, &text, &len, err, sizeof err) != 0)
+    if (tfs_read(path, &text, &len, err, sizeof err) != 0)
         return NULL;
     for (char *p; (p = strstr(text, "\"tokens_per_sec\": "));) {
         char *end = strchr(p, ',');
@@ -364,7 +364,7 @@ static int split_lines(const char *path, char **text, const char *out[], size_t 
 {
     char err[256];
     size_t n;
-    if (fsutil_read_file(path, text, &n, err, sizeof err) != 0)
+    if (tfs_read(path, text, &n, err, sizeof err) != 0)
         return -1;
     int k = 0;
     for (char *l = *text, *nl; k < cap && (nl = strchr(l, '\n')); l = nl + 1, k++) {
@@ -392,7 +392,7 @@ static void test_metrics_full_disk_leaves_whole_lines(void)
     const char *line[16];
     size_t len[16], cfg_len;
     snprintf(path, sizeof path, "%s/config.yaml", a);
-    CHECK(fsutil_read_file(path, &text, &cfg_len, err, sizeof err) == 0);
+    CHECK(tfs_read(path, &text, &cfg_len, err, sizeof err) == 0);
     free(text);
     snprintf(path, sizeof path, "%s/metrics.jsonl", a);
     int n = split_lines(path, &text, line, len, 16);
@@ -559,7 +559,7 @@ static void test_resume_checks_every_state_field(void)
     TrainResult res;
     CHECKF(run(&c, dpo_path(), dir, false, &res, err, sizeof err) == TRAIN_OK, "%s", err);
     snprintf(state, sizeof state, "%s/checkpoint-12/trainer_state.json", dir);
-    CHECK(fsutil_read_file(state, &orig, &orig_len, err, sizeof err) == 0);
+    CHECK(tfs_read(state, &orig, &orig_len, err, sizeof err) == 0);
     struct {
         const char *field;
         bool in_values;

@@ -45,7 +45,7 @@ static char *slurp(const char *path)
 {
     char *text, err[256];
     size_t len;
-    return fsutil_read_file(path, &text, &len, err, sizeof err) == 0 ? text : NULL;
+    return tfs_read(path, &text, &len, err, sizeof err) == 0 ? text : NULL;
 }
 
 static void write_text(const char *path, const char *text)
@@ -374,8 +374,9 @@ static void out_inside_another_run_is_refused(void)
     free(out);
     dir_in_tmp(copied, "copied-ckpt");
     char err[256];
+    const FsReadCap cap = {.bytes = 1 << 20, .kind = "a trainer state"};
     CHECK(fsutil_mkdirs(copied, err, sizeof err) == 0 &&
-          fsutil_copy_atomic(tfs_join(run, "checkpoint-4/trainer_state.json"),
+          fsutil_copy_atomic(tfs_join(run, "checkpoint-4/trainer_state.json"), &cap,
                              tfs_join(copied, "trainer_state.json"), err, sizeof err) == 0);
     rc = train(0, &out, dpo(), copied, "max_steps=2", NULL, NULL);
     CHECKF(rc == 2 && strstr(out, "is a checkpoint directory"), "exit %d: %s", rc, out);

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "lua/check.h"
+#include "lua/sandbox.h"
 #include "discover/loop.h"
 #include "discover/pool.h"
 #include "discover/probe.h"
@@ -262,7 +263,7 @@ static int save_loss(Loop *L, const Cand *c)
 {
     char path[DISCOVER_PATH_LEN + ARCHIVE_NAME_LEN + 40];
     snprintf(path, sizeof path, "%s/%s.lua", L->losses_dir, c->name);
-    if (fsutil_copy_atomic(c->path, path, L->err, sizeof L->err) != 0) {
+    if (fsutil_copy_atomic(c->path, SANDBOX_SOURCE_CAP, path, L->err, sizeof L->err) != 0) {
         L->failed = true;
         return -1;
     }

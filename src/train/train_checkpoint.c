@@ -15,6 +15,7 @@
 
 #include "model/checkpoint.h"
 #include "util/errmsg.h"
+#include "lua/sandbox.h"
 #include "util/fsutil.h"
 
 static const char *const sum_names[] = {"sum_loss",          "sum_chosen", "sum_rejected",
@@ -101,7 +102,7 @@ int trainer_save_checkpoint(Trainer *tr, char *err, size_t errlen)
             snprintf(path, sizeof path, "%s/%s", dir, CKPT_LOSS_FILE);
         else
             snprintf(path, sizeof path, "%s/loss-%d.lua", dir, i + 1);
-        if (fsutil_copy_atomic(loss_path(tr->loss[i]), path, err, errlen) != 0)
+        if (fsutil_copy_atomic(loss_path(tr->loss[i]), SANDBOX_SOURCE_CAP, path, err, errlen) != 0)
             return -1;
     }
     if (ckpt_commit(tr->run_dir, tr->step, tr->cfg.save_total_limit, err, errlen) != 0)

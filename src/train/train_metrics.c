@@ -33,7 +33,8 @@ static int truncate_metrics(const char *path, int64_t step, char *err, size_t er
     size_t len;
     if (!fsutil_exists(path))
         return 0;
-    if (fsutil_read_file(path, &text, &len, err, errlen) != 0)
+    static const FsReadCap cap = {.bytes = (size_t)256 << 20, .kind = "a run's metrics"};
+    if (fsutil_read_capped(path, &cap, &text, &len, err, errlen) != 0)
         return -1;
     FsAtomic *f = fsutil_atomic_open(path, err, errlen);
     if (!f) {

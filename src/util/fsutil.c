@@ -196,11 +196,12 @@ int fsutil_write_atomic(const char *path, const void *data, size_t len, char *er
     return fsutil_atomic_commit(f, err, errlen);
 }
 
-int fsutil_copy_atomic(const char *src, const char *dst, char *err, size_t errlen)
+int fsutil_copy_atomic(const char *src, const FsReadCap *cap, const char *dst, char *err,
+                       size_t errlen)
 {
     char *data;
     size_t len;
-    if (fsutil_read_file(src, &data, &len, err, errlen))
+    if (fsutil_read_capped(src, cap, &data, &len, err, errlen))
         return -1;
     int rc = fsutil_write_atomic(dst, data, len, err, errlen);
     free(data);
@@ -298,12 +299,6 @@ int fsutil_read_capped(const char *path, const FsReadCap *cap, char **data, size
     }
     close(fd);
     return rc;
-}
-
-int fsutil_read_file(const char *path, char **data, size_t *len, char *err, size_t errlen)
-{
-    static const FsReadCap any = {.bytes = (size_t)1 << 40, .kind = "a file", .special = true};
-    return fsutil_read_capped(path, &any, data, len, err, errlen);
 }
 
 int fsutil_lock_dir(const char *dir, char *err, size_t errlen)

@@ -49,13 +49,6 @@ void fsutil_atomic_abort(FsAtomic *f);
 
 /* The whole of an atomic write in one call. */
 int fsutil_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
-/* Copies src to dst atomically (dst's directory must exist). */
-int fsutil_copy_atomic(const char *src, const char *dst, char *err, size_t errlen);
-
-/* Reads a whole file into a malloc'ed buffer with a NUL after the last byte
- * (so text can be used as a C string); *len excludes the NUL. */
-int fsutil_read_file(const char *path, char **data, size_t *len, char *err, size_t errlen);
-
 /* What a read may cost: every file prefrun reads has a cap that fits its
  * kind, checked while reading (a regular file's size before), so /dev/zero
  * or a file that grows costs at most the cap. `special`: FIFOs and devices
@@ -66,6 +59,11 @@ typedef struct FsReadCap {
     const char *kind; /* "a loss script", for the message */
     bool special;
 } FsReadCap;
+
+/* Copies src (read under cap) to dst atomically (dst's directory must
+ * exist). */
+int fsutil_copy_atomic(const char *src, const FsReadCap *cap, const char *dst, char *err,
+                       size_t errlen);
 
 int fsutil_read_capped(const char *path, const FsReadCap *cap, char **data, size_t *len, char *err,
                        size_t errlen);
