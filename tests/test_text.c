@@ -2,7 +2,9 @@
  * test_text.c — util/text.c: UTF-8 validity and cleaning on RFC 3629's
  * cases (overlong forms, surrogates, past U+10FFFF, cut sequences), and the
  * terminal escape of hostile names (OSC title sequences, CSI, newlines,
- * C1 controls, bidirectional overrides).
+ * C1 controls, bidirectional overrides), and the YAML double-quoted form
+ * of every kind of character (what fuzz_config and fuzz_discover found
+ * written raw: control bytes refused on reading, line breaks folded).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -90,11 +92,39 @@ static void terminal_cuts_long_text_at_a_character(void)
     CHECK(tiny[0] == 0);
 }
 
+/* s written character by character as text_yaml_char writes it */
+static const char *yaml_of(const char *s)
+{
+    static char buf[256];
+    size_t o = 0;
+    char q[8];
+    for (size_t n = strlen(s), k; n > 0; s += k, n -= k) {
+        k = text_yaml_char(s, n, q);
+        CHECK(k >= 1 && k <= n && strlen(q) < sizeof q);
+        o += (size_t)snprintf(buf + o, sizeof buf - o, "%s", q);
+    }
+    return buf;
+}
+
+static void yaml_escapes_what_would_not_read_back(void)
+{
+    CHECK(!strcmp(yaml_of("runs/dpo"), "runs/dpo"));
+    CHECK(!strcmp(yaml_of("a\"b\\c"), "a\\\"b\\\\c"));
+    CHECK(!strcmp(yaml_of("\r\n\t\x01\x7f"), "\\x0d\\x0a\\x09\\x01\\x7f"));
+    /* NEL and another C1 control escaped, NBSP as it is */
+    CHECK(!strcmp(yaml_of("\xc2\x85|\xc2\x81|\xc2\xa0"), "\\x85|\\x81|\xc2\xa0"));
+    CHECK(!strcmp(yaml_of("\xe2\x80\xa8|\xe2\x80\xa9"), "\\L|\\P"));
+    CHECK(!strcmp(yaml_of("\xef\xbb\xbf|\xef\xbf\xbe"), "\\ufeff|\\ufffe"));
+    CHECK(!strcmp(yaml_of("caf\xc3\xa9 \xf0\x9f\x98\x80"), "caf\xc3\xa9 \xf0\x9f\x98\x80"));
+    CHECK(!strcmp(yaml_of("\xff\xc3"), "\\xff\\xc3")); /* bytes of no character */
+}
+
 int main(void)
 {
     RUN(rfc3629_valid_and_invalid_sequences);
     RUN(clean_replaces_each_bad_byte_with_u_fffd);
     RUN(terminal_sees_no_control_sequence);
     RUN(terminal_cuts_long_text_at_a_character);
+    RUN(yaml_escapes_what_would_not_read_back);
     return tl_done();
 }

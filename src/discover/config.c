@@ -10,6 +10,7 @@
  * mapping, padded so that its line numbers stay those of the file), so every
  * `prefrun train` key works there with that reader's checks.
  */
+#include "util/text.h"
 #include "util/errmsg.h"
 #include "discover/discover.h"
 
@@ -452,13 +453,14 @@ int discover_finalize(DiscoverOptions *o, char *err, size_t errlen)
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
+/* a YAML double-quoted string that reads back as the same text (util/text.h) */
 static void put_string(FILE *f, const char *s)
 {
+    char q[8];
     fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            fputc('\\', f);
-        fputc(*s, f);
+    for (size_t n = strlen(s), k; n; s += k, n -= k) {
+        k = text_yaml_char(s, n, q);
+        fputs(q, f);
     }
     fputc('"', f);
 }

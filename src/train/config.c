@@ -8,6 +8,7 @@
  * is handled everywhere. Defaults live in config_defaults, each with its
  * source (TRL DPOConfig / HF TrainingArguments, or "prefrun" and why).
  */
+#include "util/text.h"
 #include "util/errmsg.h"
 #include "train/config.h"
 
@@ -658,18 +659,15 @@ static void put_double(Buf *b, double x)
     put(b, "%s", s);
 }
 
-/* A YAML double-quoted string; control bytes escaped, other bytes as they are. */
+/* A YAML double-quoted string that reads back as the same text: the
+ * characters libyaml refuses raw, or would fold, escaped (util/text.h). */
 static void put_quoted(Buf *b, const char *s)
 {
+    char q[8];
     put(b, "\"");
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            put(b, "\\%c", c);
-        else if (c < 0x20 || c == 0x7f)
-            put(b, "\\x%02x", c);
-        else
-            put(b, "%c", c);
+    for (size_t n = strlen(s), k; n; s += k, n -= k) {
+        k = text_yaml_char(s, n, q);
+        put(b, "%s", q);
     }
     put(b, "\"");
 }

@@ -1,5 +1,5 @@
 /*
- * util/text.c — untrusted text for JSON and terminals (text.h).
+ * util/text.c — untrusted text for JSON, terminals and YAML (text.h).
  */
 #include "util/text.h"
 
@@ -116,4 +116,25 @@ const char *text_for_terminal(const char *s, char *out, size_t outlen)
     }
     out[o] = 0;
     return out;
+}
+
+size_t text_yaml_char(const char *s, size_t n, char out[8])
+{
+    int32_t cp = 0;
+    size_t k = char_len(s, n, &cp);
+    if (k == 0) /* not a character: the byte's code point, so the file still loads */
+        snprintf(out, 8, "\\x%02x", (unsigned char)s[0]);
+    else if (cp == '"' || cp == '\\')
+        snprintf(out, 8, "\\%c", (char)cp);
+    else if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0)) /* libyaml refuses them raw */
+        snprintf(out, 8, "\\x%02x", (unsigned char)cp);
+    else if (cp == 0x2028 || cp == 0x2029) /* line breaks: folded to a space raw */
+        snprintf(out, 8, "\\%c", cp == 0x2028 ? 'L' : 'P');
+    else if (cp == 0xfeff || cp == 0xfffe || cp == 0xffff)
+        snprintf(out, 8, "\\u%04x", (unsigned short)cp);
+    else {
+        memcpy(out, s, k);
+        out[k] = 0;
+    }
+    return k ? k : 1;
 }

@@ -9,6 +9,9 @@
  *     char shown[256];
  *     printf("%s\n", text_for_terminal(s, shown, sizeof shown)); // escapes controls
  *
+ * text_yaml_char writes what the YAML files prefrun saves (a run's config.yaml,
+ * discover's settings) hold, so that they read back as they were.
+ *
  * UTF-8 is decoded by utf8proc (utf8proc_iterate: overlong forms, surrogates
  * and code points past U+10FFFF are invalid, as RFC 3629 says).
  */
@@ -33,5 +36,17 @@ char *text_utf8_clean(const char *s, size_t n);
  * is. Too long for out: cut at a character boundary and ended with "...".
  * NULL s reads as "(null)". Returns out. */
 const char *text_for_terminal(const char *s, char *out, size_t outlen);
+
+/* The first character of s[0..n) (n > 0) as it goes inside a YAML
+ * double-quoted scalar that reads back as the same text, into out: " and \
+ * escaped, C0 and C1 controls and DEL as \xNN, the line breaks YAML would
+ * fold to a space (U+2028, U+2029; U+0085 is C1) as \L and \P, U+FEFF,
+ * U+FFFE and U+FFFF as \uXXXX, any other character as it is. A byte that
+ * starts no valid UTF-8 character is written \xNN too, which reads back as
+ * U+00NN: YAML text holds characters, not bytes. Returns the bytes of s
+ * used (>= 1); out is NUL-terminated.
+ *     put('"'); for (k = 0; n; s += k, n -= k) { k = text_yaml_char(s, n, q); put(q); } put('"');
+ */
+size_t text_yaml_char(const char *s, size_t n, char out[8]);
 
 #endif
