@@ -28,10 +28,10 @@ jobs="${FUZZ_JOBS:-2}"
 harnesses="${FUZZ_ONLY:-$harnesses}"
 build="build-fuzz"
 
-# clang, its sanitizer and libFuzzer runtimes and its OpenMP, besides what
-# .ci/bootstrap.sh installs for the normal build (the same check, same way)
-packages="build-essential pkg-config meson ninja-build liblua5.4-dev libopenblas-dev libyaml-dev
-          libjansson-dev libcurl4-openssl-dev libutf8proc-dev python3
+# what .ci/bootstrap.sh installs for the normal build (its list, read from it
+# so the two cannot drift apart), and clang with its sanitizer and libFuzzer
+# runtimes and its OpenMP; checked and installed the same way
+packages="$(sed -n '/^packages="/,/"$/p' .ci/bootstrap.sh | tr -d '"' | sed 's/^packages=//')
           clang libclang-rt-14-dev libomp-14-dev"
 missing=""
 for p in $packages; do
