@@ -36,3 +36,8 @@ int hf_model_load(const char *dir, bool trainable, Gpt **out, HfConfig *cfg, cha
                     "needs RMSNorm, RoPE, SwiGLU and grouped-query attention",
                     path, hf_arch_name(c.arch));
 }
+
+int hf_model_save(const Gpt *m, const char *dir, StDtype dtype, char *err, size_t errlen)
+{
+    return hf_gpt2_save(m, dir, dtype, err, errlen);
+}

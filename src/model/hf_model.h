@@ -22,6 +22,7 @@
 #include "model/hf_config.h"
 #include "model/hf_gpt2.h"
 #include "model/model.h"
+#include "model/safetensors.h"
 
 /* Whether path is a folder with a config.json (a Hugging Face model, or
  * meant to be one: hf_model_load says what is wrong with it). */
@@ -31,5 +32,10 @@ bool hf_model_is_folder(const char *path);
  * parsed config to *cfg when cfg is not NULL. */
 int hf_model_load(const char *dir, bool trainable, Gpt **out, HfConfig *cfg, char *err,
                   size_t errlen);
+
+/* Writes m as a Hugging Face folder of its architecture (config.json and
+ * model.safetensors with Hugging Face's tensor names and layout) in dtype;
+ * the saver of m's architecture says what it refuses. */
+int hf_model_save(const Gpt *m, const char *dir, StDtype dtype, char *err, size_t errlen);
 
 #endif
