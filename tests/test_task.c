@@ -13,6 +13,7 @@
 
 #include "train/data.h"
 #include "util/fsutil.h"
+#include "task/pretrain.h"
 #include "task/task.h"
 #include "testlib.h"
 #include "testfs.h"
@@ -167,6 +168,28 @@ static void test_corpus_write_and_key(void)
     snprintf(want, sizeof want, "reviews-v%d-s42", TASK_VERSION);
     CHECK(strcmp(key, want) == 0);
     CHECK(task_cache_key(key, 4, 42) == -1);
+}
+
+/* The reference's cache directory changes with the code's numerics
+ * version, so a cache built by older numbers is never found by newer code;
+ * and with each option that changes the weights. */
+static void test_cache_key_covers_numerics(void)
+{
+    char err[256], a[512], b[512];
+    PretrainOptions o;
+    pretrain_defaults(&o);
+    CHECK(o.numerics == TASK_NUMERICS_VERSION);
+    CHECK(pretrain_cache_dir(&o, "/c", a, sizeof a, err, sizeof err) == 0);
+    o.numerics = TASK_NUMERICS_VERSION - 1;
+    CHECK(pretrain_cache_dir(&o, "/c", b, sizeof b, err, sizeof err) == 0);
+    CHECK(strcmp(a, b) != 0);
+    pretrain_defaults(&o);
+    o.lr *= 2;
+    CHECK(pretrain_cache_dir(&o, "/c", b, sizeof b, err, sizeof err) == 0);
+    CHECK(strcmp(a, b) != 0);
+    pretrain_defaults(&o);
+    CHECK(pretrain_cache_dir(&o, "/c", b, sizeof b, err, sizeof err) == 0);
+    CHECK(strcmp(a, b) == 0);
 }
 
 /* ------------------------------------------------------------ reward */
@@ -512,6 +535,7 @@ int main(void)
     RUN(test_documents_well_formed);
     RUN(test_corpus_balance);
     RUN(test_corpus_write_and_key);
+    RUN(test_cache_key_covers_numerics);
     RUN(test_reward_hand_computed);
     RUN(test_reward_negation_window);
     RUN(test_reward_intensifiers);

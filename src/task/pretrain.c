@@ -56,6 +56,7 @@ void pretrain_defaults(PretrainOptions *o)
         .lr = 3e-3,
         .weight_decay = 0.01,
         .warmup_steps = 50,
+        .numerics = TASK_NUMERICS_VERSION,
     };
 }
 
@@ -388,10 +389,10 @@ static void options_text(const PretrainOptions *o, char *buf, size_t len)
     const GptConfig *g = &o->model;
     snprintf(buf, len,
              "task=%d seed=%llu vocab=%d context=%d width=%d layers=%d heads=%d docs=%lld "
-             "steps=%lld batch=%d lr=%.17g wd=%.17g warmup=%d",
+             "steps=%lld batch=%d lr=%.17g wd=%.17g warmup=%d numerics=%d",
              TASK_VERSION, (unsigned long long)o->seed, g->vocab, g->context, g->width, g->layers,
              g->heads, (long long)o->docs, (long long)o->steps, o->batch, o->lr, o->weight_decay,
-             o->warmup_steps);
+             o->warmup_steps, o->numerics);
 }
 
 static uint32_t fnv1a32(const char *s)

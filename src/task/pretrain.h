@@ -33,8 +33,9 @@
  * metadata) and reference.json (the same, plus losses and time). ROOT is
  * the cache_root argument, else $PREFRUN_CACHE, else $XDG_CACHE_HOME/prefrun,
  * else ~/.cache/prefrun. The hash covers every option that changes the
- * weights (corpus size, steps, batch, rates, seed), so a change builds a
- * new reference beside the old one. A build holds an flock on the
+ * weights (corpus size, steps, batch, rates, seed) and the version of the
+ * code's numerics (TASK_NUMERICS_VERSION), so a change builds a new
+ * reference beside the old one. A build holds an flock on the
  * directory's .lock, so concurrent processes wait for one build instead of
  * racing; every file is written atomically.
  *
@@ -65,6 +66,7 @@ typedef struct PretrainOptions {
     double lr;           /* peak learning rate */
     double weight_decay; /* on matrices */
     int warmup_steps;    /* linear warmup */
+    int numerics;        /* TASK_NUMERICS_VERSION: the code's numbers, in the cache key */
     int threads;         /* OpenMP/OpenBLAS threads; 0: all cores */
     bool quiet;          /* no progress output */
     FILE *progress;      /* NULL: stderr; a bar when it is a TTY */

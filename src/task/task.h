@@ -92,6 +92,12 @@
 /* Bump on any change to the grammar, the prompts or the reward: caches of
  * corpora, reference models and pairs are keyed by it (task_cache_key). */
 #define TASK_VERSION 1
+/* Bump on any change to code that alters the numbers the task's cache
+ * holds while no option changes: the model's forward and backward (model/,
+ * core/ ops), AdamW, pretraining, sampling. The reference's cache key
+ * covers it (PretrainOptions.numerics), and the pairs live under their
+ * reference and hash it too, so an old cache is never silently reused. */
+#define TASK_NUMERICS_VERSION 2
 #define TASK_NAME "reviews"
 
 #define TASK_EOD '\n'         /* ends every document */

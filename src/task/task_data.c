@@ -286,8 +286,8 @@ static uint32_t fnv1a32(const char *s)
 static int pairs_dir(const TaskPrepareOptions *o, const char *refdir, char *out, size_t len)
 {
     char text[256];
-    snprintf(text, sizeof text, "n=%d e=%d k=%d bt=%.17g sampler=1", o->n_train, o->n_eval, o->k,
-             o->bt_temp);
+    snprintf(text, sizeof text, "n=%d e=%d k=%d bt=%.17g sampler=1 numerics=%d", o->n_train,
+             o->n_eval, o->k, o->bt_temp, o->pretrain.numerics);
     int n = snprintf(out, len, "%s/pairs-n%d-e%d-k%d-%08x", refdir, o->n_train, o->n_eval, o->k,
                      fnv1a32(text));
     return n < 0 || (size_t)n >= len ? -1 : 0;
