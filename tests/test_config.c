@@ -1,7 +1,8 @@
 /*
  * test_config.c — defaults (with their TRL/HF sources), YAML loading and its
  * error messages (file, line, key, expected type), --set overrides and the
- * loss-param rule, derived values, and the YAML round trip.
+ * loss-param rule, derived values, the YAML round trip, and the shape keys
+ * that a Hugging Face model folder's config.json sets (`model`).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -231,6 +232,118 @@ static void yaml_round_trip_is_exact(void)
     fsutil_remove_tree(dir, err, sizeof err);
 }
 
+/* A model folder in a temporary directory holding only a GPT-2
+ * config.json (all config_finalize reads) of the given sizes. */
+static const char *model_dir(char *dir, size_t len, int vocab, int positions, int embd, int layers,
+                             int heads)
+{
+    static char root[] = "/tmp/prefrun_cfgmodelXXXXXX";
+    static bool made;
+    if (!made && !(made = mkdtemp(root) != NULL))
+        return NULL;
+    snprintf(dir, len, "%s/m%d-%d", root, positions, embd);
+    char path[600], text[512];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    snprintf(text, sizeof text,
+             "{\"architectures\": [\"GPT2LMHeadModel\"], \"model_type\": \"gpt2\", \"vocab_size\": "
+             "%d, \"n_positions\": %d, \"n_embd\": %d, \"n_layer\": %d, \"n_head\": %d}",
+             vocab, positions, embd, layers, heads);
+    if (fsutil_mkdirs(dir, err, sizeof err) != 0 ||
+        fsutil_write_atomic(path, text, strlen(text), err, sizeof err) != 0)
+        return NULL;
+    return root;
+}
+
+static int set(Config *c, const char *fmt, const char *arg)
+{
+    char a[700];
+    snprintf(a, sizeof a, fmt, arg);
+    return config_set(c, a, err, sizeof err);
+}
+
+/* With `model`, vocab, width, layers and heads are its config.json's; the
+ * context is TRL's max_length 1024 where the model's positions allow it,
+ * else those positions, or a given max_length; finalize run again changes
+ * nothing. */
+static void model_sets_the_shape(void)
+{
+    char small[512], big[512];
+    const char *root = model_dir(small, sizeof small, 50257, 64, 16, 3, 2);
+    CHECKF(root && model_dir(big, sizeof big, 50257, 2048, 32, 2, 4), "%s", err);
+    if (!root)
+        return;
+    Config c;
+    config_defaults(&c);
+    CHECK(set(&c, "model=%s", small) == 0 && strcmp(c.model, small) == 0);
+    CHECKF(config_finalize(&c, err, sizeof err) == 0, "%s", err);
+    CHECK(c.vocab == 50257 && c.width == 16 && c.layers == 3 && c.heads == 2);
+    CHECK(c.context == 64 && c.max_length == 64 && c.max_prompt_length == 32);
+    CHECK(c.learning_rate == 1e-6); /* TRL DPOConfig's, for a pretrained model */
+    Config again = c;
+    CHECK(config_finalize(&again, err, sizeof err) == 0 && memcmp(&again, &c, sizeof c) == 0);
+    config_defaults(&c);
+    CHECK(set(&c, "model=%s", big) == 0 && config_finalize(&c, err, sizeof err) == 0);
+    CHECK(c.context == 1024 && c.max_length == 1024 && c.max_prompt_length == 512);
+    config_defaults(&c);
+    CHECK(set(&c, "model=%s", big) == 0 &&
+          config_set(&c, "learning_rate=5e-5", err, sizeof err) == 0);
+    CHECK(config_finalize(&c, err, sizeof err) == 0 && c.learning_rate == 5e-5);
+    config_defaults(&c);
+    CHECK(set(&c, "model=%s", big) == 0 && config_set(&c, "max_length=1500", err, sizeof err) == 0);
+    CHECK(config_finalize(&c, err, sizeof err) == 0 && c.context == 1500 && c.max_length == 1500);
+    /* a config.yaml saved by such a run, read back with every key given, finalizes the same */
+    char *y = config_to_yaml(&c);
+    Config back;
+    config_defaults(&back);
+    CHECKF(y && load(&back, y) == 0 && config_finalize(&back, err, sizeof err) == 0, "%s", err);
+    CHECK(back.context == 1500 && back.width == 32 && strcmp(back.model, big) == 0);
+    free(y);
+    /* without model, nothing of this: the defaults stay prefrun's */
+    config_defaults(&c);
+    CHECK(config_finalize(&c, err, sizeof err) == 0 && c.vocab == 257 && c.context == 64);
+    CHECK(c.learning_rate == 1e-3);
+    fsutil_remove_tree(root, err, sizeof err);
+}
+
+/* A given shape value that differs from the model's is an error naming the
+ * key and both values; an equal one is fine; a context past the model's
+ * positions and a folder without config.json are errors naming them. */
+static void model_conflicts_are_named(void)
+{
+    char dir[512];
+    const char *root = model_dir(dir, sizeof dir, 50257, 64, 16, 3, 2);
+    CHECKF(root, "%s", err);
+    if (!root)
+        return;
+    Config c;
+    config_defaults(&c);
+    CHECK(set(&c, "model=%s", dir) == 0 && config_set(&c, "width=32", err, sizeof err) == 0);
+    CHECK_ERR(config_finalize(&c, err, sizeof err),
+              "width is set to 32, but the model's hidden size is 16");
+    CHECK(strstr(err, "/config.json"));
+    config_defaults(&c);
+    char yaml[700];
+    snprintf(yaml, sizeof yaml, "model: %s\nlayers: 3\nvocab: 50000\n", dir);
+    CHECK(load(&c, yaml) == 0);
+    CHECK_ERR(config_finalize(&c, err, sizeof err),
+              "vocab is set to 50000, but the model's vocab_size is 50257");
+    config_defaults(&c);
+    snprintf(yaml, sizeof yaml, "model: %s\nlayers: 3\nheads: 2\ncontext: 48\n", dir);
+    CHECK(load(&c, yaml) == 0 && config_finalize(&c, err, sizeof err) == 0);
+    CHECK(c.context == 48 && c.max_length == 48 && c.layers == 3);
+    config_defaults(&c);
+    CHECK(set(&c, "model=%s", dir) == 0 && config_set(&c, "context=128", err, sizeof err) == 0);
+    CHECK_ERR(config_finalize(&c, err, sizeof err),
+              "context (128) exceeds the model's 64 positions");
+    config_defaults(&c);
+    CHECK(set(&c, "model=%s", dir) == 0 && config_set(&c, "max_length=100", err, sizeof err) == 0);
+    CHECK_ERR(config_finalize(&c, err, sizeof err), "max_length (100) exceeds the context (64)");
+    config_defaults(&c);
+    CHECK(set(&c, "model=%s/none", root) == 0);
+    CHECK_ERR(config_finalize(&c, err, sizeof err), "/none/config.json");
+    fsutil_remove_tree(root, err, sizeof err);
+}
+
 int main(void)
 {
     RUN(defaults_follow_trl);
@@ -243,5 +356,7 @@ int main(void)
     RUN(finalize_checks_relations);
     RUN(chat_format_is_checked);
     RUN(yaml_round_trip_is_exact);
+    RUN(model_sets_the_shape);
+    RUN(model_conflicts_are_named);
     return tl_done();
 }

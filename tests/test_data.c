@@ -2,7 +2,16 @@
  * test_data.c — TRL JSONL loading (good and malformed lines), the byte
  * tokenizer, truncation against hand-computed token lists, batches, the
  * per-epoch order, the held-out split, and the generated toy data.
+ *
+ * Then the same with a model's tokenizer, on the real GPT-2 and Qwen3 files
+ * that tests/fetch_tokenizers.sh fetches (the cases skip, saying so, when
+ * they are absent). Their expected ids are not prefrun's: each pair is made
+ * of texts of tests/data/tokenizer_cases.json, whose ids the tokenizers' own
+ * JavaScript implementations computed (tests/tokenizer_expect.js), and the
+ * pair's ids follow from those by TRL's tokenize_row rule (data.h): each
+ * text encoded alone, EOS appended to a response that does not end with it.
  */
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -737,6 +746,307 @@ static void conversational_malformed_lines(void)
 #undef U
 #undef A
 
+/* ---- the model's tokenizer: real GPT-2 and Qwen3 files ---- */
+
+static Tokenizer *gpt2_tok, *qwen3_tok;
+static json_t *tok_cases;
+
+#define GPT2_EOT 50256     /* <|endoftext|>: GPT-2's BOS, EOS and (no pad) padding */
+#define QWEN_IM_END 151645 /* <|im_end|>: Qwen3's eos_token */
+#define QWEN_PAD 151643    /* <|endoftext|>: its pad_token */
+#define QWEN_NL 198        /* "\n", as the chat case's ids show after each <|im_end|> */
+
+static const char *tokenizer_dir(const char *sub)
+{
+    static char path[2][600];
+    static int k;
+    const char *d = getenv("PREFRUN_TOKENIZER_DATA");
+    k = !k;
+    snprintf(path[k], sizeof path[k], "%s/%s", d ? d : PREFRUN_SOURCE_ROOT "/.deps/tokenizers",
+             sub);
+    return path[k];
+}
+
+static void load_tokenizers(void)
+{
+    if (fsutil_is_dir(tokenizer_dir("gpt2")) &&
+        !(gpt2_tok = tokenizer_load(tokenizer_dir("gpt2"), err, sizeof err)))
+        printf("# gpt2: %s\n", err);
+    if (fsutil_is_dir(tokenizer_dir("qwen3")) &&
+        !(qwen3_tok = tokenizer_load(tokenizer_dir("qwen3"), err, sizeof err)))
+        printf("# qwen3: %s\n", err);
+    json_error_t je;
+    tok_cases = json_load_file(fixture("tokenizer_cases.json"), JSON_ALLOW_NUL, &je);
+    if (!tok_cases)
+        printf("# tokenizer_cases.json:%d: %s\n", je.line, je.text);
+}
+
+/* Whether the real files are there; a SKIP line for case `name` if not. */
+static bool have_tokenizers(const char *name)
+{
+    if (gpt2_tok && qwen3_tok && tok_cases)
+        return true;
+    tl_cases++;
+    printf("ok %d - %s # SKIP no tokenizer files (bash tests/fetch_tokenizers.sh)\n", tl_cases,
+           name);
+    return false;
+}
+#define RUN_TOK(fn) (have_tokenizers(#fn) ? RUN(fn) : (void)0)
+
+static json_t *tok_case(const char *name)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(
+        json_object_get(tok_cases, "cases"), i,
+        c) if (!strcmp(json_string_value(json_object_get(c, "name")), name)) return c;
+    printf("# no case %s in tokenizer_cases.json\n", name);
+    return NULL;
+}
+
+static const char *case_text(const char *name)
+{
+    return json_string_value(json_object_get(tok_case(name), "text"));
+}
+
+/* Appends the ids of case `name` for tokenizer tk ("gpt2", "qwen3"), with
+ * special tokens recognised, to want[*n..]. */
+static void case_ids(const char *name, const char *tk, int32_t *want, int *n)
+{
+    json_t *ids = json_object_get(json_object_get(tok_case(name), tk), "special");
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v) want[(*n)++] = (int32_t)json_integer_value(v);
+}
+
+/* A JSONL line of the three fields (texts escaped by jansson). */
+static char *pair_line(const char *prompt, const char *chosen, const char *rejected)
+{
+    json_t *o = prompt ? json_pack("{s:s, s:s, s:s}", "prompt", prompt, "chosen", chosen,
+                                   "rejected", rejected)
+                       : json_pack("{s:s, s:s}", "chosen", chosen, "rejected", rejected);
+    char *line = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return line;
+}
+
+/* Pair i's chosen (rejected) sequence is want, its prompt the first np. */
+static int tok_pair_is(const Dataset *ds, int64_t i, bool rejected, int np, const int32_t *want,
+                       int n)
+{
+    int ok = ds->pairs[i].prompt_len == np;
+    if (!ok)
+        printf("#   pair %lld: prompt of %d tokens, expected %d\n", (long long)i,
+               ds->pairs[i].prompt_len, np);
+    return ok & seq_is(ds, i, rejected, want, n);
+}
+
+static Dataset *load_tok(const char *text, const Tokenizer *tok, int L, int P)
+{
+    DataOptions o = {.max_length = L, .max_prompt_length = P, .tokenizer = tok};
+    return load_text(text, &o);
+}
+
+/* Standard format: prompt, chosen and rejected encoded alone; EOS after a
+ * response unless it already ends with one; no BOS before a prompt. */
+static void tokenizer_standard_format(void)
+{
+    char *line = pair_line(case_text("golden"), case_text("one_letter"),
+                           case_text("endoftext_inline")); /* ends with <|endoftext|> */
+    Dataset *ds = load_tok(line, gpt2_tok, 256, 128);
+    CHECKF(ds && ds->n == 1, "%s", err);
+    if (ds) {
+        int32_t c[64], r[64];
+        int nc = 0, nr = 0, np;
+        case_ids("golden", "gpt2", c, &nc);
+        np = nc;
+        memcpy(r, c, sizeof c);
+        nr = nc;
+        case_ids("one_letter", "gpt2", c, &nc);
+        c[nc++] = GPT2_EOT;
+        case_ids("endoftext_inline", "gpt2", r, &nr); /* its own final 50256 is the EOS */
+        CHECK(np == 10 && c[10] == 64 && r[nr - 1] == GPT2_EOT && r[nr - 2] != GPT2_EOT);
+        CHECK(tok_pair_is(ds, 0, false, np, c, nc) && tok_pair_is(ds, 0, true, np, r, nr));
+        CHECK(ds->pairs[0].chosen_len == 2 && !ds->pairs[0].truncated);
+    }
+    data_free(ds);
+    free(line);
+    /* Qwen3: its eos_token <|im_end|> inside a response is no end */
+    line = pair_line(case_text("golden"), case_text("special_in_word"), case_text("one_letter"));
+    ds = load_tok(line, qwen3_tok, 256, 128);
+    CHECKF(ds && ds->n == 1, "%s", err);
+    if (ds) {
+        int32_t c[64], r[64];
+        int nc = 0, nr = 0, np;
+        case_ids("golden", "qwen3", c, &nc);
+        np = nr = nc;
+        memcpy(r, c, sizeof c);
+        case_ids("special_in_word", "qwen3", c, &nc);
+        c[nc++] = QWEN_IM_END;
+        case_ids("one_letter", "qwen3", r, &nr);
+        r[nr++] = QWEN_IM_END;
+        CHECK(tok_pair_is(ds, 0, false, np, c, nc) && tok_pair_is(ds, 0, true, np, r, nr));
+    }
+    data_free(ds);
+    free(line);
+}
+
+/* Implicit prompt: the shared start is the prompt, cut as TRL's
+ * extract_prompt cuts the text; an empty prompt becomes [BOS], and with no
+ * BOS (Qwen3) is a line error. */
+static void tokenizer_implicit_prompt(void)
+{
+    char c_text[256], r_text[256];
+    snprintf(c_text, sizeof c_text, "%s%s", case_text("golden"), case_text("one_letter"));
+    snprintf(r_text, sizeof r_text, "%s%s", case_text("golden"), case_text("leading_spaces"));
+    char *l1 = pair_line(NULL, c_text, r_text),
+         *l2 = pair_line(NULL, "a", case_text("only_spaces"));
+    char text[1024];
+    snprintf(text, sizeof text, "%s\n%s\n", l1, l2);
+    Dataset *ds = load_tok(text, gpt2_tok, 256, 128);
+    CHECKF(ds && ds->n == 2, "%s", err);
+    if (ds) {
+        int32_t c[64], r[64];
+        int nc = 0, nr = 0, np;
+        case_ids("golden", "gpt2", c, &nc); /* "...GPT-2." then "a" / "   leading spaces" */
+        np = nr = nc;
+        memcpy(r, c, sizeof c);
+        case_ids("one_letter", "gpt2", c, &nc);
+        c[nc++] = GPT2_EOT;
+        case_ids("leading_spaces", "gpt2", r, &nr);
+        r[nr++] = GPT2_EOT;
+        CHECK(tok_pair_is(ds, 0, false, np, c, nc) && tok_pair_is(ds, 0, true, np, r, nr));
+        /* "a" vs "     ": no shared start, the prompt is [BOS] */
+        nc = nr = 0;
+        c[nc++] = r[nr++] = GPT2_EOT;
+        case_ids("one_letter", "gpt2", c, &nc);
+        c[nc++] = GPT2_EOT;
+        case_ids("only_spaces", "gpt2", r, &nr);
+        r[nr++] = GPT2_EOT;
+        CHECK(tok_pair_is(ds, 1, false, 1, c, nc) && tok_pair_is(ds, 1, true, 1, r, nr));
+    }
+    data_free(ds);
+    ds = load_tok(text, qwen3_tok, 256, 128);
+    CHECK(!ds && strstr(err, "t.jsonl:2: the prompt is empty and the tokenizer has no BOS"));
+    free(l1);
+    free(l2);
+}
+
+#define CHAT_ROW                                                                                   \
+    "{\"prompt\": [{\"role\": \"system\", \"content\": \"You are helpful.\"}, {\"role\": "         \
+    "\"user\", \"content\": \"Hi there!\"}], \"chosen\": [{\"role\": \"assistant\", "              \
+    "\"content\": \"Hello world, this is GPT-2.\"}], \"rejected\": [{\"role\": \"assistant\", "    \
+    "\"content\": \"a\"}]}\n"
+
+/* Conversational through Qwen3's ChatML: the rendered prompt is exactly the
+ * "chat" case's text, each response "<content><|im_end|>\n", encoded with
+ * the special tokens recognised, then EOS (the text ends in "\n"). Without
+ * chat_format the tokenizer's own chat_template is read: Qwen3's, with its
+ * <think> block, is refused by name. */
+static void tokenizer_conversational_qwen3(void)
+{
+    DataOptions o = {.max_length = 256,
+                     .max_prompt_length = 128,
+                     .tokenizer = qwen3_tok,
+                     .chat_format = "chatml"};
+    Dataset *ds = load_text(CHAT_ROW, &o);
+    CHECKF(ds && ds->n == 1, "%s", err);
+    if (ds) {
+        int32_t c[64], r[64];
+        int nc = 0, nr = 0, np;
+        case_ids("chat", "qwen3", c, &nc);
+        np = nr = nc;
+        memcpy(r, c, sizeof c);
+        case_ids("golden", "qwen3", c, &nc);
+        c[nc++] = QWEN_IM_END;
+        c[nc++] = QWEN_NL;
+        c[nc++] = QWEN_IM_END;
+        case_ids("one_letter", "qwen3", r, &nr);
+        r[nr++] = QWEN_IM_END;
+        r[nr++] = QWEN_NL;
+        r[nr++] = QWEN_IM_END;
+        CHECK(np == 20);
+        CHECK(tok_pair_is(ds, 0, false, np, c, nc) && tok_pair_is(ds, 0, true, np, r, nr));
+    }
+    data_free(ds);
+    o.chat_format = NULL;
+    ds = load_text(CHAT_ROW, &o);
+    CHECK(!ds && strstr(err, "t.jsonl:1:") && strstr(err, "<think>") && strstr(err, "chat_format"));
+    /* GPT-2 has no chat template at all */
+    o.tokenizer = gpt2_tok;
+    ds = load_text(CHAT_ROW, &o);
+    CHECK(!ds && strstr(err, "t.jsonl:1: a conversational line needs a chat format"));
+}
+
+/* Truncation counts tokens: golden (10) + the longer response, golden +
+ * EOS (11), exceed L = 12, so the prompt keeps its last P = 4 tokens; 4 +
+ * 11 still exceeds 12, so each response keeps its first 8. */
+static void tokenizer_truncation_in_tokens(void)
+{
+    char *line = pair_line(case_text("golden"), "a", case_text("golden"));
+    Dataset *ds = load_tok(line, gpt2_tok, 12, 4);
+    CHECKF(ds && ds->n == 1, "%s", err);
+    if (ds) {
+        int32_t g[16];
+        int ng = 0;
+        case_ids("golden", "gpt2", g, &ng);
+        int32_t c[] = {g[6], g[7], g[8], g[9], 64, GPT2_EOT};
+        int32_t r[] = {g[6], g[7], g[8], g[9], g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
+        CHECK(ng == 10 && tok_pair_is(ds, 0, false, 4, c, 6) && tok_pair_is(ds, 0, true, 4, r, 12));
+        CHECK(ds->pairs[0].truncated && ds->n_truncated == 1 && ds->max_seq_len == 12);
+    }
+    data_free(ds);
+    free(line);
+}
+
+/* Padding holds the pad token (GPT-2: none, so its EOS; Qwen3: pad_token),
+ * masked; an id beyond the model's vocabulary is a line error; a tokenizer
+ * without an EOS is refused before any line. */
+static void tokenizer_padding_and_errors(void)
+{
+    const char *text = "{\"prompt\": \"Hello\", \"chosen\": \" world\", \"rejected\": \"a\"}\n";
+    const Tokenizer *toks[2] = {gpt2_tok, qwen3_tok};
+    const int32_t pads[2] = {GPT2_EOT, QWEN_PAD};
+    for (int k = 0; k < 2; k++) {
+        Dataset *ds = load_tok(text, toks[k], 16, 8);
+        CHECKF(ds, "%s", err);
+        DataBatch *b = data_batch_new(1, 8);
+        int64_t idx = 0;
+        if (ds && b && data_batch_fill(ds, &idx, 1, b, err, sizeof err) == 0) {
+            int n = b->seq_len[1]; /* rejected: "Hello" + "a" + EOS, 3 tokens */
+            CHECK(n == 3 && ds->pad_id == pads[k]);
+            for (int t = n; t < 8; t++)
+                CHECK(b->ids[8 + t] == pads[k] && b->targets[8 + t] == -1 && b->mask[8 + t] == 0);
+        }
+        data_batch_free(b);
+        data_free(ds);
+    }
+    /* a model that ends before Qwen3's <|im_end|> (151645), past its pad
+     * (151643): the EOS every response gets is beyond it, a line error */
+    DataOptions o = {
+        .max_length = 16, .max_prompt_length = 8, .tokenizer = qwen3_tok, .vocab = QWEN_PAD + 1};
+    Dataset *ds = load_text("\n{\"prompt\": \"a\", \"chosen\": \"a\", \"rejected\": \"a\"}\n", &o);
+    CHECK(!ds && strstr(err, "t.jsonl:2: field \"chosen\": token id 151645 is outside the "
+                             "model's vocabulary of 151644"));
+    /* GPT-2 pads with its EOS, 50256: a model one short cannot embed it */
+    o.tokenizer = gpt2_tok;
+    o.vocab = GPT2_EOT;
+    ds = load_text("{\"prompt\": \"a\", \"chosen\": \"a\", \"rejected\": \"a\"}\n", &o);
+    CHECK(!ds && strstr(err, "pad token (id 50256) is outside the model's vocabulary of 50256"));
+    /* Qwen3's tokenizer.json without its tokenizer_config.json: no eos_token */
+    char json[700];
+    snprintf(json, sizeof json, "%s/tokenizer.json", tokenizer_dir("qwen3"));
+    TokenizerFiles f = {.tokenizer_json = json};
+    Tokenizer *bare = tokenizer_load_files(&f, err, sizeof err);
+    CHECKF(bare && tokenizer_eos_id(bare) < 0, "%s", err);
+    if (bare) {
+        ds = load_tok(text, bare, 16, 8);
+        CHECK(!ds && strstr(err, "the tokenizer has no EOS token (tokenizer_config.json names "
+                                 "no eos_token)"));
+    }
+    tokenizer_free(bare);
+}
+
 int main(void)
 {
     RUN(tokenizer_is_bytewise);
@@ -763,5 +1073,14 @@ int main(void)
     RUN(conversational_by_family);
     RUN(conversational_prompts);
     RUN(conversational_malformed_lines);
+    load_tokenizers();
+    RUN_TOK(tokenizer_standard_format);
+    RUN_TOK(tokenizer_implicit_prompt);
+    RUN_TOK(tokenizer_conversational_qwen3);
+    RUN_TOK(tokenizer_truncation_in_tokens);
+    RUN_TOK(tokenizer_padding_and_errors);
+    tokenizer_free(gpt2_tok);
+    tokenizer_free(qwen3_tok);
+    json_decref(tok_cases);
     return tl_done();
 }

@@ -3,14 +3,19 @@
  * directory, and the exit code. The loop itself is train.c.
  *
  * Configuration layers, later ones win: the defaults; the resumed run's
- * checkpoint config (--resume); --config FILE; the flags --data,
+ * checkpoint config (--resume); --config FILE; the flags --model, --data,
  * --eval-data, --threads; each --set key=value in order.
+ *
+ * A run of a Hugging Face model (--model, or the setting model) takes none
+ * of the built-in task's settings or its reference: without --data it
+ * trains on the task's pair texts, tokenized by the model's tokenizer.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "model/checkpoint.h"
+#include "model/hf_model.h"
 #include "cli/cli.h"
 #include "cli/options.h"
 #include "train/config.h"
@@ -23,7 +28,7 @@
 #define PATH_LEN 1024
 
 typedef struct TrainArgs {
-    const char *data, *eval_data, *out, *config, *resume;
+    const char *model, *data, *eval_data, *out, *config, *resume;
     double weights[TRAIN_MAX_LOSSES]; /* --loss-weights */
     int n_weights;
     const char *sets[MAX_SETS];
@@ -46,6 +51,14 @@ static void usage(FILE *f)
                "Several scripts are summed with weights, as TRL's list loss_type does.\n\n"
                "options:\n"
                "  --loss-weights W1,W2,...  one weight per loss script (default: all 1)\n"
+               "  --model DIR               a Hugging Face model folder (config.json,\n"
+               "                            safetensors weights, tokenizer files) to train:\n"
+               "                            the policy starts from its weights, the reference\n"
+               "                            is a frozen copy of them, the data goes through its\n"
+               "                            tokenizer and chat template; the run keeps a copy\n"
+               "                            of its config and tokenizer in RUN_DIR/hf/ (the\n"
+               "                            same as --set model=DIR; default: prefrun's own\n"
+               "                            byte-level GPT)\n"
                "  --data FILE.jsonl         TRL preference pairs {prompt, chosen, rejected}\n"
                "                            (default: the built-in task, see --task)\n"
                "  --task builtin|toy        builtin: the review task's pairs, with the policy\n"
@@ -62,7 +75,9 @@ static void usage(FILE *f)
                "  --set KEY=VALUE           override one setting; repeatable; a loss param\n"
                "                            by name (--set beta=0.2) or as loss.NAME\n"
                "  --resume RUN_DIR          continue RUN_DIR from its latest checkpoint, with\n"
-               "                            its saved config (LOSS.lua may then be omitted)\n"
+               "                            its saved config (LOSS.lua may then be omitted);\n"
+               "                            a run of a model reads the reference's weights\n"
+               "                            from its folder again (--model names it if moved)\n"
                "  --threads N               OpenMP and OpenBLAS threads (default: all cores)\n"
                "  --quiet                   no progress output\n"
                "  -h, --help                this text\n\n"
@@ -84,6 +99,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a)
     const CliOpt opts[] = {
         CLI_DOUBLES("loss-weights", 0, a->weights, &a->n_weights, -TRAIN_MAX_LOSS_WEIGHT,
                     TRAIN_MAX_LOSS_WEIGHT, false),
+        CLI_STRING("model", 0, &a->model),
         CLI_STRING("data", 0, &a->data),
         CLI_STRING("eval-data", 0, &a->eval_data),
         CLI_STRING("out", 0, &a->out),
@@ -186,6 +202,12 @@ static int build_config(TrainArgs *a, Config *cfg, char *err, size_t errlen)
         return -1;
     if (a->config && config_load_yaml(cfg, a->config, err, errlen) != 0)
         return -1;
+    if (a->model && strlen(a->model) >= sizeof cfg->model)
+        return snprintf(err, errlen, "--model: the path is longer than %zu bytes",
+                        sizeof cfg->model - 1),
+               -1;
+    if (a->model)
+        snprintf(cfg->model, sizeof cfg->model, "%s", a->model);
     if (a->data)
         snprintf(cfg->train_file, sizeof cfg->train_file, "%s", a->data);
     if (a->eval_data)
@@ -195,6 +217,12 @@ static int build_config(TrainArgs *a, Config *cfg, char *err, size_t errlen)
     for (int i = 0; i < a->n_sets; i++)
         if (config_set(cfg, a->sets[i], err, errlen) != 0)
             return -1;
+    if (a->resume && cfg->model[0] && !hf_model_is_folder(cfg->model))
+        return snprintf(err, errlen,
+                        "--resume %s: its model folder %s has no config.json (moved?); the "
+                        "reference's weights are read from it: name where it is with --model DIR",
+                        a->resume, cfg->model),
+               -1;
     return config_finalize(cfg, err, errlen);
 }
 
@@ -238,10 +266,28 @@ static int choose_run_dir(const TrainArgs *a, const Config *cfg, char *dir, size
     return 0;
 }
 
+/* The built-in task's pairs for a run of a model folder: their texts only,
+ * which the model's tokenizer tokenizes; the task's settings and its
+ * byte-level reference are its own model's, not this one's. */
+static int task_pairs_for_model(const TrainArgs *a, Config *cfg, TaskAssets *t, char *err,
+                                size_t errlen)
+{
+    TaskPrepareOptions o;
+    task_prepare_defaults(&o);
+    o.quiet = a->quiet;
+    if (task_prepare(&o, t, err, errlen) != 0)
+        return -1;
+    snprintf(cfg->train_file, sizeof cfg->train_file, "%s", t->train_file); /* same size */
+    if (!cfg->eval_file[0])
+        snprintf(cfg->eval_file, sizeof cfg->eval_file, "%s", t->eval_file);
+    return 0;
+}
+
 /* The built-in task when no data is named (or --task builtin): the config
  * is rebuilt over its settings, then pointed at its pairs, and the policy
  * starts from its reference. A run on task files (--resume) finds its
- * reference beside them. */
+ * reference beside them. A run of a model folder takes the task's pairs
+ * only. */
 static int use_task(TrainArgs *a, TrainOptions *opt, TaskAssets *t, char *err, size_t errlen)
 {
     bool named = opt->cfg.train_file[0];
@@ -251,6 +297,8 @@ static int use_task(TrainArgs *a, TrainOptions *opt, TaskAssets *t, char *err, s
         return snprintf(err, errlen, "--task %s: expected builtin or toy", a->task), -1;
     if (a->task && !toy && named && !a->resume)
         return snprintf(err, errlen, "--task builtin and --data name different data"), -1;
+    if (opt->cfg.model[0])
+        return toy || named ? 0 : task_pairs_for_model(a, &opt->cfg, t, err, errlen);
     int rc = toy ? 1 : named ? task_assets_find(opt->cfg.train_file, t, err, errlen) : 0;
     if (rc == 0 && !named) {
         a->builtin = true;

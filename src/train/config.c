@@ -22,8 +22,15 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "model/hf_config.h"
 #include "train/data.h"
 #include "util/fsutil.h"
+
+/* TRL DPOConfig.max_length: with a model, the default context when its own
+ * positions allow that many */
+#define TRL_MAX_LENGTH 1024
+/* TRL DPOConfig.learning_rate: with a model, the default rate */
+#define TRL_LEARNING_RATE 1e-6
 
 void config_defaults(Config *cfg)
 {
@@ -86,11 +93,16 @@ typedef struct Key {
 #define BIG 9.0e18
 
 static const Key keys[] = {
-    K(vocab, KEY_INT, 1, INT_MAX, "vocabulary size V (>= 257 for the byte tokenizer) [prefrun]"),
-    K(context, KEY_INT, 2, 1 << 20, "context length T: positions per sequence [prefrun]"),
-    K(width, KEY_INT, 1, 1 << 16, "model width C [prefrun]"),
-    K(layers, KEY_INT, 1, 1024, "transformer blocks L [prefrun]"),
-    K(heads, KEY_INT, 1, 1 << 16, "attention heads, dividing width [prefrun]"),
+    K(model, KEY_STRING, 0, 0,
+      "Hugging Face model folder to train: its weights, shape and tokenizer; \"\" = prefrun's "
+      "own GPT"),
+    K(vocab, KEY_INT, 1, INT_MAX,
+      "vocabulary size V (>= 257 for the byte tokenizer) [prefrun; with model: its]"),
+    K(context, KEY_INT, 2, 1 << 20,
+      "context length T: positions per sequence [prefrun: 64; with model: min(its, 1024)]"),
+    K(width, KEY_INT, 1, 1 << 16, "model width C [prefrun; with model: its]"),
+    K(layers, KEY_INT, 1, 1024, "transformer blocks L [prefrun; with model: its]"),
+    K(heads, KEY_INT, 1, 1 << 16, "attention heads, dividing width [prefrun; with model: its]"),
     K(train_file, KEY_STRING, 0, 0, "TRL JSONL preference pairs; \"\" = the built-in data"),
     K(eval_file, KEY_STRING, 0, 0, "held-out JSONL; \"\" = split eval_fraction off the data"),
     K(chat_format, KEY_STRING, 0, 0,
@@ -106,7 +118,7 @@ static const Key keys[] = {
     K(per_device_eval_batch_size, KEY_INT, 1, 1 << 20, "pairs per eval batch [HF: 8]"),
     K(gradient_accumulation_steps, KEY_INT, 1, 1 << 20, "micro-batches per optimizer step [HF: 1]"),
     K(learning_rate, KEY_DOUBLE, 0, 10,
-      "peak AdamW learning rate [prefrun: 1e-3; TRL DPOConfig: 1e-6 for pretrained LLMs]"),
+      "peak AdamW learning rate [prefrun: 1e-3; with model: TRL DPOConfig's 1e-6]"),
     K(lr_scheduler_type, KEY_SCHEDULE, 0, 0, "decay after warmup [HF: linear]"),
     K(warmup_steps, KEY_INT, 0, INT_MAX, "linear warmup steps; > 0 overrides warmup_ratio [HF: 0]"),
     K(warmup_ratio, KEY_DOUBLE, 0, 1, "warmup as a share of all steps [HF: 0.0]"),
@@ -136,6 +148,7 @@ static const Key keys[] = {
     K(sandbox_max_depth, KEY_INT, 0, 1 << 20, "Lua call depth; 0 = default"),
 };
 #define N_KEYS (int)(sizeof keys / sizeof keys[0])
+_Static_assert(N_KEYS <= 64, "Config.given has a bit per key");
 
 static const char *const schedule_names[] = {"linear", "cosine", "constant"};
 static const char *const nan_names[] = {"stop", "skip"};
@@ -305,8 +318,10 @@ static int apply_key(Config *cfg, const Key *k, Scalar v, const char *where, cha
             *(ConfigNanPolicy *)field = (ConfigNanPolicy)e;
         break;
     }
-    if (!bad)
+    if (!bad) {
+        cfg->given |= (uint64_t)1 << (k - keys);
         return 0;
+    }
     bool numeric = k->type == KEY_INT || k->type == KEY_I64 || k->type == KEY_DOUBLE;
     bool typed = (k->type == KEY_DOUBLE) ? !parse_double(v, &d) : !parse_int(v, &i);
     if (numeric && typed) /* the right type, out of range */
@@ -585,15 +600,62 @@ int config_set(Config *cfg, const char *assignment, char *err, size_t errlen)
     return apply_loss_param(cfg, strncmp(key, "loss.", 5) ? key : key + 5, v, where, err, errlen);
 }
 
+static bool given(const Config *cfg, const char *name)
+{
+    const Key *k = find_key(name);
+    return k && ((cfg->given >> (k - keys)) & 1);
+}
+
+/* With `model`: the shape keys from MODEL/config.json (config.h). Run
+ * again on its own result it changes nothing: a context it chose is
+ * chosen again from the max_length that followed it. */
+static int finalize_model(Config *cfg, char *err, size_t errlen)
+{
+    char path[CONFIG_PATH_LEN + 16];
+    snprintf(path, sizeof path, "%s/%s", cfg->model, HF_CONFIG_FILE);
+    HfConfig hc;
+    if (hf_config_load(path, &hc, err, errlen) != 0)
+        return -1;
+    const struct {
+        const char *key, *field;
+        int *value, model;
+    } shape[] = {{"vocab", "vocab_size", &cfg->vocab, hc.vocab},
+                 {"width", "hidden size", &cfg->width, hc.hidden},
+                 {"layers", "layers", &cfg->layers, hc.layers},
+                 {"heads", "attention heads", &cfg->heads, hc.heads}};
+    for (size_t i = 0; i < sizeof shape / sizeof shape[0]; i++) {
+        if (given(cfg, shape[i].key) && *shape[i].value != shape[i].model)
+            return err_fail(err, errlen,
+                            "%s is set to %d, but the model's %s is %d (%s): with model, leave %s "
+                            "unset",
+                            shape[i].key, *shape[i].value, shape[i].field, shape[i].model, path,
+                            shape[i].key);
+        *shape[i].value = shape[i].model;
+    }
+    /* a pretrained model is fine-tuned: TRL DPOConfig's rate, not prefrun's */
+    if (!given(cfg, "learning_rate"))
+        cfg->learning_rate = TRL_LEARNING_RATE;
+    if (given(cfg, "context") && cfg->context > hc.context)
+        return err_fail(err, errlen, "context (%d) exceeds the model's %d positions (%s)",
+                        cfg->context, hc.context, path);
+    if (!given(cfg, "context")) { /* TRL: max_length 1024, within the model's positions */
+        int want = cfg->max_length > 0 ? cfg->max_length : TRL_MAX_LENGTH;
+        cfg->context = want < hc.context ? want : hc.context;
+    }
+    return 0;
+}
+
 int config_finalize(Config *cfg, char *err, size_t errlen)
 {
+    if (cfg->model[0] && finalize_model(cfg, err, errlen) != 0)
+        return -1;
     if (cfg->max_length == 0)
         cfg->max_length = cfg->context;
     if (cfg->max_prompt_length == 0)
         cfg->max_prompt_length = cfg->max_length / 2;
     if (cfg->width % cfg->heads)
         return err_fail(err, errlen, "heads (%d) must divide width (%d)", cfg->heads, cfg->width);
-    if (cfg->vocab < DATA_VOCAB)
+    if (!cfg->model[0] && cfg->vocab < DATA_VOCAB) /* a model's tokenizer is checked on load */
         return err_fail(err, errlen,
                         "vocab is %d, the byte tokenizer needs at least %d (256 bytes + EOT)",
                         cfg->vocab, DATA_VOCAB);

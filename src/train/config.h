@@ -64,12 +64,15 @@ typedef struct ConfigLossParam {
 } ConfigLossParam;
 
 typedef struct Config {
-    /* model (GptConfig) */
-    int vocab;   /* V */
-    int context; /* T: positions, = batch buffer width */
-    int width;   /* C */
-    int layers;  /* L */
-    int heads;   /* NH */
+    /* model (GptConfig). With `model` set, vocab, width, layers and heads are
+     * its config.json's, and context defaults to min(its positions,
+     * max_length or TRL's 1024) (config_finalize). */
+    char model[CONFIG_PATH_LEN]; /* a Hugging Face model folder; "" = prefrun's own GPT */
+    int vocab;                   /* V */
+    int context;                 /* T: positions, = batch buffer width */
+    int width;                   /* C */
+    int layers;                  /* L */
+    int heads;                   /* NH */
     /* data */
     char train_file[CONFIG_PATH_LEN]; /* "" = the built-in default data */
     char eval_file[CONFIG_PATH_LEN];  /* "" = split eval_fraction off train */
@@ -112,6 +115,11 @@ typedef struct Config {
     /* loss params, in the order first set */
     int n_loss_params;
     ConfigLossParam loss_params[CONFIG_MAX_LOSS_PARAMS];
+    /* bit i: key i (config_key_name) was set by a YAML file or --set, so
+     * config_finalize can tell a value given for a model's shape key (which
+     * must agree with the model) from a default (which the model replaces);
+     * fields assigned in C count as defaults */
+    uint64_t given;
 } Config;
 
 void config_defaults(Config *cfg);
@@ -138,7 +146,11 @@ int config_load_yaml_text(Config *cfg, const char *text, size_t len, const char 
 /* One "key=value" override (value read as a plain YAML scalar). */
 int config_set(Config *cfg, const char *assignment, char *err, size_t errlen);
 /* Resolves derived defaults (max_length, max_prompt_length) and checks the
- * ranges and relations (heads divide width, max_length <= context, ...). */
+ * ranges and relations (heads divide width, max_length <= context, ...).
+ * With `model` set, first reads MODEL/config.json (model/hf_config.h): its
+ * vocab_size, hidden size, layers and heads replace the config's, a value
+ * given for one of those keys that differs is an error naming the key and
+ * both values, and a context beyond the model's positions is an error. */
 int config_finalize(Config *cfg, char *err, size_t errlen);
 
 /* The effective configuration as YAML text (malloc'ed, NUL-terminated);

@@ -1,7 +1,8 @@
 /*
  * train/data.c — TRL JSONL preference pairs (standard, implicit prompt,
- * conversational) to byte-level token ids, truncation, batches and the
- * per-epoch order (see data.h for the formats and rules).
+ * conversational) to token ids (byte-level or the model's tokenizer),
+ * truncation, batches and the per-epoch order (see data.h for the formats
+ * and rules).
  *
  * Invariants: every pair's tokens are stored already truncated, so every
  * stored sequence is at most max_length long and its prompt is at least one
@@ -70,15 +71,38 @@ size_t data_detokenize(const int32_t *ids, int n, char *out, size_t cap)
 
 /* ---- dataset storage ---- */
 
+/* What a tokenizer pads with (data.h), or -1 with err set when it cannot
+ * serve: no EOS, or a pad id the model cannot embed. */
+static int32_t tokenizer_pad(const DataOptions *opt, char *err, size_t errlen)
+{
+    const Tokenizer *tok = opt->tokenizer;
+    int32_t eos = tokenizer_eos_id(tok), pad = tokenizer_pad_id(tok);
+    if (eos < 0)
+        return err_fail(err, errlen,
+                        "the tokenizer has no EOS token (tokenizer_config.json names no "
+                        "eos_token): every response must end with one");
+    pad = pad >= 0 ? pad : eos;
+    if (opt->vocab > 0 && pad >= opt->vocab) /* padding goes through the embedding too */
+        return err_fail(err, errlen,
+                        "the tokenizer's pad token (id %d) is outside the model's vocabulary "
+                        "of %d",
+                        (int)pad, opt->vocab);
+    return pad;
+}
+
 Dataset *data_new(const DataOptions *opt, const char *source, char *err, size_t errlen)
 {
     if (data_options_check(opt, err, errlen))
+        return NULL;
+    int32_t pad = opt->tokenizer ? tokenizer_pad(opt, err, errlen) : DATA_TOK_EOT;
+    if (pad < 0)
         return NULL;
     Dataset *ds = calloc(1, sizeof *ds);
     if (!ds) {
         err_fail(err, errlen, "out of memory");
         return NULL;
     }
+    ds->pad_id = pad;
     ds->opt = *opt;
     /* the caller's strings are read while loading only (data.h) */
     ds->opt.chat_format = ds->opt.chat_template = ds->opt.bos_token = ds->opt.eos_token = NULL;
@@ -118,14 +142,77 @@ static int reserve(Dataset *ds, int64_t more_tokens)
     return 0;
 }
 
-/* Token j of "[EOT] + bytes" (a prompt) or of "bytes + [EOT]" (a response). */
-static int32_t prompt_tok(const char *s, size_t j)
+/* A pair's three token sequences before truncation: prompt, chosen,
+ * rejected, each with its special tokens (data.h). */
+typedef struct PairIds {
+    int32_t *ids[3];
+    size_t n[3];
+} PairIds;
+
+static const char *const field_names[3] = {"prompt", "chosen", "rejected"};
+
+static void pair_ids_free(PairIds *p)
 {
-    return j == 0 ? DATA_TOK_EOT : (unsigned char)s[j - 1];
+    for (int f = 0; f < 3; f++)
+        free(p->ids[f]);
 }
-static int32_t resp_tok(const char *s, size_t len, size_t j)
+
+/* The byte tokenizer: [EOT] + bytes(prompt), bytes(response) + [EOT]. */
+static int byte_ids(const char *const text[3], const size_t len[3], PairIds *out, const char *where,
+                    char *err, size_t errlen)
 {
-    return j < len ? (unsigned char)s[j] : DATA_TOK_EOT;
+    for (int f = 0; f < 3; f++) {
+        if (!(out->ids[f] = malloc((len[f] + 1) * sizeof(int32_t))))
+            return err_fail(err, errlen, "%s: out of memory", where);
+        out->n[f] = len[f] + 1;
+        data_tokenize(text[f], len[f], out->ids[f] + (f == 0));
+        out->ids[f][f == 0 ? 0 : len[f]] = DATA_TOK_EOT;
+    }
+    return 0;
+}
+
+/* ids[0, *n) + [id], reallocated. */
+static int append_id(int32_t **ids, size_t *n, int32_t id)
+{
+    int32_t *p = realloc(*ids, (*n + 1) * sizeof *p);
+    if (!p)
+        return -1;
+    p[(*n)++] = id;
+    *ids = p;
+    return 0;
+}
+
+/* The model's tokenizer, as TRL's tokenize_row (data.h): each text encoded
+ * with its special tokens recognised, EOS after each response unless it
+ * ends with one, BOS for an empty prompt; every id within the vocabulary. */
+static int tokenizer_ids(const Dataset *ds, const char *const text[3], const size_t len[3],
+                         PairIds *out, const char *where, char *err, size_t errlen)
+{
+    const Tokenizer *tok = ds->opt.tokenizer;
+    int32_t eos = tokenizer_eos_id(tok), bos = tokenizer_bos_id(tok);
+    for (int f = 0; f < 3; f++) {
+        char why[320];
+        if (tokenizer_encode(tok, text[f], len[f], TOKENIZER_SPECIAL, &out->ids[f], &out->n[f], why,
+                             sizeof why))
+            return err_fail(err, errlen, "%s: field \"%s\": %s", where, field_names[f], why);
+        size_t n = out->n[f];
+        if (f == 0 && n == 0 && bos < 0)
+            return err_fail(err, errlen,
+                            "%s: the prompt is empty and the tokenizer has no BOS token to put "
+                            "before the responses (their first token needs a position to be "
+                            "predicted from): give the pair a prompt",
+                            where);
+        bool add = f == 0 ? n == 0 : n == 0 || out->ids[f][n - 1] != eos;
+        if (add && append_id(&out->ids[f], &out->n[f], f == 0 ? bos : eos))
+            return err_fail(err, errlen, "%s: out of memory", where);
+        for (size_t j = 0; ds->opt.vocab > 0 && j < out->n[f]; j++)
+            if (out->ids[f][j] >= ds->opt.vocab)
+                return err_fail(err, errlen,
+                                "%s: field \"%s\": token id %d is outside the model's vocabulary "
+                                "of %d (is the tokenizer the model's?)",
+                                where, field_names[f], (int)out->ids[f][j], ds->opt.vocab);
+    }
+    return 0;
 }
 
 typedef struct Cut {
@@ -133,12 +220,11 @@ typedef struct Cut {
     size_t c_len, r_len;   /* response tokens kept, from the start */
 } Cut;
 
-/* The truncation rule of data.h, on token counts with the EOTs added. */
-static Cut truncate_pair(size_t prompt_bytes, size_t chosen_bytes, size_t rejected_bytes,
-                         const DataOptions *opt)
+/* The truncation rule of data.h, on token counts with the special tokens. */
+static Cut truncate_pair(const size_t n[3], const DataOptions *opt)
 {
     size_t L = (size_t)opt->max_length, P = (size_t)opt->max_prompt_length;
-    Cut c = {0, prompt_bytes + 1, chosen_bytes + 1, rejected_bytes + 1};
+    Cut c = {0, n[0], n[1], n[2]};
     size_t longer = c.c_len > c.r_len ? c.c_len : c.r_len;
     if (c.p_len + longer > L && c.p_len > P) { /* keep_end: the prompt's end */
         c.p_start = c.p_len - P;
@@ -154,6 +240,28 @@ static Cut truncate_pair(size_t prompt_bytes, size_t chosen_bytes, size_t reject
     return c;
 }
 
+/* The cut pair appended to ds (its pool has room). */
+static void store_pair(Dataset *ds, const PairIds *t, const Cut *c, int line)
+{
+    int32_t *out = ds->pool + ds->n_tokens;
+    memcpy(out, t->ids[0] + c->p_start, c->p_len * sizeof *out);
+    memcpy(out + c->p_len, t->ids[1], c->c_len * sizeof *out);
+    memcpy(out + c->p_len + c->c_len, t->ids[2], c->r_len * sizeof *out);
+    DataPair *p = &ds->pairs[ds->n++];
+    p->off = ds->n_tokens;
+    p->prompt_len = (int)c->p_len;
+    p->chosen_len = (int)c->c_len;
+    p->rejected_len = (int)c->r_len;
+    p->line = line;
+    p->truncated = c->p_start > 0 || c->c_len < t->n[1] || c->r_len < t->n[2];
+    ds->n_truncated += p->truncated;
+    ds->n_tokens += (int64_t)(c->p_len + c->c_len + c->r_len);
+    int longest =
+        p->prompt_len + (p->chosen_len > p->rejected_len ? p->chosen_len : p->rejected_len);
+    if (longest > ds->max_seq_len)
+        ds->max_seq_len = longest;
+}
+
 int data_add_pair(Dataset *ds, const char *prompt, size_t prompt_len, const char *chosen,
                   size_t chosen_len, const char *rejected, size_t rejected_len, int line,
                   const char *where, char *err, size_t errlen)
@@ -161,31 +269,21 @@ int data_add_pair(Dataset *ds, const char *prompt, size_t prompt_len, const char
     if (chosen_len == 0 || rejected_len == 0)
         return err_fail(err, errlen, "%s: field \"%s\" is empty, expected a non-empty response",
                         where, chosen_len == 0 ? "chosen" : "rejected");
-    Cut c = truncate_pair(prompt_len, chosen_len, rejected_len, &ds->opt);
-    int64_t total = (int64_t)(c.p_len + c.c_len + c.r_len);
-    if (reserve(ds, total))
-        return err_fail(err, errlen, "%s: out of memory", where);
-    int32_t *out = ds->pool + ds->n_tokens;
-    for (size_t j = 0; j < c.p_len; j++)
-        *out++ = prompt_tok(prompt, c.p_start + j);
-    for (size_t j = 0; j < c.c_len; j++)
-        *out++ = resp_tok(chosen, chosen_len, j);
-    for (size_t j = 0; j < c.r_len; j++)
-        *out++ = resp_tok(rejected, rejected_len, j);
-    DataPair *p = &ds->pairs[ds->n++];
-    p->off = ds->n_tokens;
-    p->prompt_len = (int)c.p_len;
-    p->chosen_len = (int)c.c_len;
-    p->rejected_len = (int)c.r_len;
-    p->line = line;
-    p->truncated = c.p_start > 0 || c.c_len < chosen_len + 1 || c.r_len < rejected_len + 1;
-    ds->n_truncated += p->truncated;
-    ds->n_tokens += total;
-    int longest =
-        p->prompt_len + (p->chosen_len > p->rejected_len ? p->chosen_len : p->rejected_len);
-    if (longest > ds->max_seq_len)
-        ds->max_seq_len = longest;
-    return 0;
+    const char *text[3] = {prompt, chosen, rejected};
+    const size_t len[3] = {prompt_len, chosen_len, rejected_len};
+    PairIds t = {{NULL}, {0}};
+    int rc = ds->opt.tokenizer ? tokenizer_ids(ds, text, len, &t, where, err, errlen)
+                               : byte_ids(text, len, &t, where, err, errlen);
+    Cut c = {0};
+    if (rc == 0) { /* every kept count is at most max_length: an int */
+        c = truncate_pair(t.n, &ds->opt);
+        if (reserve(ds, (int64_t)(c.p_len + c.c_len + c.r_len)))
+            rc = err_fail(err, errlen, "%s: out of memory", where);
+    }
+    if (rc == 0)
+        store_pair(ds, &t, &c, line);
+    pair_ids_free(&t);
+    return rc;
 }
 
 /* ---- JSONL ---- */
@@ -382,13 +480,18 @@ static int chat_setup(Loader *ld, const char *where, char *err, size_t errlen)
     if (ld->chat_ready)
         return 0;
     const DataOptions *o = ld->opt;
+    /* with a tokenizer, what the options leave NULL is its config's */
+    const TokenizerConfig *tc = o->tokenizer ? tokenizer_config(o->tokenizer) : NULL;
+    const char *jinja = o->chat_template ? o->chat_template : tc ? tc->chat_template : NULL;
+    const char *bos = o->bos_token ? o->bos_token : tc ? tc->bos_token : NULL;
+    const char *eos = o->eos_token ? o->eos_token : tc ? tc->eos_token : NULL;
     char why[512];
     ChatFormat f;
     int rc;
     if (o->chat_format && *o->chat_format)
         rc = chat_format_parse(o->chat_format, &f, why, sizeof why);
-    else if (o->chat_template)
-        rc = chat_format_detect(o->chat_template, &f, &ld->default_system, why, sizeof why);
+    else if (jinja)
+        rc = chat_format_detect(jinja, &f, &ld->default_system, why, sizeof why);
     else
         rc = err_fail(why, sizeof why,
                       "a conversational line needs a chat format: set chat_format to one "
@@ -398,7 +501,7 @@ static int chat_setup(Loader *ld, const char *where, char *err, size_t errlen)
         err_fail(err, errlen, "%s: %s", where, why);
         return PARSE_FATAL;
     }
-    ld->chat = (ChatTemplate){f, o->bos_token, o->eos_token, ld->default_system};
+    ld->chat = (ChatTemplate){f, bos, eos, ld->default_system};
     ld->chat_ready = true;
     return 0;
 }
@@ -459,10 +562,12 @@ static int add_conversation(Loader *ld, const ChatMessage *p, int np, const Chat
     if (!rc) {
         pl = common_prefix(pt, pl, ct, cl);
         pl = common_prefix(pt, pl, rt, rl);
-        size_t skip = starts_with(pt, pl, ld->chat.bos) ? strlen(ld->chat.bos) : 0;
-        size_t c_len = cl - pl, r_len = rl - pl;
-        drop_eos(ct + pl, &c_len, ld->chat.eos);
-        drop_eos(rt + pl, &r_len, ld->chat.eos);
+        size_t skip = 0, c_len = cl - pl, r_len = rl - pl;
+        if (!ld->opt->tokenizer) { /* the byte tokenizer adds its own BOS and EOS (data.h) */
+            skip = starts_with(pt, pl, ld->chat.bos) ? strlen(ld->chat.bos) : 0;
+            drop_eos(ct + pl, &c_len, ld->chat.eos);
+            drop_eos(rt + pl, &r_len, ld->chat.eos);
+        }
         rc = data_add_pair(ld->ds, pt + skip, pl - skip, ct + pl, c_len, rt + pl, r_len, lineno,
                            where, err, errlen);
     }
@@ -770,7 +875,7 @@ void data_batch_free(DataBatch *b)
     free(b);
 }
 
-/* One row: the sequence, EOT padding, next-token targets on the response. */
+/* One row: the sequence, padding, next-token targets on the response. */
 static void fill_row(const Dataset *ds, int64_t i, bool rejected, const DataBatch *b, int row)
 {
     const DataPair *p = &ds->pairs[i];
@@ -779,7 +884,7 @@ static void fill_row(const Dataset *ds, int64_t i, bool rejected, const DataBatc
     float *mk = b->mask + (size_t)row * T;
     int n = data_pair_sequence(ds, i, rejected, ids, T);
     for (int t = n; t < T; t++)
-        ids[t] = DATA_TOK_EOT;
+        ids[t] = ds->pad_id;
     for (int t = 0; t < T; t++) {
         /* position t predicts token t + 1; only response tokens are scored */
         bool scored = t + 1 >= p->prompt_len && t + 1 < n;

@@ -1,7 +1,8 @@
 /*
  * train/data.h — preference pairs: TRL-format JSONL in (standard, implicit
- * prompt, conversational through the model's chat template), byte-level
- * token ids, TRL-style truncation, and fixed-shape (2B, T) batches out.
+ * prompt, conversational through the model's chat template), token ids
+ * (byte-level, or the model's own tokenizer), TRL-style truncation, and
+ * fixed-shape (2B, T) batches out.
  *
  *     DataOptions opt = {.max_length = 64, .max_prompt_length = 32};
  *     Dataset *ds = data_load_jsonl("train.jsonl", &opt, err, sizeof err);
@@ -32,8 +33,9 @@
  * first_skip so the caller can report it. A conversational line when no chat
  * format can be had is an error even with skip_invalid: it is the setup,
  * not the line, that is wrong. JSON text must be UTF-8 (RFC 8259; jansson
- * refuses other bytes with a line error); the strings' contents are
- * tokenized byte by byte, so any text, including "\u0000", works.
+ * refuses other bytes with a line error); any text, including "\u0000",
+ * works with either tokenizer (a text the model's tokenizer refuses is a
+ * line error).
  *
  * Implicit prompt (TRL's extract_prompt, trl/data_utils.py). With m the
  * shorter length (characters of strings, messages of lists), the prompt is
@@ -64,21 +66,35 @@
  * BOS and EOS once each. TRL tokenizes these texts with
  * add_special_tokens=False, so BOS comes only from the template's text
  * (llama3, mistral, gemma write bos_token; chatml and zephyr none), and for
- * plain text appends EOS unless the response already ends with it. Here the
- * byte tokenizer always adds EOT as BOS and as EOS (below), so: a rendered
- * prompt that starts with opt.bos_token loses that text, and a rendered
- * response that ends with opt.eos_token (longer than it) loses that text,
- * before tokenization. A real tokenizer, wired in later, takes the rendered
- * texts with add_special_tokens=False instead.
+ * plain text appends EOS unless the response already ends with it. The
+ * model's tokenizer (below) does exactly that. The byte tokenizer always
+ * adds EOT as BOS and as EOS, so with it: a rendered prompt that starts with
+ * opt.bos_token loses that text, and a rendered response that ends with
+ * opt.eos_token (longer than it) loses that text, before tokenization.
  *
- * Tokenizer. Byte-level: byte b is token b (0..255). One special token,
- * DATA_TOK_EOT = 256 (GPT-2's <|endoftext|> role), so DATA_VOCAB = 257. A
- * pair becomes
+ * Tokenizer. Without opt.tokenizer, byte-level: byte b is token b
+ * (0..255). One special token, DATA_TOK_EOT = 256 (GPT-2's <|endoftext|>
+ * role), so DATA_VOCAB = 257. A pair becomes
  *     prompt   = [EOT] + bytes(prompt)          (EOT acts as BOS)
  *     response = bytes(response) + [EOT]        (EOT acts as EOS)
  * as TRL's DPOTrainer does with a tokenizer that has BOS and EOS. The leading
  * EOT also gives the first response token a position to be predicted from
  * when the prompt is empty. Padding positions hold EOT and are masked.
+ *
+ * With opt.tokenizer (a model's, tokenizer/tokenizer.h), as current TRL's
+ * DPOTrainer.tokenize_row does for a decoder-only model: the prompt, chosen
+ * and rejected texts (rendered first, for conversational lines) are each
+ * encoded with add_special_tokens=False, special added tokens in the text
+ * recognised (TOKENIZER_SPECIAL: the template writes <|im_start|> as text);
+ * no BOS is added (it comes from the template's text where the template
+ * writes it), and EOS (tokenizer_config.json's eos_token) is appended to
+ * each response unless its ids already end with it (a text ending in the
+ * eos_token's text). An empty prompt would leave the first response token
+ * nothing to be predicted from: it becomes [BOS], or, for a tokenizer
+ * without one, is a line error. Padding positions hold the pad token
+ * (pad_token, else eos_token). A tokenizer without an EOS, or with a pad
+ * id >= opt.vocab, is an error (data_new); an id >= opt.vocab in a pair is
+ * a line error.
  *
  * Truncation (max_length L, max_prompt_length P, token counts after the
  * special tokens are added). With Lr = the longer of the two responses:
@@ -103,7 +119,8 @@
  * GptPairBatch layout). targets[n, t] = ids[n, t + 1] when that token is a
  * response token, else -1; mask[n, t] = 1.0f exactly where targets >= 0, so
  * the sum of mask over a row is the response length. Positions past a
- * sequence's end hold EOT with target -1.
+ * sequence's end hold the dataset's pad_id (EOT, or the tokenizer's pad)
+ * with target -1.
  *
  * Order. DataOrder gives each epoch its own permutation, a function of
  * (seed, epoch) alone, so a resumed run needs only (epoch, pos) to continue
@@ -116,6 +133,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "tokenizer/tokenizer.h"
 
 #define DATA_TOK_EOT 256
 #define DATA_VOCAB 257
@@ -132,6 +151,12 @@ typedef struct DataOptions {
     const char *chat_template; /* tokenizer_config.json's chat_template (Jinja), or NULL */
     const char *bos_token;     /* tokenizer_config.json's bos_token text; NULL: none */
     const char *eos_token;     /* its eos_token text; NULL: none */
+    /* The model's tokenizer, or NULL: the byte tokenizer. Borrowed, and
+     * kept in the Dataset: it must outlive every call that adds pairs
+     * (data_add_pair, data_split). With it, chat_template, bos_token and
+     * eos_token left NULL are its tokenizer_config's. */
+    const Tokenizer *tokenizer;
+    int vocab; /* with a tokenizer: the model's vocab_size, ids must be below it; 0: unchecked */
 } DataOptions;
 
 /* One tokenized pair; its tokens live in the dataset's pool at off:
@@ -139,8 +164,8 @@ typedef struct DataOptions {
 typedef struct DataPair {
     int64_t off;
     int prompt_len;
-    int chosen_len;   /* response tokens, EOT included */
-    int rejected_len; /* response tokens, EOT included */
+    int chosen_len;   /* response tokens, EOS (EOT) included */
+    int rejected_len; /* response tokens, EOS (EOT) included */
     int line;         /* 1-based source line; 0 when generated */
     bool truncated;
 } DataPair;
@@ -154,6 +179,7 @@ typedef struct Dataset {
     int64_t n_skipped;   /* malformed lines skipped (skip_invalid) */
     int64_t n_blank;     /* whitespace-only lines passed over */
     int max_seq_len;     /* longest prompt + response after truncation */
+    int32_t pad_id;      /* padding: EOT, or the tokenizer's pad (else its eos) */
     DataOptions opt;
     char source[256];     /* file name, or a description of generated data */
     char first_skip[320]; /* the first skipped line's error, "" if none */
@@ -170,7 +196,7 @@ void data_tokenize(const char *bytes, size_t len, int32_t *out);
 size_t data_detokenize(const int32_t *ids, int n, char *out, size_t cap);
 
 /* An empty dataset with the given options (checked; the chat fields are
- * not kept). */
+ * not kept; a tokenizer without an EOS is an error). */
 Dataset *data_new(const DataOptions *opt, const char *source, char *err, size_t errlen);
 void data_free(Dataset *ds);
 /* Tokenizes, truncates and appends one pair. An empty chosen or rejected is

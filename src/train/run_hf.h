@@ -11,8 +11,11 @@
  * Layout: RUN/hf/ holds copies of DIR's config.json and of those of its
  * tokenizer files that exist (tokenizer.json, tokenizer_config.json,
  * special_tokens_map.json, vocab.json, merges.txt, generation_config.json,
- * chat_template.jinja), each copied atomically under a size cap; never the
- * weights, which the checkpoints hold.
+ * chat_template.jinja, and GPT-2's original encoder.json and vocab.bpe,
+ * which tokenizer_load reads too), each copied atomically under a size
+ * cap; never the weights, which the checkpoints hold (the reference's stay
+ * in DIR). config.json is written last, so an hf/ without it is an
+ * interrupted copy, an error for run_hf_dir.
  *
  * Errors are values: 0, or -1 with a message naming the file.
  */

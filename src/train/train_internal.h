@@ -22,6 +22,8 @@
  *   - the reference runs in ref_ctx, a no_grad context reset right after its
  *     log-probs are copied out: no tape sources, nothing saved for backward,
  *     and its blocks stream through the model's two scratch arenas (model.h);
+ *     with precompute_ref_log_probs it runs once per data set at setup and
+ *     is then freed (every later step and evaluation reads the caches);
  *   - everything a resumed run needs to write the same metrics as an
  *     uninterrupted one is in the checkpoint: weights, AdamW moments and step
  *     count, the data order's (epoch, pos), the counters and the partial sums
@@ -43,6 +45,7 @@
 #include "lua/loss.h"
 #include "model/model.h"
 #include "model/optim.h"
+#include "tokenizer/tokenizer.h"
 #include "train/config.h"
 #include "train/data.h"
 #include "train/train.h"
@@ -86,7 +89,9 @@ typedef struct MetricSums {
 typedef struct Trainer {
     const TrainOptions *opt;
     Config cfg;
-    Gpt *policy, *ref;
+    Gpt *policy;
+    Gpt *ref;       /* NULL once precompute_ref_log_probs has cached all it is needed for */
+    Tokenizer *tok; /* the model's (cfg.model); NULL: the byte tokenizer */
     AdamW *adam;
     LrSchedule sched;
     LossScript *loss[TRAIN_MAX_LOSSES];

@@ -7,6 +7,13 @@
  * Setup order matters: a resumed run loads its checkpoint after the models
  * exist and before the run directory is opened, which keeps only the
  * metrics lines of the steps the checkpoint has.
+ *
+ * With `model` (a Hugging Face folder): the tokenizer is the folder's for a
+ * new run, which gets its own copy of it in RUN/hf/ (run_hf.h), and that
+ * copy for a resumed run, so a run tokenizes as it began; the policy is the
+ * folder's weights and the reference a frozen copy of them (a resumed
+ * run's policy then takes the checkpoint's weights, its reference is
+ * DIR's again).
  */
 #include "train/train_internal.h"
 
@@ -18,8 +25,11 @@
 #include <unistd.h>
 
 #include "model/checkpoint.h"
+#include "model/hf_model.h"
 #include "model/model_file.h"
+#include "train/run_hf.h"
 #include "train/toydata.h"
+#include "util/errmsg.h"
 #include "util/fsutil.h"
 
 #define DEFAULT_BETA 0.1 /* TRL's DPOConfig.beta, for the reward metrics */
@@ -111,13 +121,36 @@ int trainer_load_losses(Trainer *tr, char *err, size_t errlen)
     return 0;
 }
 
+/* The model's tokenizer (a run with `model`): a new run's from the model
+ * folder, a resumed run's from its own copy. */
+static int load_tokenizer(Trainer *tr, char *err, size_t errlen)
+{
+    const Config *c = &tr->cfg;
+    if (!c->model[0])
+        return 0;
+    if (!tr->opt->resume) {
+        tr->tok = tokenizer_load(c->model, err, errlen);
+        return tr->tok ? 0 : -1;
+    }
+    if (run_hf_tokenizer(tr->run_dir, &tr->tok, err, errlen) != 0)
+        return -1;
+    if (!tr->tok)
+        return err_fail(err, errlen,
+                        "--resume %s: the run trains %s but has no copy of its tokenizer "
+                        "(%s/%s/)",
+                        tr->run_dir, c->model, tr->run_dir, RUN_HF_DIR);
+    return 0;
+}
+
 static int load_data(Trainer *tr, char *err, size_t errlen)
 {
     const Config *c = &tr->cfg;
     DataOptions dopt = {.max_length = c->max_length,
                         .max_prompt_length = c->max_prompt_length,
                         .skip_invalid = c->skip_invalid,
-                        .chat_format = c->chat_format};
+                        .chat_format = c->chat_format,
+                        .tokenizer = tr->tok,
+                        .vocab = tr->tok ? c->vocab : 0};
     Dataset *all = c->train_file[0] ? data_load_jsonl(c->train_file, &dopt, err, errlen)
                                     : toydata_dataset(c->seed, c->toy_pairs, &dopt, err, errlen);
     if (!all)
@@ -174,16 +207,42 @@ static int plan_steps(Trainer *tr, char *err, size_t errlen)
     return 0;
 }
 
+/* The policy with `model`: the folder's weights, trainable; its shape is
+ * the one config_finalize read from the same config.json. */
+static int load_hf_policy(Trainer *tr, char *err, size_t errlen)
+{
+    const Config *c = &tr->cfg;
+    if (tr->opt->init_model)
+        return err_fail(err, errlen,
+                        "train: both model (%s) and an initial model file (%s) name where the "
+                        "policy starts",
+                        c->model, tr->opt->init_model);
+    if (hf_model_load(c->model, true, &tr->policy, NULL, err, errlen) != 0)
+        return -1;
+    const GptConfig *g = &tr->policy->cfg;
+    if (g->vocab != c->vocab || g->context < c->context)
+        return err_fail(err, errlen,
+                        "%s: the model has vocab %d and %d positions, the config vocab %d and "
+                        "context %d (did its config.json change during setup?)",
+                        c->model, g->vocab, g->context, c->vocab, c->context);
+    return 0;
+}
+
 int trainer_build_model(Trainer *tr, char *err, size_t errlen)
 {
     const Config *c = &tr->cfg;
-    GptConfig g = {c->vocab, c->context, c->width, c->layers, c->heads};
-    tr->policy = gpt_new(&g, true, err, errlen);
-    if (!tr->policy)
-        return -1;
-    gpt_init(tr->policy, c->seed);
-    if (tr->opt->init_model && model_file_read(tr->policy, tr->opt->init_model, err, errlen))
-        return -1;
+    if (c->model[0]) {
+        if (load_hf_policy(tr, err, errlen) != 0)
+            return -1;
+    } else {
+        GptConfig g = {c->vocab, c->context, c->width, c->layers, c->heads};
+        tr->policy = gpt_new(&g, true, err, errlen);
+        if (!tr->policy)
+            return -1;
+        gpt_init(tr->policy, c->seed);
+        if (tr->opt->init_model && model_file_read(tr->policy, tr->opt->init_model, err, errlen))
+            return -1;
+    }
     /* the reference is the initial policy: a frozen copy made before step 1 */
     tr->ref = gpt_clone_frozen(tr->policy, err, errlen);
     if (!tr->ref)
@@ -226,11 +285,16 @@ int trainer_alloc_buffers(Trainer *tr, char *err, size_t errlen)
     return 0;
 }
 
-/* RUN_DIR itself, its metrics.jsonl (train_metrics.c) and config.yaml. */
+/* RUN_DIR itself, its metrics.jsonl (train_metrics.c) and config.yaml;
+ * for a new run of a model folder, RUN_DIR/hf/ too (a resumed run keeps
+ * the copy it began with). */
 static int open_run_dir(Trainer *tr, char *err, size_t errlen)
 {
     char path[PATH_LEN + 32];
     if (fsutil_mkdirs(tr->run_dir, err, errlen) != 0 || trainer_open_metrics(tr, err, errlen) != 0)
+        return -1;
+    if (tr->cfg.model[0] && !tr->opt->resume &&
+        run_hf_save(tr->run_dir, tr->cfg.model, err, errlen) != 0)
         return -1;
     snprintf(path, sizeof path, "%s/config.yaml", tr->run_dir);
     return config_save_yaml(&tr->cfg, path, err, errlen);
@@ -242,23 +306,28 @@ TrainStatus trainer_setup(Trainer *tr, char *err, size_t errlen)
     train_set_threads(tr->cfg.threads);
     tr->progress = tr->opt->progress ? tr->opt->progress : stderr;
     tr->tty = isatty(fileno(tr->progress));
-    if (tr->cfg.vocab < DATA_VOCAB) {
+    if (!tr->cfg.model[0] && tr->cfg.vocab < DATA_VOCAB) {
         snprintf(err, errlen, "train: vocab %d is smaller than the tokenizer's %d tokens",
                  tr->cfg.vocab, DATA_VOCAB);
         return TRAIN_BAD_INPUT;
     }
-    if (trainer_load_losses(tr, err, errlen) != 0 || load_data(tr, err, errlen) != 0 ||
-        plan_steps(tr, err, errlen) != 0 || trainer_build_model(tr, err, errlen) != 0 ||
-        trainer_alloc_buffers(tr, err, errlen) != 0)
+    if (trainer_load_losses(tr, err, errlen) != 0 || load_tokenizer(tr, err, errlen) != 0 ||
+        load_data(tr, err, errlen) != 0 || plan_steps(tr, err, errlen) != 0 ||
+        trainer_build_model(tr, err, errlen) != 0 || trainer_alloc_buffers(tr, err, errlen) != 0)
         return TRAIN_BAD_INPUT;
     if (tr->opt->resume && trainer_resume(tr, err, errlen) != 0)
         return TRAIN_BAD_INPUT;
     if (open_run_dir(tr, err, errlen) != 0)
         return TRAIN_BAD_INPUT;
-    if (tr->cfg.precompute_ref_log_probs &&
-        (trainer_precompute_ref(tr, tr->train, &tr->train_ref, err, errlen) != 0 ||
-         (tr->eval && trainer_precompute_ref(tr, tr->eval, &tr->eval_ref, err, errlen) != 0)))
+    if (!tr->cfg.precompute_ref_log_probs)
+        return TRAIN_OK;
+    if (trainer_precompute_ref(tr, tr->train, &tr->train_ref, err, errlen) != 0 ||
+        (tr->eval && trainer_precompute_ref(tr, tr->eval, &tr->eval_ref, err, errlen) != 0))
         return TRAIN_FAILED;
+    /* every step and evaluation now reads the caches: the frozen copy, as
+     * large as the policy, is not kept */
+    gpt_free(tr->ref);
+    tr->ref = NULL;
     return TRAIN_OK;
 }
 
@@ -268,9 +337,12 @@ void trainer_free(Trainer *tr)
         loss_free(tr->loss[i]);
     gpt_free(tr->policy);
     gpt_free(tr->ref);
+    tr->policy = tr->ref = NULL;
     adamw_free(tr->adam);
     data_free(tr->train);
     data_free(tr->eval);
+    tokenizer_free(tr->tok); /* after the data sets, which borrow it */
+    tr->tok = NULL;
     data_order_free(&tr->order);
     data_batch_free(tr->batch);
     free(tr->sb.ids);
