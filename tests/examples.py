@@ -29,7 +29,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ["train", "check", "grad", "eval", "sample", "pretrain", "frontier", "discover", "bench"]
+COMMANDS = ["train", "check", "grad", "eval", "sample", "pretrain", "frontier", "discover", "bench", "export"]
 
 # examples whose run takes minutes: run only with --all
 LONG = [

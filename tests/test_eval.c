@@ -3,7 +3,10 @@
  * generation is deterministic (same seed, same bytes, for any thread
  * count), the reference evaluated against itself gives KL exactly 0, a
  * policy trained with DPO for a short run beats the reference, and the
- * frontier of 1 loss x 2 betas writes its table and plot.
+ * frontier of 1 loss x 2 betas writes its table and plot. Then Hugging Face
+ * models: a tiny random GPT-2 folder with the real GPT-2 tokenizer files
+ * (tests/fetch_tokenizers.sh; those cases skip without them) evaluated as
+ * it is, a run of it evaluated against it, and a frontier that trains it.
  *
  * The model is 1 layer of width 32 with a 64-position context, pretrained
  * for a few hundred steps: a weak reference, but one whose samples already
@@ -17,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "model/hf_gpt2.h"
 #include "task/eval.h"
 #include "task/frontier.h"
 #include "util/fsutil.h"
@@ -313,17 +317,213 @@ static void frontier_writes_table_and_plot(void)
     }
 }
 
+/* ---- Hugging Face models ------------------------------------------------------- */
+
+static char hf_dir[400], hf_pairs[400];
+static bool hf_ok;
+
+static const char *tokenizer_file(const char *name)
+{
+    static char path[512];
+    const char *d = getenv("PREFRUN_TOKENIZER_DATA");
+    snprintf(path, sizeof path, "%s/gpt2/%s", d ? d : PREFRUN_SOURCE_ROOT "/.deps/tokenizers",
+             name);
+    return path;
+}
+
+static const char hf_pairs_text[] =
+    "{\"prompt\": \"The movie was\", \"chosen\": \" great fun.\", \"rejected\": \" dull.\"}\n"
+    "{\"prompt\": \"I liked\", \"chosen\": \" every scene.\", \"rejected\": \" nothing.\"}\n"
+    "{\"prompt\": \"The plot\", \"chosen\": \" holds up well.\", \"rejected\": \" is a mess.\"}\n"
+    "{\"prompt\": \"Music\", \"chosen\": \" soars.\", \"rejected\": \" grates.\"}\n"
+    "{\"prompt\": \"Ending\", \"chosen\": \" moving.\", \"rejected\": \" rushed.\"}\n"
+    "{\"prompt\": \"Score\", \"chosen\": \" 9/10\", \"rejected\": \" 2/10\"}\n";
+
+/* A random tiny GPT-2 (vocab 50257: the tokenizer's ids; 64 positions)
+ * saved as Hugging Face saves it, the real tokenizer beside it. */
+static void build_hf_fixture(void)
+{
+    char err[1024];
+    static const FsReadCap cap = {(size_t)64 << 20, "a tokenizer file", false};
+    cache_path(hf_dir, sizeof hf_dir, "tiny-gpt2");
+    cache_path(hf_pairs, sizeof hf_pairs, "hf-pairs.jsonl");
+    if (!fsutil_exists(tokenizer_file("encoder.json")))
+        return;
+    GptConfig g = {.vocab = 50257, .context = 64, .width = 16, .layers = 1, .heads = 2};
+    Gpt *m = gpt_new(&g, false, err, sizeof err);
+    if (m)
+        gpt_init(m, 13);
+    char vocab[500], merges[500];
+    snprintf(vocab, sizeof vocab, "%s/vocab.json", hf_dir);
+    snprintf(merges, sizeof merges, "%s/merges.txt", hf_dir);
+    hf_ok =
+        m && hf_gpt2_save(m, hf_dir, ST_F32, err, sizeof err) == 0 &&
+        fsutil_copy_atomic(tokenizer_file("encoder.json"), &cap, vocab, err, sizeof err) == 0 &&
+        fsutil_copy_atomic(tokenizer_file("vocab.bpe"), &cap, merges, err, sizeof err) == 0 &&
+        fsutil_write_atomic(hf_pairs, hf_pairs_text, strlen(hf_pairs_text), err, sizeof err) == 0;
+    if (!hf_ok)
+        printf("# hf fixture: %s\n", err);
+    gpt_free(m);
+}
+
+static bool skip_hf(const char *name)
+{
+    if (hf_ok)
+        return false;
+    tl_cases++;
+    printf("ok %d - %s # SKIP no GPT-2 tokenizer files (bash tests/fetch_tokenizers.sh)\n",
+           tl_cases, name);
+    return true;
+}
+#define RUN_HF(fn) (skip_hf(#fn) ? (void)0 : RUN(fn))
+
+static void small_eval(EvalOptions *o)
+{
+    eval_defaults(o);
+    o->n_prompts = 4;
+    o->samples = 2;
+    o->quiet = true;
+}
+
+/* A folder against itself: KL exactly 0, win rate 1/2, every pair a tie
+ * (accuracy 0), all six held-out pairs tokenized and scored. */
+static void hf_folder_against_itself(void)
+{
+    EvalOptions o;
+    small_eval(&o);
+    o.pairs_file = hf_pairs;
+    EvalResult r;
+    char err[1024];
+    int rc = eval_model_dir(hf_dir, &o, &r, err, sizeof err);
+    CHECKF(rc == 0, "%s", err);
+    CHECKF(r.kl == 0.0 && r.win_rate == 0.5, "kl %.17g, win %.17g", r.kl, r.win_rate);
+    CHECK(r.samples == 8 && r.pairs == 6 && r.accuracy == 0.0);
+    CHECK(isfinite(r.reward) && r.mean_length > 0);
+    CHECK(strcmp(r.model, hf_dir) == 0 && strcmp(r.reference, hf_dir) == 0);
+}
+
+/* One DPO run of the folder on the six pairs. */
+static int train_hf(const char *run, int steps, double lr, char *err, size_t errlen)
+{
+    TrainOptions to = {.n_losses = 1,
+                       .loss_paths = {PREFRUN_SOURCE_ROOT "/losses/dpo.lua"},
+                       .loss_weights = {1.0},
+                       .run_dir = run,
+                       .quiet = true};
+    Config *c = &to.cfg;
+    config_defaults(c);
+    char set[500];
+    snprintf(set, sizeof set, "model=%s", hf_dir);
+    const char *keys[] = {set,
+                          "per_device_train_batch_size=2",
+                          "logging_steps=1",
+                          "eval_steps=0",
+                          "save_steps=0",
+                          "threads=1",
+                          "seed=3"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        if (config_set(c, keys[i], err, errlen) != 0)
+            return -1;
+    snprintf(set, sizeof set, "learning_rate=%.17g", lr); /* given: with a model, else TRL's */
+    if (config_set(c, set, err, errlen) != 0)
+        return -1;
+    snprintf(c->train_file, sizeof c->train_file, "%s", hf_pairs);
+    c->max_steps = steps;
+    TrainResult tr;
+    if (config_finalize(c, err, errlen) != 0)
+        return -1;
+    return train_run(&to, &tr, err, errlen) == TRAIN_OK ? 0 : -1;
+}
+
+/* A run of the folder is evaluated against the folder's model: at
+ * learning rate 0 the policy is that model, so KL is exactly 0 (a
+ * reference anything else would not give it); moved, the folder is named
+ * in the error, and --ref finds it. Trained for real, the policy moves
+ * and ranks the pairs it trained on. */
+static void hf_run_against_its_model(void)
+{
+    char run[400], moved[400], err[1024];
+    cache_path(run, sizeof run, "hf-run-lr0");
+    CHECKF(train_hf(run, 1, 0.0, err, sizeof err) == 0, "%s", err);
+    EvalOptions o;
+    small_eval(&o);
+    EvalResult r;
+    int rc = eval_path(run, &o, &r, err, sizeof err);
+    CHECKF(rc == 0, "%s", err);
+    CHECKF(r.kl == 0.0 && r.win_rate == 0.5, "kl %.17g", r.kl);
+    CHECK(strcmp(r.reference, hf_dir) == 0 && isnan(r.accuracy) && r.samples == 8);
+    cache_path(moved, sizeof moved, "tiny-gpt2-moved");
+    CHECK(rename(hf_dir, moved) == 0);
+    CHECK(eval_path(run, &o, &r, err, sizeof err) == -1);
+    CHECKF(strstr(err, hf_dir) != NULL, "err: %s", err);
+    o.reference = moved;
+    rc = eval_path(run, &o, &r, err, sizeof err);
+    CHECKF(rc == 0 && r.kl == 0.0 && strcmp(r.reference, moved) == 0, "%s", err);
+    CHECK(rename(moved, hf_dir) == 0);
+    cache_path(run, sizeof run, "hf-run");
+    CHECKF(train_hf(run, 8, 1e-2, err, sizeof err) == 0, "%s", err);
+    small_eval(&o);
+    o.pairs_file = hf_pairs;
+    rc = eval_path(run, &o, &r, err, sizeof err);
+    CHECKF(rc == 0, "%s", err);
+    printf("# hf run: KL %.3f, accuracy %.2f on %lld pairs\n", r.kl, r.accuracy,
+           (long long)r.pairs);
+    CHECK(rc == 0 && isfinite(r.kl) && r.kl != 0.0 && r.pairs == 6 && r.accuracy > 0.5);
+}
+
+/* --model on the frontier: the run trains the folder (its hf/ copy, its
+ * config's model) on the task's pairs and is evaluated against it. */
+static void frontier_trains_a_model_folder(void)
+{
+    CHECK(fixture_ok);
+    if (!fixture_ok)
+        return;
+    char out[320], err[1024], path[400];
+    cache_path(out, sizeof out, "frontier-hf");
+    TaskPrepareOptions tp;
+    tiny_task(&tp, NULL, FIXTURE_STEPS);
+    snprintf(path, sizeof path, "%s/main", tmp_root);
+    tp.cache_dir = path;
+    FrontierSetup s;
+    CHECK(frontier_setup(&s, &tp, err, sizeof err) == 0);
+    CHECKF(frontier_use_model(&s, hf_dir, err, sizeof err) == 0, "%s", err);
+    CHECK(s.cfg.vocab == 50257 && s.cfg.width == 16 && s.cfg.context <= 64);
+    s.cfg.max_steps = 2;
+    s.eval.n_prompts = 3;
+    s.eval.samples = 2;
+    s.eval.max_pairs = 8;
+    s.jobs = 1;
+    s.quiet = true;
+    FrontierJob jobs[1] = {
+        {.loss_path = PREFRUN_SOURCE_ROOT "/losses/dpo.lua", .beta = 0.1, .seed = 1}};
+    frontier_job_dirs(jobs, 1, out);
+    FrontierResult res[1];
+    CHECK(frontier_run(&s, jobs, 1, res, err, sizeof err) == 0);
+    CHECKF(res[0].ok, "%s", res[0].error);
+    CHECK(strcmp(res[0].eval.reference, hf_dir) == 0 && res[0].eval.samples == 6);
+    CHECK(res[0].eval.pairs == 8 && isfinite(res[0].eval.kl));
+    char copy[FRONTIER_DIR_LEN + 32];
+    snprintf(copy, sizeof copy, "%s/hf/vocab.json", jobs[0].run_dir);
+    CHECK(fsutil_exists(copy));
+    CHECK(frontier_use_model(&s, fixture.dir, err, sizeof err) == -1);
+    CHECKF(strstr(err, fixture.dir) != NULL, "err: %s", err);
+}
+
 int main(void)
 {
     snprintf(tmp_root, sizeof tmp_root, "/tmp/prefrun-test-eval-%d", (int)getpid());
     char err[256];
     build_fixture();
+    build_hf_fixture();
     RUN(pretraining_is_deterministic);
     RUN(pair_generation_is_deterministic);
     RUN(pairs_are_ordinary_data);
     RUN(reference_against_itself);
     RUN(dpo_beats_the_reference);
     RUN(frontier_writes_table_and_plot);
+    RUN_HF(hf_folder_against_itself);
+    RUN_HF(hf_run_against_its_model);
+    RUN_HF(frontier_trains_a_model_folder);
     fsutil_remove_tree(tmp_root, err, sizeof err);
     return tl_done();
 }

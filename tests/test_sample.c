@@ -2,7 +2,9 @@
  * test_sample.c — the KV-cache inference path against the model's full
  * forward, and sampling: determinism by seed and across thread counts,
  * greedy decoding, top-k, the log-probs of the sampling path against
- * teacher-forced scoring, model files, and the errors of a full cache.
+ * teacher-forced scoring, model files, and the errors of a full cache;
+ * then sampling with a real tokenizer (GPT-2's, Qwen3's files from
+ * tests/fetch_tokenizers.sh; those cases skip when the files are absent).
  */
 #include <math.h>
 #include <omp.h>
@@ -19,6 +21,9 @@
 #include "testlib.h"
 #include "train/model_load.h"
 #include "model/model_file.h"
+#include "prefrun_config.h"
+#include "testfs.h"
+#include "tokenizer/tokenizer.h"
 
 /* The tokenizer's vocabulary, a short context so sequences fill it, two
  * layers and two heads so every path of the block runs. */
@@ -309,6 +314,224 @@ static void model_file_round_trip(void)
     gpt_free(m);
 }
 
+/* ---- with a tokenizer -------------------------------------------------------- */
+
+/* Token ids from the tokenizers' own files, as Hugging Face gives them
+ * (GPT2TokenizerFast("Hello world") and Qwen's chat template texts). */
+#define GPT2_EOT 50256
+#define GPT2_HELLO 15496  /* "Hello" */
+#define GPT2_WORLD 995    /* " world" */
+#define GPT2_PADDED 50304 /* GPT-2's vocabulary padded to a multiple of 64, as nanoGPT does */
+#define QWEN_IM_START 151644
+#define QWEN_IM_END 151645 /* Qwen3's eos_token */
+#define QWEN_USER 872      /* "user" */
+#define QWEN_NEWLINE 198   /* a newline */
+#define QWEN_PADDED 151936 /* Qwen3's vocab_size: the tokenizer has 151669 ids */
+
+static Tokenizer *load_tokenizer(const char *name)
+{
+    char dir[512], err[512];
+    const char *d = getenv("PREFRUN_TOKENIZER_DATA");
+    snprintf(dir, sizeof dir, "%s/%s", d ? d : PREFRUN_SOURCE_ROOT "/.deps/tokenizers", name);
+    Tokenizer *t = tokenizer_load(dir, err, sizeof err);
+    if (!t)
+        printf("# %s\n", err);
+    return t;
+}
+
+static bool skip_without(const Tokenizer *t, const char *name)
+{
+    if (t)
+        return false;
+    tl_cases++;
+    printf("ok %d - %s # SKIP no tokenizer files (bash tests/fetch_tokenizers.sh)\n", tl_cases,
+           name);
+    return true;
+}
+
+/* A model whose logits do not depend on the context: the final LayerNorm's
+ * weight is 0, so its output is its bias b at every position, and the
+ * logit of token v is b . wte[v]. wte[v] = c b / |b|^2 makes that logit c;
+ * every other row stays random (|logit| well under 1). */
+static Gpt *constant_logits_model(int vocab, uint64_t seed)
+{
+    GptConfig cfg = {.vocab = vocab, .context = 16, .width = 16, .layers = 1, .heads = 2};
+    Gpt *m = random_model(&cfg, seed);
+    if (!m)
+        return NULL;
+    for (int i = 0; i < cfg.width; i++)
+        m->lnfw->data[i] = 0;
+    return m;
+}
+
+static void set_logit(Gpt *m, int v, double c)
+{
+    int C = m->cfg.width;
+    double bb = 0;
+    for (int i = 0; i < C; i++)
+        bb += (double)m->lnfb->data[i] * m->lnfb->data[i];
+    for (int i = 0; i < C; i++)
+        m->wte->data[(size_t)v * C + i] = (float)(c * m->lnfb->data[i] / bb);
+}
+
+/* log softmax(l)[v] in double, l_u = b . wte[u] over the whole vocabulary */
+static double constant_logp(const Gpt *m, int v)
+{
+    int C = m->cfg.width, V = m->cfg.vocab;
+    double mx = -INFINITY, s = 0, *l = malloc((size_t)V * sizeof *l);
+    for (int u = 0; u < V; u++) {
+        l[u] = 0;
+        for (int i = 0; i < C; i++)
+            l[u] += (double)m->lnfb->data[i] * m->wte->data[(size_t)u * C + i];
+        mx = l[u] > mx ? l[u] : mx;
+    }
+    for (int u = 0; u < V; u++)
+        s += exp(l[u] - mx);
+    double out = l[v] - mx - log(s);
+    free(l);
+    return out;
+}
+
+static bool ids_are(const SampleResult *r, const int32_t *want, int n)
+{
+    if (!r->ids || r->n_ids != n)
+        return false;
+    for (int i = 0; i < n; i++)
+        if (r->ids[i] != want[i])
+            return false;
+    return true;
+}
+
+/* The prompt is encoded without special tokens added (TRL's
+ * add_special_tokens=False), an empty one becomes [BOS]; padded ids, the
+ * likeliest of all here, are never drawn; greedy repeats the best real
+ * token to max_new_tokens, and the text is its decode; the log-prob is the
+ * closed-form log-softmax, and sample_score of the kept ids gives it too. */
+static void tokenizer_prompts_padding_and_text(void)
+{
+    Tokenizer *tok = load_tokenizer("gpt2");
+    if (skip_without(tok, __func__))
+        return;
+    Gpt *m = constant_logits_model(GPT2_PADDED, 21);
+    for (int v = 50257; v < GPT2_PADDED; v++)
+        set_logit(m, v, 10); /* padding rows: the model's favourites */
+    set_logit(m, GPT2_HELLO, 5);
+    SampleOptions o = {.temperature = 0, .max_new_tokens = 3, .tokenizer = tok};
+    const char *prompts[2] = {"Hello world", ""};
+    SampleResult r[2];
+    char err[256];
+    int rc = sample_generate(m, prompts, 2, &o, r, err, sizeof err);
+    CHECKF(rc == 0, "%s", err);
+    if (rc == 0) {
+        const int32_t want0[] = {GPT2_HELLO, GPT2_WORLD, GPT2_HELLO, GPT2_HELLO, GPT2_HELLO};
+        const int32_t want1[] = {GPT2_EOT, GPT2_HELLO, GPT2_HELLO, GPT2_HELLO};
+        CHECK(ids_are(&r[0], want0, 5) && r[0].prompt_len == 2);
+        CHECK(ids_are(&r[1], want1, 4) && r[1].prompt_len == 1);
+        for (int i = 0; i < 2; i++) {
+            CHECKF(r[i].text && strcmp(r[i].text, "HelloHelloHello") == 0, "text %s", r[i].text);
+            CHECK(r[i].len == 15 && !r[i].ended);
+            CHECK_NEAR(r[i].logp, 3 * constant_logp(m, GPT2_HELLO), 1e-4);
+        }
+        double lp[2];
+        CHECK(sample_score(m, prompts, r, 2, lp, err, sizeof err) == 0);
+        CHECK_NEAR(lp[0], r[0].logp, 1e-4);
+        CHECK_NEAR(lp[1], r[1].logp, 1e-4);
+        sample_results_free(r, 2);
+    }
+    /* temperature 1: still never a padded id, whatever the seed */
+    o = (SampleOptions){.temperature = 1, .seed = 3, .max_new_tokens = 8, .tokenizer = tok};
+    const char *p4[4] = {"a", "b", "c", "d"};
+    SampleResult s[4];
+    CHECK(sample_generate(m, p4, 4, &o, s, err, sizeof err) == 0);
+    for (int i = 0; i < 4; i++)
+        for (int t = 0; s[i].ids && t < s[i].n_ids; t++)
+            CHECKF(s[i].ids[t] < 50257, "sample %d drew padded id %d", i, (int)s[i].ids[t]);
+    sample_results_free(s, 4);
+    gpt_free(m);
+    tokenizer_free(tok);
+}
+
+/* A completion ends at the tokenizer's EOS, or at a stop id; neither is in
+ * the text, both are in the ids, and the log-prob counts them. */
+static void tokenizer_eos_and_stop_ids_end_completions(void)
+{
+    Tokenizer *tok = load_tokenizer("gpt2");
+    if (skip_without(tok, __func__))
+        return;
+    Gpt *m = constant_logits_model(50257, 22);
+    set_logit(m, GPT2_EOT, 6);
+    SampleOptions o = {.temperature = 0, .tokenizer = tok};
+    const char *prompts[1] = {"Hello"};
+    SampleResult r[1];
+    char err[256];
+    CHECK(sample_generate(m, prompts, 1, &o, r, err, sizeof err) == 0);
+    const int32_t want[] = {GPT2_HELLO, GPT2_EOT};
+    CHECK(ids_are(&r[0], want, 2) && r[0].ended && r[0].len == 0 && r[0].text && !r[0].text[0]);
+    CHECK_NEAR(r[0].logp, constant_logp(m, GPT2_EOT), 1e-4);
+    sample_results_free(r, 1);
+    set_logit(m, GPT2_EOT, -6);
+    set_logit(m, GPT2_WORLD, 6);
+    o.n_stop = 1;
+    o.stop_ids[0] = GPT2_WORLD;
+    CHECK(sample_generate(m, prompts, 1, &o, r, err, sizeof err) == 0);
+    const int32_t want2[] = {GPT2_HELLO, GPT2_WORLD};
+    CHECK(ids_are(&r[0], want2, 2) && r[0].ended && r[0].len == 0);
+    sample_results_free(r, 1);
+    gpt_free(m);
+    tokenizer_free(tok);
+}
+
+/* Qwen3: special tokens written in the prompt are its own ids, the EOS is
+ * tokenizer_config.json's <|im_end|>, and an empty prompt, with no BOS to
+ * start from, is an error saying so. */
+static void tokenizer_without_bos_and_special_prompts(void)
+{
+    Tokenizer *tok = load_tokenizer("qwen3");
+    if (skip_without(tok, __func__))
+        return;
+    Gpt *m = constant_logits_model(QWEN_PADDED, 23);
+    set_logit(m, QWEN_IM_END, 6);
+    SampleOptions o = {.temperature = 0, .tokenizer = tok};
+    const char *prompts[1] = {"<|im_start|>user\n"};
+    SampleResult r[1];
+    char err[256];
+    int rc = sample_generate(m, prompts, 1, &o, r, err, sizeof err);
+    CHECKF(rc == 0, "%s", err);
+    const int32_t want[] = {QWEN_IM_START, QWEN_USER, QWEN_NEWLINE, QWEN_IM_END};
+    CHECK(rc == 0 && ids_are(&r[0], want, 4) && r[0].prompt_len == 3 && r[0].ended);
+    if (rc == 0)
+        sample_results_free(r, 1);
+    const char *empty[1] = {""};
+    CHECK(sample_generate(m, empty, 1, &o, r, err, sizeof err) == -1);
+    CHECKF(strstr(err, "no BOS") != NULL, "err: %s", err);
+    gpt_free(m);
+    tokenizer_free(tok);
+}
+
+/* generation_config.json's eos_token_id, a number or a list. */
+static void stop_ids_from_generation_config(void)
+{
+    char dir[] = "/tmp/prefrun-test-sample-genXXXXXX", err[512];
+    CHECK(mkdtemp(dir) != NULL);
+    SampleOptions o = {0};
+    CHECK(sample_stop_ids_load(dir, &o, err, sizeof err) == 0 && o.n_stop == 0);
+    const char *path = tfs_join(dir, "generation_config.json");
+    const char *list = "{\"bos_token_id\": 1, \"eos_token_id\": [151645, 151643]}";
+    CHECK(fsutil_write_atomic(path, list, strlen(list), err, sizeof err) == 0);
+    CHECK(sample_stop_ids_load(dir, &o, err, sizeof err) == 0);
+    CHECK(o.n_stop == 2 && o.stop_ids[0] == 151645 && o.stop_ids[1] == 151643);
+    const char *one = "{\"eos_token_id\": 50256}";
+    CHECK(fsutil_write_atomic(path, one, strlen(one), err, sizeof err) == 0);
+    CHECK(sample_stop_ids_load(dir, &o, err, sizeof err) == 0);
+    CHECK(o.n_stop == 1 && o.stop_ids[0] == 50256);
+    const char *bad = "{\"eos_token_id\": \"</s>\"}";
+    CHECK(fsutil_write_atomic(path, bad, strlen(bad), err, sizeof err) == 0);
+    CHECK(sample_stop_ids_load(dir, &o, err, sizeof err) == -1);
+    CHECKF(strstr(err, "generation_config.json") && strstr(err, "eos_token_id"), "err: %s", err);
+    remove(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     RUN(kv_cache_equals_full_forward);
@@ -318,5 +541,9 @@ int main(void)
     RUN(top_k_keeps_the_k_best);
     RUN(sampling_logp_matches_scoring);
     RUN(model_file_round_trip);
+    RUN(tokenizer_prompts_padding_and_text);
+    RUN(tokenizer_eos_and_stop_ids_end_completions);
+    RUN(tokenizer_without_bos_and_special_prompts);
+    RUN(stop_ids_from_generation_config);
     return tl_done();
 }

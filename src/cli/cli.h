@@ -38,6 +38,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_pretrain(int argc, char **argv);
 int cmd_frontier(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 /* --set KEY=VALUE of a loss param into a CheckOptions, as a CLI_CALL of
  * options.h (cli/check.c; `check` and `grad` share it) */

@@ -29,6 +29,7 @@ static const struct {
     {"workers", "workers"},
     {"seed", "seed"},
     {"fitness", "fitness"},
+    {"model", "train.model"},
 };
 #define N_KEYED CLI_N(keyed)
 
@@ -64,6 +65,10 @@ static void usage(FILE *f)
                "  --fitness NAME       task (default: reward - 0.01 KL on the built-in task;\n"
                "                       its reference is built once, minutes on first use,\n"
                "                       then cached) | interim (a cheap stand-in for tests)\n"
+               "  --model DIR          a Hugging Face model folder every training run starts\n"
+               "                       from (train: model: DIR): the task fitness trains it\n"
+               "                       on the task's pair texts through its tokenizer and\n"
+               "                       scores it against DIR's model as the reference\n"
                "  --quiet              no per-candidate progress lines\n"
                "  --report DIR         print DIR's leaderboard, write DIR/leaderboard.svg\n"
                "  -h, --help           this text\n\n"

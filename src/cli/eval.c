@@ -1,7 +1,7 @@
 /*
  * cli/eval.c — `prefrun eval`: reward, KL to the reference, win rate and
- * held-out preference accuracy of a trained policy (eval.h), as text or
- * JSON.
+ * held-out preference accuracy of a trained policy, or of a Hugging Face
+ * model folder as it is (eval.h), as text or JSON.
  */
 #include <jansson.h>
 #include <math.h>
@@ -15,7 +15,8 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: prefrun eval RUN_OR_CHECKPOINT [--json] [--samples N] [--prompts N]\n"
-               "                    [--seed S] [--ref MODEL] [--pairs FILE] [--cache DIR]\n\n"
+               "                    [--seed S] [--ref MODEL] [--pairs FILE] [--cache DIR]\n"
+               "       prefrun eval --model DIR [options]\n\n"
                "Samples N completions (temperature 1) for each of P held-out prompts of the\n"
                "built-in task from the policy and from its reference, and reports:\n"
                "  reward     the policy's mean task reward, with a 95%% interval\n"
@@ -25,13 +26,20 @@ static void usage(FILE *f)
                "             for the same prompt (ties count half)\n"
                "  accuracy   share of held-out pairs with implicit reward margin > 0\n"
                "The reference and held-out pairs are the ones the run trained with (found\n"
-               "from its config.yaml); a bare model file is evaluated on the default task.\n\n"
+               "from its config.yaml); a bare model file is evaluated on the default task.\n"
+               "A run trained with --model DIR has DIR's model as its reference and the\n"
+               "run's copy of DIR's tokenizer (RUN/hf/) for sampling and the pairs; the\n"
+               "prompts are the task's held-out prompts all the same (the reward is defined\n"
+               "on text). --model DIR evaluates a Hugging Face folder as it is: against\n"
+               "itself (KL 0, win rate 0.5), or against --ref.\n\n"
                "options:\n"
+               "  --model DIR     the policy is the Hugging Face model folder DIR\n"
                "  --json          one JSON object on stdout\n"
                "  --samples N     completions per prompt (default 4)\n"
                "  --prompts P     held-out prompts (default 64, at most ~150)\n"
                "  --seed S        sampling seed (default 1)\n"
-               "  --ref MODEL     the reference to compare with\n"
+               "  --ref MODEL     the reference to compare with (a run, checkpoint, model\n"
+               "                  file or Hugging Face folder)\n"
                "  --pairs FILE    held-out TRL pairs for the accuracy ('' to skip)\n"
                "  --cache DIR     the task cache (see prefrun pretrain)\n"
                "  --threads N     threads (default: all cores)\n"
@@ -42,7 +50,7 @@ static void usage(FILE *f)
 }
 
 typedef struct EvalArgs {
-    const char *path;
+    const char *path, *model;
     bool json;
     int threads;
     EvalOptions o;
@@ -51,6 +59,7 @@ typedef struct EvalArgs {
 static int parse(int argc, char **argv, EvalArgs *a)
 {
     const CliOpt opts[] = {
+        CLI_STRING("model", 0, &a->model),
         CLI_FLAG("json", 0, &a->json),
         CLI_INT("samples", 0, &a->o.samples, 1, 1 << 16),
         CLI_INT("prompts", 0, &a->o.n_prompts, 1, 1 << 16),
@@ -61,8 +70,12 @@ static int parse(int argc, char **argv, EvalArgs *a)
         CLI_INT("threads", 0, &a->threads, 0, 1 << 10),
     };
     const CliCommand cmd = {CLI_COMMAND("eval", usage, opts), .operand = "RUN_OR_CHECKPOINT",
-                            .operands = &a->path, .min_operands = 1, .max_operands = 1};
-    return cli_parse(&cmd, argc, argv);
+                            .operands = &a->path, .min_operands = 0, .max_operands = 1};
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc == CLI_CONTINUE && !a->path == !a->model)
+        return cli_usage_error("eval", "give a RUN_OR_CHECKPOINT or --model DIR, not %s",
+                               a->path ? "both" : "neither");
+    return rc;
 }
 
 static void print_text(const EvalResult *r)
@@ -92,7 +105,9 @@ int cmd_eval(int argc, char **argv)
     char err[2048];
     EvalResult r;
     a.o.quiet = a.json;
-    if (eval_path(a.path, &a.o, &r, err, sizeof err) != 0) {
+    rc = a.model ? eval_model_dir(a.model, &a.o, &r, err, sizeof err)
+                 : eval_path(a.path, &a.o, &r, err, sizeof err);
+    if (rc != 0) {
         cli_error("eval", 0, err);
         return EXIT_INPUT;
     }

@@ -20,13 +20,18 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: prefrun frontier LOSS.lua [LOSS2.lua ...] --betas B1,B2,... --out DIR\n"
-               "                        [--seeds N] [--jobs N] [--steps N] [--set KEY=VALUE]...\n\n"
+               "                        [--seeds N] [--jobs N] [--steps N] [--set KEY=VALUE]...\n"
+               "                        [--model MODEL]\n\n"
                "Trains each loss at each beta (the loss param `beta`) and seed on the built-in\n"
                "task, starting from its pretrained reference, in parallel worker processes;\n"
                "evaluates each policy (reward, KL to the reference, win rate, held-out\n"
                "accuracy; see prefrun eval) and writes DIR/frontier.csv, frontier.json and\n"
                "frontier.svg (frontier.png too when rsvg-convert or convert is installed):\n"
-               "mean reward against KL, one curve per loss. Runs go to DIR/runs/.\n\n"
+               "mean reward against KL, one curve per loss. Runs go to DIR/runs/.\n"
+               "With --model MODEL, every run trains that Hugging Face model folder instead\n"
+               "(the same as --set model=MODEL in prefrun train) on the task's pair texts\n"
+               "through its tokenizer, and is evaluated against MODEL's model as the\n"
+               "reference (see prefrun eval).\n\n"
                "options:\n"
                "  --betas LIST     comma-separated betas (required)\n"
                "  --out DIR        output directory (required)\n"
@@ -34,6 +39,8 @@ static void usage(FILE *f)
                "  --jobs N         workers at a time (default: one per core)\n"
                "  --steps N        optimizer steps per run (default: the task's)\n"
                "  --set KEY=VALUE  a training setting, as in prefrun train (repeatable)\n"
+               "  --model MODEL    a Hugging Face model folder every run trains (default:\n"
+               "                   prefrun's own model, from the task's reference)\n"
                "  --samples N      eval completions per prompt (default 4)\n"
                "  --prompts P      eval held-out prompts (default 64)\n"
                "  --cache DIR      the task cache (see prefrun pretrain)\n"
@@ -49,7 +56,7 @@ typedef struct FrontierArgs {
     int n_losses;
     double betas[MAX_BETAS];
     int n_betas, seeds, jobs, steps, samples, prompts;
-    const char *out, *cache;
+    const char *out, *cache, *model;
     const char *sets[MAX_SETS];
     int n_sets;
     bool quiet;
@@ -66,6 +73,7 @@ static int parse(int argc, char **argv, FrontierArgs *a)
         CLI_INT("samples", 0, &a->samples, 1, 1 << 16),
         CLI_INT("prompts", 0, &a->prompts, 1, 1 << 16),
         CLI_STRING("cache", 0, &a->cache),
+        CLI_STRING("model", 0, &a->model),
         CLI_STRINGS("set", 0, a->sets, &a->n_sets),
         CLI_FLAG("quiet", 0, &a->quiet),
     };
@@ -141,6 +149,8 @@ static int run(const FrontierArgs *a)
     snprintf(err, sizeof err, "out of memory");
     if (rc == 0)
         rc = frontier_setup(&s, &tp, err, sizeof err);
+    if (rc == 0 && a->model)
+        rc = frontier_use_model(&s, a->model, err, sizeof err);
     if (rc == 0)
         rc = configure(a, &s, n, err, sizeof err);
     if (rc == 0 && !a->quiet)

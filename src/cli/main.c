@@ -26,6 +26,7 @@ static const Command commands[] = {
     {"sample", cmd_sample, "sample completions from a checkpoint (KV cache)"},
     {"pretrain", cmd_pretrain, "build the built-in task's cached reference and pairs"},
     {"frontier", cmd_frontier, "reward against KL of losses over a sweep of betas"},
+    {"export", cmd_export, "write a run's policy as a Hugging Face model folder"},
     {"discover", cmd_discover, "propose, check, train and score new losses"},
     {"bench", cmd_bench, "time the training step against the sgemm peak"},
 };

@@ -236,8 +236,24 @@ static void clear_list(DiscoverOptions *o, const Key *k)
         o->n_fitness_seeds = 0;
 }
 
+/* "train.KEY": the key KEY of the train: mapping, through config.h's own
+ * setter (a string value taken as it is, never parsed as YAML). */
+static int set_train(DiscoverOptions *o, const char *key, const char *value, char *err,
+                     size_t errlen)
+{
+    char assignment[CONFIG_PATH_LEN + 128];
+    if (snprintf(assignment, sizeof assignment, "%s=%s", key, value) >= (int)sizeof assignment)
+        return err_fail(err, errlen, "train.%s: the value is too long", key);
+    char msg[512];
+    if (config_set(&o->train, assignment, msg, sizeof msg) != 0)
+        return err_fail(err, errlen, "train.%s: %s", key, msg);
+    return 0;
+}
+
 int discover_set(DiscoverOptions *o, const char *key, const char *value, char *err, size_t errlen)
 {
+    if (strncmp(key, "train.", 6) == 0)
+        return set_train(o, key + 6, value, err, errlen);
     const Key *k = find_key(key);
     if (!k)
         return err_fail(err, errlen, "unknown key \"%s\"", key);

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "model/checkpoint.h"
+#include "model/hf_model.h"
 #include "train/config.h"
 #include "train/data.h"
 #include "util/errmsg.h"
@@ -26,6 +27,7 @@
 #include "task/task_data.h"
 #include "util/timeutil.h"
 #include "train/model_load.h"
+#include "train/run_hf.h"
 
 #define PAIR_BATCH 16
 #define Z95 1.959963984540054 /* the normal's 97.5% quantile */
@@ -55,14 +57,16 @@ typedef struct Side {
     double *reward;    // (n)
 } Side;
 
-static int side_sample(const Gpt *m, const char *const *prompts, int n, uint64_t seed, Side *s,
-                       char *err, size_t errlen)
+static int side_sample(const Gpt *m, const char *const *prompts, int n, const EvalOptions *o,
+                       Side *s, char *err, size_t errlen)
 {
     s->res = calloc((size_t)n, sizeof *s->res);
     s->reward = malloc((size_t)n * sizeof *s->reward);
     if (!s->res || !s->reward)
         return err_fail(err, errlen, "eval: out of memory");
-    SampleOptions so = {.temperature = 1.0, .seed = seed};
+    SampleOptions so = {.temperature = 1.0, .seed = o->seed, .tokenizer = o->tokenizer};
+    so.n_stop = o->n_stop;
+    memcpy(so.stop_ids, o->stop_ids, sizeof so.stop_ids);
     if (sample_generate(m, prompts, n, &so, s->res, err, errlen) != 0)
         return -1;
     for (int i = 0; i < n; i++)
@@ -167,12 +171,17 @@ static int score_pairs(const Gpt *pol, const Gpt *ref, const Dataset *ds, int64_
     return rc;
 }
 
-static int pair_accuracy(const Gpt *pol, const Gpt *ref, const char *path, int max_pairs,
+/* The pairs of path, tokenized as the models were trained to see them
+ * (o->tokenizer, else bytes). */
+static int pair_accuracy(const Gpt *pol, const Gpt *ref, const char *path, const EvalOptions *o,
                          EvalResult *r, char *err, size_t errlen)
 {
-    int L = pol->cfg.context;
+    int L = pol->cfg.context, max_pairs = o->max_pairs;
     int P = TASK_PROMPT_MAX + 1 < L ? TASK_PROMPT_MAX + 1 : L / 2;
-    DataOptions dopt = {.max_length = L, .max_prompt_length = P > 0 ? P : 1};
+    DataOptions dopt = {.max_length = L,
+                        .max_prompt_length = P > 0 ? P : 1,
+                        .tokenizer = o->tokenizer,
+                        .vocab = o->tokenizer ? pol->cfg.vocab : 0};
     Dataset *ds = data_load_jsonl(path, &dopt, err, errlen);
     if (!ds)
         return -1;
@@ -216,13 +225,13 @@ int eval_models(const Gpt *policy, const Gpt *ref, uint64_t task_seed, const cha
     for (int i = 0; rc == 0 && i < n; i++)
         prompts[i] = tp.text[i / o->samples];
     if (rc == 0)
-        rc = side_sample(policy, prompts, n, o->seed, &p, err, errlen);
+        rc = side_sample(policy, prompts, n, o, &p, err, errlen);
     if (rc == 0)
-        rc = side_sample(ref, prompts, n, o->seed, &q, err, errlen);
+        rc = side_sample(ref, prompts, n, o, &q, err, errlen);
     if (rc == 0)
         rc = sample_metrics(policy, ref, prompts, n, &p, &q, r, err, errlen);
     if (rc == 0 && pairs_file && *pairs_file)
-        rc = pair_accuracy(policy, ref, pairs_file, o->max_pairs, r, err, errlen);
+        rc = pair_accuracy(policy, ref, pairs_file, o, r, err, errlen);
     side_free(&p, n);
     side_free(&q, n);
     free(prompts);
@@ -231,40 +240,127 @@ int eval_models(const Gpt *policy, const Gpt *ref, uint64_t task_seed, const cha
     return rc;
 }
 
-/* The task a model was trained on: config.yaml beside it -> train_file ->
- * task.json; a model without a run config gets the default task of its
- * shape. 1: a run that did not train on the built-in task. */
-static int find_task(const char *model_file, const GptConfig *g, const EvalOptions *o,
-                     TaskAssets *a, char *err, size_t errlen)
+int eval_load_model(const char *path, Gpt **out, char *resolved, size_t rlen, char *err,
+                    size_t errlen)
+{
+    if (!hf_model_is_folder(path))
+        return run_model_load(path, out, resolved, rlen, err, errlen);
+    if (resolved)
+        snprintf(resolved, rlen, "%s", path);
+    return hf_model_load(path, false, out, NULL, err, errlen);
+}
+
+/* The config.yaml beside a model file into c: 1, or 0 when there is none. */
+static int run_config(const char *model_file, Config *c, char *err, size_t errlen)
 {
     char yaml[1024];
     const char *slash = strrchr(model_file, '/');
     snprintf(yaml, sizeof yaml, "%.*s/%s", slash ? (int)(slash - model_file) : 1,
              slash ? model_file : ".", CKPT_CONFIG_FILE);
-    if (fsutil_exists(yaml)) {
-        Config c;
-        config_defaults(&c);
-        if (config_load_yaml(&c, yaml, err, errlen) != 0)
-            return -1;
-        return c.train_file[0] ? task_assets_find(c.train_file, a, err, errlen) : 1;
-    }
+    if (!fsutil_exists(yaml))
+        return 0;
+    config_defaults(c);
+    return config_load_yaml(c, yaml, err, errlen) == 0 ? 1 : -1;
+}
+
+/* The default built-in task for a model of shape g (built if missing). */
+static int default_task(const GptConfig *g, const EvalOptions *o, TaskAssets *a, char *err,
+                        size_t errlen)
+{
     TaskPrepareOptions tp;
     task_prepare_defaults(&tp);
-    tp.pretrain.model = *g;
+    if (g)
+        tp.pretrain.model = *g;
     tp.cache_dir = o->cache_dir;
     tp.quiet = o->quiet;
     return task_prepare(&tp, a, err, errlen);
 }
 
+/* The task a model was trained on (its run config c, has = 1) ->
+ * train_file -> task.json; a model without a run config gets the default
+ * task of its shape. 1: a run that did not train on the built-in task. */
+static int find_task(int has, const Config *c, const GptConfig *g, const EvalOptions *o,
+                     TaskAssets *a, char *err, size_t errlen)
+{
+    if (has)
+        return c->train_file[0] ? task_assets_find(c->train_file, a, err, errlen) : 1;
+    return default_task(g, o, a, err, errlen);
+}
+
+static uint64_t default_seed(void)
+{
+    PretrainOptions pd;
+    pretrain_defaults(&pd);
+    return pd.seed;
+}
+
+/* eval_models with a Hugging Face model's tokenizer and the stop ids of
+ * the generation_config.json in hf_dir. */
+static int eval_tokens(const Gpt *pol, const Gpt *ref, uint64_t seed, const char *pairs,
+                       const Tokenizer *tok, const char *hf_dir, const EvalOptions *o,
+                       EvalResult *r, char *err, size_t errlen)
+{
+    EvalOptions eo = *o;
+    SampleOptions so = {0};
+    if (sample_stop_ids_load(hf_dir, &so, err, errlen) != 0)
+        return -1;
+    eo.tokenizer = tok;
+    eo.n_stop = so.n_stop;
+    memcpy(eo.stop_ids, so.stop_ids, sizeof eo.stop_ids);
+    return eval_models(pol, ref, seed, pairs, &eo, r, err, errlen);
+}
+
+/* A run of the Hugging Face model c->model: that model is the reference
+ * (or o->reference), the run's hf/ the tokenizer. */
+static int eval_hf_run(const Gpt *pol, const char *file, const Config *c, const EvalOptions *o,
+                       EvalResult *r, char *err, size_t errlen)
+{
+    char hf[1024];
+    int has = run_hf_dir(file, hf, sizeof hf, err, errlen);
+    if (has <= 0)
+        return has < 0 ? -1
+                       : err_fail(err, errlen,
+                                  "eval: %s trained %s but its run has no copy of the model's "
+                                  "tokenizer (%s/)",
+                                  file, c->model, RUN_HF_DIR);
+    TaskAssets a = {0};
+    int task = c->train_file[0] ? task_assets_find(c->train_file, &a, err, errlen) : 1;
+    if (task < 0)
+        return -1;
+    uint64_t seed = task == 0 ? a.seed : default_seed();
+    const char *pairs = o->pairs_file     ? o->pairs_file
+                        : task == 0       ? a.eval_file
+                        : c->eval_file[0] ? c->eval_file
+                                          : NULL;
+    Tokenizer *tok = tokenizer_load(hf, err, errlen);
+    Gpt *ref = NULL;
+    char ref_file[1024];
+    const char *ref_path = o->reference ? o->reference : c->model;
+    int rc = tok ? eval_load_model(ref_path, &ref, ref_file, sizeof ref_file, err, errlen) : -1;
+    if (rc == 0)
+        rc = eval_tokens(pol, ref, seed, pairs, tok, hf, o, r, err, errlen);
+    if (rc == 0)
+        snprintf(r->reference, sizeof r->reference, "%s", ref_file);
+    gpt_free(ref);
+    tokenizer_free(tok);
+    return rc;
+}
+
 static int eval_loaded(Gpt *pol, const char *file, const EvalOptions *o, EvalResult *r, char *err,
                        size_t errlen)
 {
-    TaskAssets a = {0};
-    PretrainOptions pd;
-    pretrain_defaults(&pd);
-    a.seed = pd.seed;
+    Config c;
+    int has = run_config(file, &c, err, errlen);
+    if (has < 0)
+        return -1;
+    if (has && c.model[0]) {
+        int rc = eval_hf_run(pol, file, &c, o, r, err, errlen);
+        snprintf(r->model, sizeof r->model, "%s", file);
+        return rc;
+    }
+    TaskAssets a = {.seed = default_seed()};
     if (!o->reference || !o->pairs_file) {
-        int rc = find_task(file, &pol->cfg, o, &a, err, errlen);
+        int rc = find_task(has, &c, &pol->cfg, o, &a, err, errlen);
         if (rc < 0)
             return -1;
         if (rc == 1 && !o->reference)
@@ -277,7 +373,7 @@ static int eval_loaded(Gpt *pol, const char *file, const EvalOptions *o, EvalRes
     const char *pairs = o->pairs_file ? o->pairs_file : a.eval_file;
     Gpt *ref;
     char ref_file[1024];
-    if (run_model_load(ref_path, &ref, ref_file, sizeof ref_file, err, errlen) != 0)
+    if (eval_load_model(ref_path, &ref, ref_file, sizeof ref_file, err, errlen) != 0)
         return -1;
     int rc = eval_models(pol, ref, a.seed, pairs, o, r, err, errlen);
     gpt_free(ref);
@@ -295,6 +391,50 @@ int eval_path(const char *path, const EvalOptions *o, EvalResult *r, char *err, 
         return -1;
     int rc = eval_loaded(pol, file, o, r, err, errlen);
     gpt_free(pol);
+    return rc;
+}
+
+/* The seed and pairs for a bare folder: the default task's, unless the
+ * pairs are given (then the task need not be built for its seed alone). */
+static int dir_task(const EvalOptions *o, uint64_t *seed, char *pairs, size_t len, char *err,
+                    size_t errlen)
+{
+    *seed = default_seed();
+    if (o->pairs_file) {
+        snprintf(pairs, len, "%s", o->pairs_file);
+        return 0;
+    }
+    TaskAssets a;
+    if (default_task(NULL, o, &a, err, errlen) != 0)
+        return -1;
+    *seed = a.seed;
+    snprintf(pairs, len, "%s", a.eval_file);
+    return 0;
+}
+
+int eval_model_dir(const char *dir, const EvalOptions *o, EvalResult *r, char *err, size_t errlen)
+{
+    *r = (EvalResult){.accuracy = NAN};
+    Gpt *pol = NULL, *ref = NULL;
+    uint64_t seed;
+    char pairs[TASK_PATH_LEN];
+    Tokenizer *tok = NULL;
+    char ref_file[1024];
+    snprintf(ref_file, sizeof ref_file, "%s", dir);
+    int rc = hf_model_load(dir, false, &pol, NULL, err, errlen);
+    if (rc == 0 && !(tok = tokenizer_load(dir, err, errlen)))
+        rc = -1;
+    if (rc == 0 && o->reference)
+        rc = eval_load_model(o->reference, &ref, ref_file, sizeof ref_file, err, errlen);
+    if (rc == 0)
+        rc = dir_task(o, &seed, pairs, sizeof pairs, err, errlen);
+    if (rc == 0) /* against itself: one copy, the same numbers as two */
+        rc = eval_tokens(pol, ref ? ref : pol, seed, pairs, tok, dir, o, r, err, errlen);
+    snprintf(r->model, sizeof r->model, "%s", dir);
+    snprintf(r->reference, sizeof r->reference, "%s", ref_file);
+    gpt_free(pol);
+    gpt_free(ref);
+    tokenizer_free(tok);
     return rc;
 }
 

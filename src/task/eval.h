@@ -34,6 +34,19 @@
  * default built-in task for its model shape (task_prepare, so it is built
  * if missing). EvalOptions.reference / pairs_file override either.
  *
+ * A run of a Hugging Face model (config.yaml's `model`): the reference is
+ * that folder's model (hf_model_load; the run's own RUN/hf/ holds no
+ * weights), the tokenizer the run's copy (run_hf_tokenizer), whose
+ * generation_config.json adds stop ids; the prompts are the built-in
+ * task's held-out prompts all the same (the reward is defined on text),
+ * sampled as tokens and scored on the ids drawn (sample.h), and the
+ * held-out pairs (the task's eval.jsonl when the run trained on the task's
+ * pairs, else the run's eval_file, if any) are tokenized by the same
+ * tokenizer (data.h). eval_model_dir evaluates a bare Hugging Face folder
+ * the same way, against itself unless EvalOptions.reference names another
+ * model (a folder, a run or a model file). mean_length stays in bytes of
+ * the decoded text.
+ *
  * Errors are values: 0 on success, -1 with a message in err.
  */
 #ifndef PREFRUN_EVAL_H
@@ -45,6 +58,8 @@
 #include <stdint.h>
 
 #include "model/model.h"
+#include "task/sample.h"
+#include "tokenizer/tokenizer.h"
 
 typedef struct EvalOptions {
     int n_prompts;          /* held-out prompts P (at most ~150 exist) */
@@ -55,6 +70,12 @@ typedef struct EvalOptions {
     const char *pairs_file; /* NULL: the task's eval.jsonl; "" skips accuracy */
     const char *cache_dir;  /* where the default task lives (NULL: default) */
     bool quiet;             /* no progress output when a task must be built */
+    /* eval_models only (eval_path and eval_model_dir find their own): the
+     * models' tokenizer, NULL for prefrun's byte model, borrowed; and the
+     * ids besides its EOS that end a completion (sample_stop_ids_load) */
+    const Tokenizer *tokenizer;
+    int32_t stop_ids[SAMPLE_MAX_STOP];
+    int n_stop;
 } EvalOptions;
 
 typedef struct EvalResult {
@@ -83,6 +104,17 @@ int eval_models(const Gpt *policy, const Gpt *ref, uint64_t task_seed, const cha
 /* A run directory, checkpoint directory or model file, with its reference
  * and pairs found as above. */
 int eval_path(const char *path, const EvalOptions *o, EvalResult *r, char *err, size_t errlen);
+
+/* A Hugging Face model folder as the policy (its own tokenizer), against
+ * itself or o->reference, on the default task's prompts and, unless
+ * o->pairs_file says otherwise, its held-out pairs (task_prepare). */
+int eval_model_dir(const char *dir, const EvalOptions *o, EvalResult *r, char *err, size_t errlen);
+
+/* The model at path: a Hugging Face folder (hf_model_load), else a run,
+ * checkpoint directory or model file (run_model_load); its file or folder
+ * to resolved. */
+int eval_load_model(const char *path, Gpt **out, char *resolved, size_t rlen, char *err,
+                    size_t errlen);
 
 /* The result as a JSON object (new reference), the names of the fields above. */
 json_t *eval_result_json(const EvalResult *r);

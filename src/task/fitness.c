@@ -4,6 +4,13 @@
  *
  * Each seed's run lives in WORK_DIR/task-seed-N and is removed once its
  * metrics are read and its policy evaluated, as the FitnessFn contract asks.
+ *
+ * With opt->cfg.model set (discover's --model, or `model:` under train:),
+ * every run trains that Hugging Face model folder instead of the task's
+ * byte model, on the task's pair texts through its tokenizer, with the
+ * task's training budget (the rate TRL's, as for any run of a model, unless
+ * train: sets it); the reference is the folder's model and the
+ * evaluation samples with its tokenizer (eval.h), loaded once per call.
  */
 #include "task/fitness.h"
 
@@ -20,13 +27,34 @@
 #include "lua/loss.h"
 #include "task/task_data.h"
 #include "util/timeutil.h"
+#include "model/hf_config.h"
+#include "model/hf_model.h"
+#include "task/sample.h"
+#include "tokenizer/tokenizer.h"
 #include "train/train.h"
 #include "train/model_load.h"
 
 #define PATH_LEN 1024
 
-/* The task's training settings; from the caller's only threads, sandbox
- * limits and nan_policy (see fitness.h). */
+/* With a model: its folder's, and the task's lengths within its positions
+ * (config_finalize then takes its shape). */
+static int use_model(Config *cfg, const char *model, char *err, size_t errlen)
+{
+    char path[CONFIG_PATH_LEN + 32];
+    HfConfig hc;
+    snprintf(path, sizeof path, "%s/%s", model, HF_CONFIG_FILE);
+    if (hf_config_load(path, &hc, err, errlen) != 0)
+        return -1;
+    snprintf(cfg->model, sizeof cfg->model, "%s", model); /* same size */
+    if (cfg->max_length > hc.context)
+        cfg->max_length = hc.context;
+    if (cfg->max_prompt_length >= cfg->max_length)
+        cfg->max_prompt_length = cfg->max_length / 2;
+    return 0;
+}
+
+/* The task's training settings; from the caller's only the model, threads,
+ * sandbox limits and nan_policy (see fitness.h). */
 static int task_config(const FitnessOptions *opt, const TaskAssets *a, Config *cfg, char *err,
                        size_t errlen)
 {
@@ -34,6 +62,8 @@ static int task_config(const FitnessOptions *opt, const TaskAssets *a, Config *c
     config_defaults(cfg);
     task_train_defaults(cfg);
     task_train_config(cfg, a);
+    if (in->model[0] && use_model(cfg, in->model, err, errlen) != 0)
+        return -1;
     cfg->threads = in->threads;
     cfg->nan_policy = in->nan_policy;
     cfg->sandbox_lua_bytes = in->sandbox_lua_bytes;
@@ -106,11 +136,19 @@ static void read_metrics(const char *run_dir, FitnessResult *out, double *margin
 
 /* ---- one seed --------------------------------------------------------------- */
 
+/* The reference and how to sample: the task's byte model, or a Hugging
+ * Face folder's model, tokenizer and stop ids. */
+typedef struct Ref {
+    Gpt *m;
+    Tokenizer *tok;
+    SampleOptions stops; /* stop_ids, n_stop */
+} Ref;
+
 typedef struct SeedRun {
     const char *loss_path;
     const Config *cfg;
     const TaskAssets *task;
-    const Gpt *ref;
+    const Ref *ref;
     uint64_t seed;
     char dir[PATH_LEN];
 } SeedRun;
@@ -123,7 +161,10 @@ static int seed_eval(const SeedRun *s, EvalResult *er, char *err, size_t errlen)
     EvalOptions eo;
     eval_defaults(&eo);
     eo.seed = s->seed;
-    int rc = eval_models(pol, s->ref, s->task->seed, "", &eo, er, err, errlen);
+    eo.tokenizer = s->ref->tok;
+    eo.n_stop = s->ref->stops.n_stop;
+    memcpy(eo.stop_ids, s->ref->stops.stop_ids, sizeof eo.stop_ids);
+    int rc = eval_models(pol, s->ref->m, s->task->seed, "", &eo, er, err, errlen);
     gpt_free(pol);
     return rc;
 }
@@ -136,7 +177,7 @@ static int seed_run(const SeedRun *s, FitnessResult *out, int i, char *err, size
                        .loss_weights = {1.0},
                        .run_dir = s->dir,
                        .quiet = true,
-                       .init_model = s->task->reference};
+                       .init_model = s->cfg->model[0] ? NULL : s->task->reference};
     to.cfg.seed = s->seed;
     TrainResult tr;
     char terr[1024];
@@ -188,21 +229,27 @@ int fitness_prepare(bool quiet, char *err, size_t errlen)
     return prepare_task(quiet, &a, err, errlen);
 }
 
-/* The task (quietly: a discovery worker has no terminal) and the reference. */
-static int load_task(TaskAssets *a, Gpt **ref, char *err, size_t errlen)
+/* The task (quietly: a discovery worker has no terminal) and the
+ * reference: the task's, or the model folder's with its tokenizer. */
+static int load_task(const char *model, TaskAssets *a, Ref *ref, char *err, size_t errlen)
 {
     if (prepare_task(true, a, err, errlen) != 0)
         return -1;
-    return run_model_load(a->reference, ref, NULL, 0, err, errlen);
+    if (!model[0])
+        return run_model_load(a->reference, &ref->m, NULL, 0, err, errlen);
+    if (hf_model_load(model, false, &ref->m, NULL, err, errlen) != 0 ||
+        !(ref->tok = tokenizer_load(model, err, errlen)))
+        return -1;
+    return sample_stop_ids_load(model, &ref->stops, err, errlen);
 }
 
 static int run_seeds(const char *loss_path, const FitnessOptions *opt, FitnessResult *out,
                      char *err, size_t errlen)
 {
     TaskAssets a;
-    Gpt *ref = NULL;
+    Ref ref = {0};
     Config cfg = {.max_steps = 0};
-    int rc = load_task(&a, &ref, err, errlen);
+    int rc = load_task(opt->cfg.model, &a, &ref, err, errlen);
     if (rc == 0)
         rc = task_config(opt, &a, &cfg, err, errlen);
     if (rc == 0)
@@ -210,7 +257,7 @@ static int run_seeds(const char *loss_path, const FitnessOptions *opt, FitnessRe
     if (rc == 0)
         rc = fsutil_mkdirs(opt->work_dir, err, errlen);
     for (int i = 0; rc == 0 && i < opt->n_seeds; i++) {
-        SeedRun s = {loss_path, &cfg, &a, ref, opt->seeds[i], ""};
+        SeedRun s = {loss_path, &cfg, &a, &ref, opt->seeds[i], ""};
         snprintf(s.dir, sizeof s.dir, "%s/task-seed-%llu", opt->work_dir,
                  (unsigned long long)opt->seeds[i]);
         rc = seed_run(&s, out, i, err, errlen);
@@ -218,7 +265,8 @@ static int run_seeds(const char *loss_path, const FitnessOptions *opt, FitnessRe
             out->n_seeds = i + 1;
     }
     out->steps = cfg.max_steps;
-    gpt_free(ref);
+    gpt_free(ref.m);
+    tokenizer_free(ref.tok);
     return rc;
 }
 

@@ -25,6 +25,9 @@
 #include "util/errmsg.h"
 #include "util/fsutil.h"
 #include "util/timeutil.h"
+#include "model/hf_config.h"
+#include "model/hf_model.h"
+#include "tokenizer/tokenizer.h"
 #include "train/train.h"
 #include "train/model_load.h"
 
@@ -107,6 +110,31 @@ int frontier_setup(FrontierSetup *s, const TaskPrepareOptions *tp, char *err, si
     return config_finalize(&s->cfg, err, errlen);
 }
 
+int frontier_use_model(FrontierSetup *s, const char *dir, char *err, size_t errlen)
+{
+    char path[FRONTIER_DIR_LEN + 32];
+    HfConfig hc;
+    if (strlen(dir) >= sizeof s->cfg.model)
+        return err_fail(err, errlen, "--model: the path is longer than %zu bytes",
+                        sizeof s->cfg.model - 1);
+    if (!hf_model_is_folder(dir))
+        return err_fail(err, errlen, "--model %s: no %s, expected a Hugging Face model folder", dir,
+                        HF_CONFIG_FILE);
+    snprintf(path, sizeof path, "%s/%s", dir, HF_CONFIG_FILE);
+    if (hf_config_load(path, &hc, err, errlen) != 0)
+        return -1;
+    Tokenizer *tok = tokenizer_load(dir, err, errlen);
+    if (!tok)
+        return -1;
+    tokenizer_free(tok);
+    snprintf(s->cfg.model, sizeof s->cfg.model, "%s", dir);
+    if (s->cfg.max_length > hc.context) /* the task's lengths, within the model's positions */
+        s->cfg.max_length = hc.context;
+    if (s->cfg.max_prompt_length >= s->cfg.max_length)
+        s->cfg.max_prompt_length = s->cfg.max_length / 2;
+    return config_finalize(&s->cfg, err, errlen);
+}
+
 /* ---- the worker ------------------------------------------------------------ */
 
 static int write_result(const FrontierJob *j, const FrontierResult *r)
@@ -136,7 +164,7 @@ static int train_job(const FrontierSetup *s, const FrontierJob *j, FrontierResul
                        .loss_weights = {1.0},
                        .run_dir = j->run_dir,
                        .quiet = true,
-                       .init_model = s->task.reference};
+                       .init_model = s->cfg.model[0] ? NULL : s->task.reference};
     to.cfg.seed = j->seed;
     to.cfg.threads = s->worker_threads > 0 ? s->worker_threads : 1;
     if (config_set_loss_param(&to.cfg, "beta", j->beta, err, errlen) != 0 ||
@@ -155,6 +183,11 @@ static int train_job(const FrontierSetup *s, const FrontierJob *j, FrontierResul
 static int eval_job(const FrontierSetup *s, const FrontierJob *j, FrontierResult *r, char *err,
                     size_t errlen)
 {
+    if (s->cfg.model[0]) { /* the run's reference and tokenizer are its model's */
+        int rc = eval_path(j->run_dir, &s->eval, &r->eval, err, errlen);
+        snprintf(r->eval.model, sizeof r->eval.model, "%s", j->run_dir);
+        return rc;
+    }
     Gpt *pol = NULL, *ref = NULL;
     int rc = run_model_load(j->run_dir, &pol, r->eval.model, sizeof r->eval.model, err, errlen);
     if (rc == 0)

@@ -22,6 +22,15 @@
  * worker that fails or dies is a failed row with its reason, not a failed
  * frontier.
  *
+ * A Hugging Face model (frontier_use_model): every run is `model: DIR`
+ * (the policy starts from DIR's weights, the reference is DIR's model, the
+ * task's pair texts go through DIR's tokenizer), with the task's training
+ * budget (steps, batch, lengths: max_length cut to DIR's positions; the
+ * rate is TRL's, as for any run of a model, unless set);
+ * each policy is evaluated as eval_path evaluates a run of a model (eval.h:
+ * the reference DIR's model, the tokenizer the run's copy of DIR's), on the
+ * task's held-out prompts and pairs.
+ *
  * Threads. GNU libgomp cannot run a parallel region with more than one
  * thread in a process forked from one that has already used its thread
  * pool: it hangs. So a worker runs single-threaded unless worker_threads
@@ -77,6 +86,12 @@ typedef struct FrontierResult {
  * and fills s with the base config (config_defaults, task_train_defaults,
  * tp's model shape, the task's files) and defaults for the rest. */
 int frontier_setup(FrontierSetup *s, const TaskPrepareOptions *tp, char *err, size_t errlen);
+
+/* Makes every run of s train the Hugging Face model folder dir (see
+ * above); call after frontier_setup, before the caller's own settings.
+ * Checks the folder's config and tokenizer here, once, rather than in
+ * every worker. */
+int frontier_use_model(FrontierSetup *s, const char *dir, char *err, size_t errlen);
 
 /* Sets each job's run_dir to OUT/runs/<loss name>-beta<beta>-seed<seed>. */
 void frontier_job_dirs(FrontierJob *jobs, int n, const char *out_dir);
