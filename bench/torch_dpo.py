@@ -10,16 +10,24 @@ run under no_grad, per-sequence log-probs summed over the response tokens
 (the last 3/4 of each row), TRL's sigmoid DPO loss, gradient clipping at 1,
 and AdamW. Tokens per step: 2BT (chosen and rejected rows).
 
-    python3 bench/torch_dpo.py [--config tiny|small|all] [--threads 1,2]
+    python3 bench/torch_dpo.py [--config tiny|small|gpt2-124m|all] [--threads 1,2]
                                [--steps 10] [--prefrun build/prefrun]
+    python3 bench/torch_dpo.py --shape V,T,C,L,H,B [--name NAME] ...
 
-With --prefrun it then runs `prefrun bench` on the same configs with the
-largest thread count given and prints prefrun's tokens/s over PyTorch's
-best. Needs Debian's python3-torch (1.13); it is not part of the test suite.
+`prefrun bench` runs it itself after each config (--shape, its own thread
+count and steps) and prints the ratio; each result line is
+
+    torch NAME threads N  BEST ms  TOKENS tokens/s  peak RSS MIB MiB
+
+(peak RSS: this process's ru_maxrss, after the config). With --prefrun it
+instead runs `prefrun bench --no-torch` on the same configs with the largest
+thread count given and prints prefrun's tokens/s over PyTorch's best.
+"all" is tiny and small, as in prefrun bench. Needs Debian's python3-torch
+(1.13); it is not part of the test suite.
 """
 import argparse
 import math
-import re
+import resource
 import subprocess
 import sys
 import time
@@ -30,7 +38,9 @@ import torch.nn.functional as F
 CONFIGS = {  # name: (V, T, C, L, H, B), as in src/cli/bench.c
     "tiny": (256, 64, 128, 4, 4, 16),
     "small": (256, 128, 256, 6, 8, 8),
+    "gpt2-124m": (50257, 256, 768, 12, 12, 4),  # GPT-2 small, per-device batch 4
 }
+ALL = ["tiny", "small"]  # --config all: the gpt2-124m run takes minutes
 
 
 class Block(torch.nn.Module):
@@ -98,8 +108,8 @@ def step(policy, ref, opt, ids, targets, resp, B, beta=0.1):
     opt.step()
 
 
-def bench(name, threads, steps):
-    V, T, C, L, H, B = CONFIGS[name]
+def bench(shape, threads, steps):
+    V, T, C, L, H, B = shape
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     policy = GPT(V, T, C, L, H)
@@ -119,7 +129,8 @@ def bench(name, threads, steps):
 
 def prefrun_tokens(prefrun, name, threads, steps):
     out = subprocess.run(
-        [prefrun, "bench", "--config", name, "--threads", str(threads), "--steps", str(steps)],
+        [prefrun, "bench", "--config", name, "--threads", str(threads), "--steps", str(steps),
+         "--no-torch"],
         check=True, capture_output=True, text=True).stdout
     for line in out.splitlines():
         f = line.split()
@@ -128,25 +139,39 @@ def prefrun_tokens(prefrun, name, threads, steps):
     sys.exit(f"torch_dpo.py: no '{name}' row in prefrun bench's output:\n{out}")
 
 
+def parse_shape(text):
+    shape = tuple(int(x) for x in text.split(","))
+    if len(shape) != 6 or min(shape) < 1:
+        sys.exit(f"torch_dpo.py: --shape wants V,T,C,L,H,B (six positive integers), got {text}")
+    return shape
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="all", choices=["tiny", "small", "all"])
+    ap.add_argument("--config", default="all", choices=list(CONFIGS) + ["all"])
+    ap.add_argument("--shape", help="V,T,C,L,H,B instead of a named config")
+    ap.add_argument("--name", default="custom", help="the name --shape's lines carry")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--prefrun", help="prefrun binary to compare with")
     a = ap.parse_args()
-    names = list(CONFIGS) if a.config == "all" else [a.config]
+    if a.shape:
+        runs = [(a.name, parse_shape(a.shape))]
+    else:
+        runs = [(n, CONFIGS[n]) for n in (ALL if a.config == "all" else [a.config])]
     threads = [int(t) for t in a.threads.split(",")]
-    print(f"PyTorch {torch.__version__}, best of {a.steps} steps")
-    for name in names:
+    print(f"PyTorch {torch.__version__}, best of {a.steps} steps", flush=True)
+    for name, shape in runs:
         results = []
         for n in threads:
-            tok, dt = bench(name, n, a.steps)
+            tok, dt = bench(shape, n, a.steps)
             results.append(tok)
-            print(f"torch   {name:<6} threads {n}  {dt * 1e3:8.1f} ms  {tok:9.0f} tokens/s")
-        if a.prefrun:
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+            print(f"torch {name} threads {n}  {dt * 1e3:.1f} ms  {tok:.0f} tokens/s  "
+                  f"peak RSS {rss:.1f} MiB", flush=True)
+        if a.prefrun and not a.shape:
             tok, line = prefrun_tokens(a.prefrun, name, max(threads), a.steps)
-            print(f"prefrun {name:<6} threads {max(threads)}  {tok:9.0f} tokens/s: "
+            print(f"prefrun {name} threads {max(threads)}  {tok:.0f} tokens/s: "
                   f"{tok / max(results):.2f}x PyTorch's best")
 
 

@@ -2,13 +2,45 @@
  * cli/bench.c — `prefrun bench`: the full DPO training step (policy forward
  * and backward on chosen + rejected, reference forward, the Lua loss,
  * clipping, AdamW) timed on fixed model sizes, against the OpenBLAS sgemm
- * peak measured in the same process with the same threads.
+ * peak measured in the same process with the same threads; with each
+ * config's peak RSS against what the step should hold, and PyTorch's speed
+ * on the same step (bench/torch_dpo.py) measured right after it.
+ *
+ * Configs: tiny and small (the issue's), and gpt2-124m, GPT-2 small's shape
+ * (V 50257, C 768, L 12, H 12) at T 256 and per-device batch 4 — a CPU run
+ * of TRL's DPOTrainer uses a small per_device_train_batch_size (TRL's
+ * example scripts give 2 to 8; the Trainer default 8 makes a step of
+ * minutes here), so 4: 2048 tokens a step. --model DIR benches a Hugging
+ * Face folder's shape at the same T and B, its weights loaded as `train`
+ * loads them (Config.model).
  *
  * FLOPs per step, as the issue counts them (Kaplan et al. 2020's 6N rule
  * plus attention), with N = 12 L C² + V C:
  *     policy     (6 N + 12 L T C) · 2BT     forward + backward
  *     reference  (2 N +  4 L T C) · 2BT     forward only
  * Tokens per step: 2BT (chosen and rejected rows).
+ *
+ * Memory expected, in float32 words, with P the policy's parameters, X =
+ * 2B T C (one activation of the 2B rows) and A = 2B H T² (one layer's
+ * attention probabilities):
+ *     state       5 P: weights, gradient, AdamW's two moments, the frozen
+ *                 reference's weights
+ *     policy      L (32 X + A + 12 p C²) + 8 X: per layer 16 X of saved
+ *                 outputs (qkv 3, MLP pre-activation and output 4 + 4, 5
+ *                 others) and as much again of their gradients; the weight
+ *                 gradients' partial sums, p parts of the layer's 12 C²
+ *                 weights (ops_nn.c's weight_grads splits the 2BT rows
+ *                 into p = 1..8 parts of at least 512, and each part's sum
+ *                 stays in the step's arena); then embeddings, final norm
+ *                 and the selected rows of the head
+ *     reference   24 X: its no_grad forward streams through two block
+ *                 arenas of 12 X each
+ *     head        3 min(S V, 4 Mi): the fused head's logits scratch (16 MiB
+ *                 at most; forward, backward, reference), S the response
+ *                 tokens (the unfused head holds 2 S V instead)
+ * The peak RSS (getrusage's ru_maxrss, the process's high-water mark) adds
+ * the program itself, OpenBLAS's buffers and the 48 MiB of the sgemm
+ * operands; configs run smallest first, so each row's figure is its own.
  */
 #include <cblas.h>
 #include <math.h>
@@ -20,6 +52,7 @@
 
 #include "cli/cli.h"
 #include "cli/options.h"
+#include "model/hf_config.h"
 #include "train/config.h"
 #include "util/fsutil.h"
 #include "prefrun_config.h"
@@ -27,16 +60,26 @@
 #include "util/timeutil.h"
 #include "train/train.h"
 
+#define BENCH_NAME_LEN 32
+#define BENCH_PYTHON "/usr/bin/python3" /* Debian's, with python3-torch */
+#define BENCH_TORCH_SCRIPT PREFRUN_SOURCE_ROOT "/bench/torch_dpo.py"
+#define MIB (1024.0 * 1024.0)
+
 typedef struct BenchModel {
-    const char *name;
+    char name[BENCH_NAME_LEN];
     int V, T, C, L, H, B;
+    bool in_all; /* run by --config all */
+    bool gpt2;   /* GPT-2's architecture: torch_dpo.py can build it */
 } BenchModel;
 
 static const BenchModel bench_models[] = {
-    {"tiny", 256, 64, 128, 4, 4, 16},
-    {"small", 256, 128, 256, 6, 8, 8},
+    {"tiny", 256, 64, 128, 4, 4, 16, true, true},
+    {"small", 256, 128, 256, 6, 8, 8, true, true},
+    {"gpt2-124m", 50257, 256, 768, 12, 12, 4, false, true}, /* minutes: only by name */
 };
 #define N_MODELS (int)(sizeof bench_models / sizeof bench_models[0])
+#define BENCH_HF_T 256 /* --model: gpt2-124m's T and B */
+#define BENCH_HF_B 4
 
 static double step_flops(const BenchModel *m)
 {
@@ -44,6 +87,8 @@ static double step_flops(const BenchModel *m)
     double N = 12 * L * C * C + (double)m->V * C;
     return (6 * N + 12 * L * T * C) * tokens + (2 * N + 4 * L * T * C) * tokens;
 }
+
+/* ---- the sgemm peak ----------------------------------------------------- */
 
 /* Large square sgemm operands: the machine's attainable FLOP rate. */
 typedef struct Peak {
@@ -81,6 +126,8 @@ static double peak_once(const Peak *p)
     return 2.0 * p->n * p->n * p->n / (timeutil_now() - t0);
 }
 
+/* ---- configs ------------------------------------------------------------ */
+
 /* A (2B, T) block of random tokens; the last 3/4 of each row is response. */
 static void make_batch(const BenchModel *m, int32_t *ids, int32_t *targets, float *mask)
 {
@@ -111,9 +158,52 @@ static void model_config(const BenchModel *m, Config *cfg)
     cfg->learning_rate = 1e-4;
 }
 
+/* --model DIR: its shape from config.json (config_finalize, as train
+ * reads it) at BENCH_HF_T positions (fewer if the model has fewer) and
+ * batch BENCH_HF_B. EXIT_OK, or EXIT_INPUT with the reason printed. */
+static int hf_model_config(const char *dir, BenchModel *m, Config *cfg)
+{
+    char err[1024], path[CONFIG_PATH_LEN + 16];
+    if (strlen(dir) >= sizeof cfg->model) {
+        fprintf(stderr, "prefrun bench: --model: path longer than %zu bytes\n",
+                sizeof cfg->model - 1);
+        return EXIT_INPUT;
+    }
+    HfConfig hc;
+    snprintf(path, sizeof path, "%s/%s", dir, HF_CONFIG_FILE);
+    int rc = hf_config_load(path, &hc, err, sizeof err);
+    if (rc == 0) {
+        config_defaults(cfg);
+        snprintf(cfg->model, sizeof cfg->model, "%s", dir);
+        /* max_length sets the context (config_finalize), within the model's positions */
+        cfg->max_length = hc.context < BENCH_HF_T ? hc.context : BENCH_HF_T;
+        cfg->per_device_train_batch_size = BENCH_HF_B;
+        cfg->per_device_eval_batch_size = BENCH_HF_B;
+        rc = config_finalize(cfg, err, sizeof err);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "prefrun bench: --model: %s\n", err);
+        return EXIT_INPUT;
+    }
+    const char *base = strrchr(dir, '/') && strrchr(dir, '/')[1] ? strrchr(dir, '/') + 1 : dir;
+    *m = (BenchModel){.V = cfg->vocab,
+                      .T = cfg->context,
+                      .C = cfg->width,
+                      .L = cfg->layers,
+                      .H = cfg->heads,
+                      .B = BENCH_HF_B,
+                      .gpt2 = hc.arch == HF_ARCH_GPT2};
+    snprintf(m->name, sizeof m->name, "%s", base);
+    return EXIT_OK;
+}
+
+/* ---- timing ------------------------------------------------------------- */
+
 typedef struct BenchResult {
     double best_s, mean_s; /* step time: the fastest, and the mean */
     double peak;           /* the best sgemm FLOP/s, measured between the steps */
+    TrainBenchMemory mem;
+    double rss; /* bytes: ru_maxrss after the config's steps */
 } BenchResult;
 
 /* Two warm-up steps, then `steps` timed steps, each after one timed sgemm.
@@ -140,20 +230,22 @@ static int time_steps(TrainBench *b, const BenchModel *m, const Peak *pk, int st
     return rc;
 }
 
-static int bench_model(const BenchModel *m, const char *loss, const Peak *pk, int steps,
-                       BenchResult *out)
+static int bench_model(const BenchModel *m, const Config *cfg, const char *loss, const Peak *pk,
+                       int steps, BenchResult *out)
 {
     char err[1024] = "out of memory";
-    Config cfg;
-    model_config(m, &cfg);
     size_t n = 2 * (size_t)m->B * m->T;
     int32_t *ids = malloc(n * sizeof *ids), *targets = malloc(n * sizeof *targets);
     float *mask = malloc(n * sizeof *mask);
-    TrainBench *b = ids && targets && mask ? train_bench_new(&cfg, loss, err, sizeof err) : NULL;
+    TrainBench *b = ids && targets && mask ? train_bench_new(cfg, loss, err, sizeof err) : NULL;
     int rc = -1;
     if (b) {
         make_batch(m, ids, targets, mask);
         rc = time_steps(b, m, pk, steps, ids, targets, mask, out, err, sizeof err);
+        out->mem = train_bench_memory(b);
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        out->rss = (double)ru.ru_maxrss * 1024.0; /* Linux: KiB */
     }
     if (rc != 0)
         fprintf(stderr, "prefrun bench: %s: %s\n", m->name, err);
@@ -164,21 +256,135 @@ static int bench_model(const BenchModel *m, const char *loss, const Peak *pk, in
     return rc;
 }
 
+/* ---- memory ------------------------------------------------------------- */
+
+typedef struct BenchMemory {
+    double state, activations; /* bytes, as the header counts them */
+} BenchMemory;
+
+/* the parts ops_nn.c's weight_grads sums R rows in (WGRAD_ROWS 512,
+ * WGRAD_MAX_PARTS 8 there) */
+static int wgrad_parts(double R)
+{
+    int parts = 1;
+    while (parts < 8 && R >= 2.0 * parts * 512)
+        parts *= 2;
+    return parts;
+}
+
+static BenchMemory expected_memory(const BenchModel *m, int64_t params)
+{
+    double X = 2.0 * m->B * m->T * m->C, A = 2.0 * m->B * m->H * (double)m->T * m->T;
+    double S = 2.0 * m->B * (m->T - m->T / 4), head = S * m->V;
+    double wparts = wgrad_parts(2.0 * m->B * m->T) * 12.0 * m->C * m->C;
+    head = head < 4.0 * MIB ? head : 4.0 * MIB; /* floats: 16 MiB */
+    double act = m->L * (32 * X + A + wparts) + 8 * X + 24 * X + 3 * head;
+    return (BenchMemory){5.0 * 4 * (double)params, 4 * act};
+}
+
+static void print_memory(const BenchModel *m, const BenchResult *r)
+{
+    BenchMemory e = expected_memory(m, r->mem.params);
+    double want = e.state + e.activations;
+    printf("  memory %s: peak RSS %.1f MiB, expected %.1f MiB (state %.1f + activations %.1f; "
+           "arenas: step %.1f, reference %.1f): RSS/expected %.2f\n",
+           m->name, r->rss / MIB, want / MIB, e.state / MIB, e.activations / MIB,
+           (double)r->mem.step_arena_peak / MIB, (double)r->mem.ref_arena_peak / MIB,
+           r->rss / want);
+}
+
+/* ---- PyTorch, side by side ---------------------------------------------- */
+
+typedef struct TorchResult {
+    double tokens_s, best_ms, rss_mib;
+} TorchResult;
+
+/* bench/torch_dpo.py on m's shape with the same threads and steps: 0 with
+ * its figures, or -1 with why not in `why` (no torch, no script, failed). */
+static int run_torch(const BenchModel *m, int threads, int steps, TorchResult *out, char *why,
+                     size_t whylen)
+{
+    const char *no = NULL;
+    if (!m->gpt2)
+        no = "torch_dpo.py builds GPT-2 only";
+    else if (!fsutil_exists(BENCH_PYTHON) || !fsutil_exists(BENCH_TORCH_SCRIPT) ||
+             strchr(BENCH_TORCH_SCRIPT, '\''))
+        no = BENCH_PYTHON " or " BENCH_TORCH_SCRIPT " missing (or the path holds a quote)";
+    else if (system(BENCH_PYTHON " -c 'import torch' 2>/dev/null") != 0)
+        no = BENCH_PYTHON " cannot import torch (apt-get install python3-torch)";
+    if (no) {
+        snprintf(why, whylen, "%s", no);
+        return -1;
+    }
+    char cmd[1024], line[512];
+    snprintf(cmd, sizeof cmd,
+             BENCH_PYTHON " '" BENCH_TORCH_SCRIPT "' --shape %d,%d,%d,%d,%d,%d --name bench "
+                          "--threads %d --steps %d 2>&1",
+             m->V, m->T, m->C, m->L, m->H, m->B, threads, steps);
+    fflush(stdout);
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        snprintf(why, whylen, "cannot start %s", BENCH_PYTHON);
+        return -1;
+    }
+    bool found = false;
+    snprintf(why, whylen, "torch_dpo.py printed no result");
+    while (fgets(line, sizeof line, p)) {
+        int th;
+        if (sscanf(line, "torch bench threads %d %lf ms %lf tokens/s peak RSS %lf MiB", &th,
+                   &out->best_ms, &out->tokens_s, &out->rss_mib) == 4)
+            found = true;
+        else if (!found) /* its last words before a failure */
+            snprintf(why, whylen, "torch_dpo.py: %.*s", (int)strcspn(line, "\n"), line);
+    }
+    int status = pclose(p);
+    if (found && status != 0)
+        snprintf(why, whylen, "torch_dpo.py exited with status %d", status);
+    return found && status == 0 ? 0 : -1;
+}
+
+static void print_torch(const BenchModel *m, const BenchResult *r, int threads, int steps)
+{
+    TorchResult t;
+    char why[600];
+    if (run_torch(m, threads, steps, &t, why, sizeof why) != 0) {
+        printf("  torch %s: not measured: %s\n", m->name, why);
+        return;
+    }
+    double tok = 2.0 * m->B * m->T / r->best_s;
+    printf("  torch %s: %d threads, best %.1f ms, %.0f tokens/s, peak RSS %.1f MiB: prefrun/torch "
+           "%.2f\n",
+           m->name, threads, t.best_ms, t.tokens_s, t.rss_mib, tok / t.tokens_s);
+}
+
+/* ---- the command -------------------------------------------------------- */
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: prefrun bench [--config tiny|small|all] [--threads N] [--steps N]\n\n"
+    fprintf(f, "usage: prefrun bench [--config tiny|small|gpt2-124m|all | --model DIR]\n"
+               "                     [--threads N] [--steps N] [--loss FILE] [--no-torch]\n\n"
                "Times the full DPO training step (policy forward + backward on chosen and\n"
                "rejected, reference forward, the Lua loss, clipping, AdamW) and prints\n"
                "tokens/s (chosen + rejected tokens), model FLOP/s, and that as a share of\n"
                "the OpenBLAS sgemm peak measured in the same run with the same threads.\n"
-               "FLOPs/step = (6N + 12LTC)*2BT + (2N + 4LTC)*2BT, N = 12LC^2 + VC.\n\n"
+               "FLOPs/step = (6N + 12LTC)*2BT + (2N + 4LTC)*2BT, N = 12LC^2 + VC.\n"
+               "Then, per config: the peak RSS against the memory the step should hold\n"
+               "(weights, gradient, AdamW moments and the reference: 20 bytes a parameter,\n"
+               "plus activations from the shape), and PyTorch's tokens/s on the same step\n"
+               "(bench/torch_dpo.py with /usr/bin/python3's torch, same threads and steps)\n"
+               "with prefrun's over it.\n\n"
                "  --config NAME   tiny (V=256 T=64 C=128 L=4 H=4 B=16), small (V=256 T=128\n"
-               "                  C=256 L=6 H=8 B=8), or all (default)\n"
+               "                  C=256 L=6 H=8 B=8), gpt2-124m (V=50257 T=256 C=768 L=12\n"
+               "                  H=12 B=4: GPT-2 small, minutes a run), or all (default:\n"
+               "                  tiny and small)\n"
+               "  --model DIR     a Hugging Face model folder instead: its shape and weights,\n"
+               "                  T=256 (or its positions, if fewer), B=4\n"
                "  --threads N     OpenMP and OpenBLAS threads (default: all cores)\n"
                "  --steps N       timed steps per config after 2 warm-up steps (default 10);\n"
                "                  tokens/s and FLOP/s are of the fastest step, against the\n"
                "                  fastest of the sgemms timed between the steps\n"
-               "  --loss FILE     the loss script (default: losses/sigmoid.lua, TRL's DPO)\n\n"
+               "  --loss FILE     the loss script (default: losses/sigmoid.lua, TRL's DPO)\n"
+               "  --no-torch      skip the PyTorch comparison\n\n"
                "example:\n  prefrun bench --config small --threads 2\n");
 }
 
@@ -190,60 +396,89 @@ static int pick_models(const char *which, const BenchModel **one)
         if (strcmp(which, bench_models[i].name) == 0)
             *one = &bench_models[i];
     if (!*one && strcmp(which, "all") != 0)
-        return cli_usage_error("bench", "--config: expected tiny, small or all, got '%s'", which);
+        return cli_usage_error("bench",
+                               "--config: expected tiny, small, gpt2-124m or all, got '%s'", which);
     return 0;
 }
 
-/* one table row per model (one: that model only) */
-static int run(const char *loss, const BenchModel *one, const Peak *pk, int threads, int steps)
+typedef struct BenchRun {
+    const char *loss;
+    const Peak *pk;
+    int threads, steps;
+    bool torch;
+} BenchRun;
+
+/* one table row for m, then its memory and torch lines; EXIT_OK or EXIT_FAILED */
+static int run_one(const BenchRun *br, const BenchModel *m, const Config *cfg)
+{
+    BenchResult r;
+    if (bench_model(m, cfg, br->loss, br->pk, br->steps, &r) != 0)
+        return EXIT_FAILED;
+    double flops = step_flops(m) / r.best_s;
+    printf("%-9s %5d %4d %4d %2d %2d %3d %9.1f %9.1f %9.0f %8.1f %10.1f %7.1f%%\n", m->name, m->V,
+           m->T, m->C, m->L, m->H, m->B, r.best_s * 1e3, r.mean_s * 1e3,
+           2.0 * m->B * m->T / r.best_s, flops / 1e9, r.peak / 1e9, 100 * flops / r.peak);
+    print_memory(m, &r);
+    if (br->torch)
+        print_torch(m, &r, br->threads, br->steps);
+    fflush(stdout);
+    return EXIT_OK;
+}
+
+/* the table: one model (hf: --model's; one: --config's) or all of `all` */
+static int run(const BenchRun *br, const BenchModel *one, const BenchModel *hf,
+               const Config *hf_cfg)
 {
     const char *coretype = getenv("OPENBLAS_CORETYPE");
     printf("prefrun bench: %d threads, OPENBLAS_CORETYPE=%s; best of %d steps, each after one "
            "2048^3 sgemm\n",
-           threads, coretype ? coretype : "(unset)", steps);
-    printf("%-6s %4s %4s %4s %2s %2s %3s %8s %8s %9s %8s %10s %8s\n", "config", "V", "T", "C", "L",
+           br->threads, coretype ? coretype : "(unset)", br->steps);
+    printf("%-9s %5s %4s %4s %2s %2s %3s %9s %9s %9s %8s %10s %8s\n", "config", "V", "T", "C", "L",
            "H", "B", "best ms", "mean ms", "tokens/s", "GFLOP/s", "sgemm GF/s", "of peak");
+    fflush(stdout);
+    if (hf)
+        return run_one(br, hf, hf_cfg);
     int rc = EXIT_OK;
     for (int i = 0; i < N_MODELS; i++) {
         const BenchModel *m = &bench_models[i];
-        BenchResult r;
-        if (one && one != m)
+        if ((one && one != m) || (!one && !m->in_all))
             continue;
-        if (bench_model(m, loss, pk, steps, &r) != 0) {
+        Config cfg;
+        model_config(m, &cfg);
+        if (run_one(br, m, &cfg) != EXIT_OK)
             rc = EXIT_FAILED;
-            continue;
-        }
-        double flops = step_flops(m) / r.best_s;
-        printf("%-6s %4d %4d %4d %2d %2d %3d %8.1f %8.1f %9.0f %8.1f %10.1f %7.1f%%\n", m->name,
-               m->V, m->T, m->C, m->L, m->H, m->B, r.best_s * 1e3, r.mean_s * 1e3,
-               2.0 * m->B * m->T / r.best_s, flops / 1e9, r.peak / 1e9, 100 * flops / r.peak);
-        fflush(stdout);
     }
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    printf("peak RSS %.1f MiB\n", (double)ru.ru_maxrss / 1024.0);
     return rc;
 }
 
 int cmd_bench(int argc, char **argv)
 {
-    const char *which = "all", *loss = PREFRUN_SOURCE_ROOT "/losses/sigmoid.lua";
+    const char *which = NULL, *loss = PREFRUN_SOURCE_ROOT "/losses/sigmoid.lua", *model = NULL;
     int threads = 0, steps = 10;
+    bool no_torch = false;
     const CliOpt opts[] = {
         CLI_STRING("config", 0, &which),
+        CLI_STRING("model", 0, &model),
         CLI_INT("threads", 0, &threads, 0, 1 << 10),
         CLI_INT("steps", 0, &steps, 1, 1 << 20),
         CLI_STRING("loss", 0, &loss),
+        CLI_FLAG("no-torch", 0, &no_torch),
     };
     const CliCommand cmd = {CLI_COMMAND("bench", usage, opts)};
-    const BenchModel *one;
+    const BenchModel *one = NULL;
     int rc = cli_parse(&cmd, argc, argv);
-    if (rc != CLI_CONTINUE || (rc = pick_models(which, &one)) != 0)
+    if (rc == CLI_CONTINUE && which && model)
+        rc = cli_usage_error("bench", "--config and --model both name what to bench: give one");
+    if (rc != CLI_CONTINUE || (rc = pick_models(which ? which : "all", &one)) != 0)
         return rc;
     if (!fsutil_exists(loss)) {
         fprintf(stderr, "prefrun bench: loss script %s not found (give --loss FILE)\n", loss);
         return EXIT_INPUT;
     }
+    BenchModel hf;
+    Config hf_cfg;
+    if (model && (rc = hf_model_config(model, &hf, &hf_cfg)) != EXIT_OK)
+        return rc;
     threads = train_set_threads(threads);
     Peak pk;
     if (peak_init(&pk, 2048) != 0) {
@@ -252,7 +487,8 @@ int cmd_bench(int argc, char **argv)
         return EXIT_FAILED;
     }
     peak_once(&pk); /* wakes OpenBLAS's threads */
-    rc = run(loss, one, &pk, threads, steps);
+    BenchRun br = {loss, &pk, threads, steps, !no_torch};
+    rc = run(&br, one, model ? &hf : NULL, &hf_cfg);
     peak_free(&pk);
     return rc;
 }

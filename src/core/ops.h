@@ -90,6 +90,16 @@ Tensor *ag_embedding(TensorCtx *ctx, Tensor *w, const int32_t *ids, int ndim, co
 Tensor *ag_layernorm(TensorCtx *ctx, Tensor *x, Tensor *w, Tensor *b, float eps);
 /* logits (N, V), targets (N) in [0, V) or -1 (ignored: loss 0) -> (N) */
 Tensor *ag_cross_entropy(TensorCtx *ctx, Tensor *logits, const int32_t *targets, int64_t n);
+/* The LM head and its cross-entropy in one (ops_head.c):
+ * cross_entropy(linear(h, w, NULL), targets) without the (S, V) logits. h (S, C),
+ * w (V, C), targets (S) in [0, V) or -1 (ignored: loss 0) -> nll (S). Rows go
+ * through in chunks whose logits take 16 MiB at most (at least 16 rows);
+ * backward recomputes each chunk's logits. The _rows form takes the rows per
+ * chunk (0: that default). */
+Tensor *ag_linear_cross_entropy(TensorCtx *ctx, Tensor *h, Tensor *w, const int32_t *targets,
+                                int64_t n);
+Tensor *ag_linear_cross_entropy_rows(TensorCtx *ctx, Tensor *h, Tensor *w, const int32_t *targets,
+                                     int64_t n, int chunk_rows);
 /* qkv (B, T, 3C) as [q | k | v], n_head heads, causal -> (B, T, C) */
 Tensor *ag_attention(TensorCtx *ctx, Tensor *qkv, int n_head);
 /* Grouped-query causal attention (the Llama family): qkv (B, T, (NH + 2 NKV) HD)

@@ -1,6 +1,6 @@
 /*
- * core/ops_internal.h — what the op files (ops.c, ops_nn.c, ops_llama.c) and
- * autograd.c share.
+ * core/ops_internal.h — what the op files (ops.c, ops_nn.c, ops_llama.c,
+ * ops_head.c) and autograd.c share.
  *
  * An op is a pair: a constructor `ag_<op>` that checks its arguments, makes
  * the output node with op_node and computes the forward values, and a
@@ -261,5 +261,7 @@ void attention_backward(Tensor *out);
 void rmsnorm_backward(Tensor *out);
 void rope_backward(Tensor *out);
 void swiglu_backward(Tensor *out);
+/* defined in ops_head.c */
+void linear_cross_entropy_backward(Tensor *out);
 
 #endif

@@ -1,8 +1,9 @@
 /*
  * src/core/ — the autodiff core: the tensor and its arena (tensor), every
  * differentiable op with forward and backward side by side (ops, ops_nn,
- * ops_llama for the Llama family's blocks, ops_internal), the reverse walk
- * (autograd) and the seeded RNG (rng).
+ * ops_llama for the Llama family's blocks, ops_head for the LM head fused
+ * with its cross-entropy, ops_internal), the reverse walk (autograd) and the
+ * seeded RNG (rng).
  * May include: util/. No Lua and no files: errors are values.
  */
 /*
@@ -127,6 +128,9 @@ typedef enum OpKind {
     OP_ROPE,    /* x (B, T, NH, HS), table (2, P, HS / 2); iparam[0] = first position,
                  * iparam[1] = heads rotated */
     OP_SWIGLU,  /* [gate | up] (..., 2F) -> silu(gate) up (..., F) */
+    /* the LM head and cross-entropy in one (ops_head.c): h (S, C), W (V, C),
+     * targets (S) -> nll (S); iparam[0] = rows per chunk */
+    OP_LINEAR_CROSS_ENTROPY,
     OP_COUNT
 } OpKind;
 

@@ -95,5 +95,14 @@ TrainBench *train_bench_new(const Config *cfg, const char *loss_path, char *err,
 int train_bench_step(TrainBench *b, const int32_t *ids, const int32_t *targets, const float *mask,
                      int B, int T, char *err, size_t errlen);
 void train_bench_free(TrainBench *b);
+/* What a bench's trainer holds, for the memory figures of prefrun bench:
+ * the policy's parameter count, and the high-water marks in bytes of the
+ * step's arena (the policy's activations and their gradients) and of the
+ * reference's (its forward), over the steps run so far. */
+typedef struct TrainBenchMemory {
+    int64_t params;
+    size_t step_arena_peak, ref_arena_peak;
+} TrainBenchMemory;
+TrainBenchMemory train_bench_memory(const TrainBench *b);
 
 #endif

@@ -73,3 +73,13 @@ int train_bench_step(TrainBench *b, const int32_t *ids, const int32_t *targets, 
         r = trainer_update(tr, err, errlen);
     return r == MICRO_OK ? 0 : -1;
 }
+
+TrainBenchMemory train_bench_memory(const TrainBench *b)
+{
+    const Trainer *tr = &b->tr;
+    TrainBenchMemory m = {.params = tr->policy->all->size, .step_arena_peak = tr->step_ctx->peak};
+    m.ref_arena_peak = tr->ref_ctx->peak;
+    for (int i = 0; tr->ref && i < 2; i++) /* the streaming forward's two block arenas */
+        m.ref_arena_peak += tr->ref->scratch[i]->peak;
+    return m;
+}
