@@ -36,7 +36,6 @@
  * saves nothing. Saved state (out->aux, when backward will run): max (S),
  * logsum (S), targets (S).
  */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,69 +49,6 @@
 #define SHAPE_LEN 64
 
 /* ---- helpers ------------------------------------------------------------ */
-
-/* OpenBLAS to one thread inside the op (see ops_nn.c's blas_enter: only a
- * pthreads OpenBLAS has a pool of its own); returns what to restore */
-static int head_blas_enter(void)
-{
-    if (openblas_get_parallel() != 1)
-        return 0;
-    int n = openblas_get_num_threads();
-    if (n != 1)
-        openblas_set_num_threads(1);
-    return n;
-}
-
-static void head_blas_leave(int saved)
-{
-    if (saved > 1)
-        openblas_set_num_threads(saved);
-}
-
-/* row-major C = op(A) op(B) + beta C, with the sizes cblas rejects (an empty
- * inner dim) done here */
-static void head_gemm(bool ta, bool tb, int m, int n, int k, const float *a, int lda,
-                      const float *b, int ldb, float beta, float *c, int ldc)
-{
-    if (m == 0 || n == 0)
-        return;
-    if (k == 0) {
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-                c[(int64_t)i * ldc + j] = beta == 0 ? 0 : beta * c[(int64_t)i * ldc + j];
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
-                k, 1.0f, a, lda, b, ldb, beta, c, ldc);
-}
-
-/* max of p[0..n), NaN skipped: eight running maxima, as ops_nn.c's row_max */
-static float head_row_max(const float *p, int n)
-{
-    float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
-                  -INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    int j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int l = 0; l < 8; l++)
-            m[l] = p[j + l] > m[l] ? p[j + l] : m[l];
-    for (; j < n; j++)
-        m[0] = p[j] > m[0] ? p[j] : m[0];
-    float mx = m[0];
-    for (int l = 1; l < 8; l++)
-        mx = m[l] > mx ? m[l] : mx;
-    return mx;
-}
-
-/* the row's max and log(sum exp(x - max)), the sum in lanes (LANE_SUM):
- * ag_cross_entropy's statistics, computed the same way */
-ELEM_CLONES static void head_row_stats(const float *x, int V, float *max_out, float *logsum_out)
-{
-    float mx = head_row_max(x, V);
-    double sum;
-    LANE_SUM(sum, V, j, (double)fast_expf(x[j] - mx));
-    *max_out = mx;
-    *logsum_out = (float)log(sum);
-}
 
 /* d[j] = g softmax(x)[j] in place of x (d may be x); lanes independent */
 ELEM_CLONES static void head_row_grad(float *d, const float *x, int V, float g, float mx, float ls)
@@ -154,13 +90,13 @@ static int head_chunk_rows(int64_t S, int V, int rows)
 static void head_logits(float *logits, const float *hc, int rc, const float *w, int V, int C)
 {
     int blocks = (V + HEAD_VBLOCK - 1) / HEAD_VBLOCK;
-    int saved = head_blas_enter();
+    int saved = ops_blas_enter();
 #pragma omp parallel for schedule(static) if ((int64_t)rc * V * C > PAR_MIN_WORK && blocks > 1)
     for (int b = 0; b < blocks; b++) {
         int v0 = b * HEAD_VBLOCK, vb = V - v0 < HEAD_VBLOCK ? V - v0 : HEAD_VBLOCK;
-        head_gemm(false, true, rc, vb, C, hc, C, w + (int64_t)v0 * C, C, 0.0f, logits + v0, V);
+        ops_gemm(false, true, rc, vb, C, 1.0f, hc, C, w + (int64_t)v0 * C, C, 0.0f, logits + v0, V);
     }
-    head_blas_leave(saved);
+    ops_blas_leave(saved);
 }
 
 static bool head_check(TensorCtx *ctx, const Tensor *h, const Tensor *w, const int32_t *targets,
@@ -205,7 +141,7 @@ static void head_chunk_nll(float *nll, const float *logits, int64_t r0, int rc, 
         const float *x = logits + (int64_t)i * V;
         int32_t t = targets[r0 + i];
         float mx, ls;
-        head_row_stats(x, V, &mx, &ls);
+        ops_row_stats(x, V, &mx, &ls);
         nll[r0 + i] = t < 0 ? 0.0f : (mx - x[t]) + ls;
         if (s.max) {
             s.max[r0 + i] = mx;
@@ -280,13 +216,13 @@ static void head_chunk_dlogits(float *d, int64_t r0, int rc, int V, const float 
 static void head_dh(float *dh, const float *dl, int rc, const float *w, int V, int C, float beta)
 {
     int blocks = (C + HEAD_CBLOCK - 1) / HEAD_CBLOCK;
-    int saved = head_blas_enter();
+    int saved = ops_blas_enter();
 #pragma omp parallel for schedule(static) if ((int64_t)rc * V * C > PAR_MIN_WORK && blocks > 1)
     for (int b = 0; b < blocks; b++) {
         int c0 = b * HEAD_CBLOCK, cb = C - c0 < HEAD_CBLOCK ? C - c0 : HEAD_CBLOCK;
-        head_gemm(false, false, rc, cb, V, dl, V, w + c0, C, beta, dh + c0, C);
+        ops_gemm(false, false, rc, cb, V, 1.0f, dl, V, w + c0, C, beta, dh + c0, C);
     }
-    head_blas_leave(saved);
+    ops_blas_leave(saved);
 }
 
 /* dW (V, C) += dlogits^T (V, rc) h_chunk (rc, C), a task per block of
@@ -294,13 +230,13 @@ static void head_dh(float *dh, const float *dl, int rc, const float *w, int V, i
 static void head_dw(float *dw, const float *dl, int rc, const float *hc, int V, int C)
 {
     int blocks = (V + HEAD_VBLOCK - 1) / HEAD_VBLOCK;
-    int saved = head_blas_enter();
+    int saved = ops_blas_enter();
 #pragma omp parallel for schedule(static) if ((int64_t)rc * V * C > PAR_MIN_WORK && blocks > 1)
     for (int b = 0; b < blocks; b++) {
         int v0 = b * HEAD_VBLOCK, vb = V - v0 < HEAD_VBLOCK ? V - v0 : HEAD_VBLOCK;
-        head_gemm(true, false, vb, C, rc, dl + v0, V, hc, C, 1.0f, dw + (int64_t)v0 * C, C);
+        ops_gemm(true, false, vb, C, rc, 1.0f, dl + v0, V, hc, C, 1.0f, dw + (int64_t)v0 * C, C);
     }
-    head_blas_leave(saved);
+    ops_blas_leave(saved);
 }
 
 void linear_cross_entropy_backward(Tensor *out)

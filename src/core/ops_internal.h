@@ -249,6 +249,16 @@ void grad_add(float *d, const float *g, int64_t n, bool first);
 void norm_backward_wb(float *dw, float *db, const float *x, const float *g, const float *mean,
                       const float *rstd, int64_t R, int C);
 
+/* In ops_nn.c, shared with ops_head.c: OpenBLAS to one thread for an op
+ * (returns what ops_blas_leave restores); row-major C = alpha op(A) op(B) +
+ * beta C on one thread, the sizes cblas rejects handled; a row's max (NaN
+ * skipped) and log(sum exp(x - max)), summed in lanes (LANE_SUM). */
+int ops_blas_enter(void);
+void ops_blas_leave(int saved);
+void ops_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
+              const float *b, int ldb, float beta, float *c, int ldc);
+void ops_row_stats(const float *x, int V, float *max_out, float *logsum_out);
+
 /* backward functions defined in ops_nn.c */
 void matmul_backward(Tensor *out);
 void linear_backward(Tensor *out);

@@ -53,7 +53,7 @@
  * Only a pthreads OpenBLAS needs it: an OpenMP one already runs single-
  * threaded inside our parallel regions, and its set_num_threads would set
  * the OpenMP pool's size too. */
-static int blas_enter(void)
+int ops_blas_enter(void)
 {
     if (openblas_get_parallel() != 1) /* 0 sequential, 1 pthreads, 2 OpenMP */
         return 0;
@@ -63,7 +63,7 @@ static int blas_enter(void)
     return n;
 }
 
-static void blas_leave(int saved)
+void ops_blas_leave(int saved)
 {
     if (saved > 1)
         openblas_set_num_threads(saved);
@@ -71,8 +71,8 @@ static void blas_leave(int saved)
 
 /* Row-major C = alpha op(A) op(B) + beta C on one thread, with the
  * degenerate sizes cblas rejects (a zero leading dim) handled here. */
-static void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
-                 const float *b, int ldb, float beta, float *c, int ldc)
+void ops_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
+              const float *b, int ldb, float beta, float *c, int ldc)
 {
     if (m == 0 || n == 0)
         return;
@@ -128,7 +128,7 @@ static void gemm_par(bool ta, bool tb, int m, int n, int k, const float *a, int 
                      int ldb, float beta, float *c, int ldc, GemmRows rw)
 {
     int rows = gemm_task_rows(m, n, k), tasks = (m + rows - 1) / rows;
-    int saved = blas_enter();
+    int saved = ops_blas_enter();
 #pragma omp parallel for schedule(static) if (tasks > 1)
     for (int t = 0; t < tasks; t++) {
         int m0 = t * rows, mt = m - m0 < rows ? m - m0 : rows;
@@ -136,13 +136,13 @@ static void gemm_par(bool ta, bool tb, int m, int n, int k, const float *a, int 
         for (int i = 0; rw.fill && i < mt; i++)
             memcpy(ct + (int64_t)i * ldc, rw.fill, (size_t)n * sizeof *ct);
         const float *at = ta ? a + m0 : a + (int64_t)m0 * lda; // row m0 of op(A)
-        gemm(ta, tb, mt, n, k, 1.0f, at, lda, b, ldb, rw.fill ? 1.0f : beta, ct, ldc);
+        ops_gemm(ta, tb, mt, n, k, 1.0f, at, lda, b, ldb, rw.fill ? 1.0f : beta, ct, ldc);
         for (int i = 0; rw.res && i < mt; i++)
             add_row(ct + (int64_t)i * ldc, rw.res + (int64_t)(m0 + i) * n, n);
         for (int i = 0; rw.act && i < mt; i++)
             gelu_span(0, n, rw.act + (int64_t)(m0 + i) * n, ct + (int64_t)i * ldc);
     }
-    blas_leave(saved);
+    ops_blas_leave(saved);
 }
 
 /* Checks n integer indices against [lo, hi); names the first bad one. */
@@ -287,11 +287,11 @@ static void gemm_batch(int batch, bool ta, bool tb, int m, int n, int k, const f
         gemm_par(ta, tb, m, n, k, a, lda, b, ldb, beta, c, n, (GemmRows){0});
         return;
     }
-    int saved = blas_enter();
+    int saved = ops_blas_enter();
 #pragma omp parallel for schedule(static) if ((double)batch * m * n * k >= GEMM_SPLIT_MACS)
     for (int i = 0; i < batch; i++)
-        gemm(ta, tb, m, n, k, 1.0f, a + i * sa, lda, b + i * sb, ldb, beta, c + i * sc, n);
-    blas_leave(saved);
+        ops_gemm(ta, tb, m, n, k, 1.0f, a + i * sa, lda, b + i * sb, ldb, beta, c + i * sc, n);
+    ops_blas_leave(saved);
 }
 
 Tensor *ag_matmul(TensorCtx *ctx, Tensor *a, Tensor *b)
@@ -453,13 +453,14 @@ static int weight_grads(float *dw, float *db, const float *g, const float *x, in
     double *pb = db ? tensor_ctx_alloc(ctx, (size_t)parts * N * sizeof *pb) : NULL;
     if ((dw && !pw) || (db && !pb))
         return -1;
-    int saved = blas_enter();
+    int saved = ops_blas_enter();
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < parts; t++) {
         int r0 = t * rows, rt = R - r0 < rows ? R - r0 : rows;
         const float *gt = g + (int64_t)r0 * N;
         if (pw) // part t of g^T x
-            gemm(true, false, N, K, rt, 1.0f, gt, N, x + (int64_t)r0 * K, K, 0.0f, pw + t * nk, K);
+            ops_gemm(true, false, N, K, rt, 1.0f, gt, N, x + (int64_t)r0 * K, K, 0.0f, pw + t * nk,
+                     K);
         for (int r = 0; pb && r < rt; r++) {
             double *acc = pb + (int64_t)t * N;
             const float *gr = gt + (int64_t)r * N;
@@ -468,7 +469,7 @@ static int weight_grads(float *dw, float *db, const float *g, const float *x, in
                 acc[j] += gr[j];
         }
     }
-    blas_leave(saved);
+    ops_blas_leave(saved);
 #pragma omp parallel for simd schedule(static) if (pw && nk > PAR_MIN_WORK)
     for (int64_t i = 0; i < (pw ? nk : 0); i++) {
         float sum = pw[i];
@@ -798,7 +799,7 @@ static CeSaved ce_saved(void *aux, int64_t N)
 }
 
 /* the row's max and log(sum exp(x - max)), the sum in lanes (LANE_SUM) */
-ELEM_CLONES static void ce_row_stats(const float *x, int V, float *max_out, float *logsum_out)
+ELEM_CLONES void ops_row_stats(const float *x, int V, float *max_out, float *logsum_out)
 {
     float mx = row_max(x, V);
     double sum;
@@ -850,7 +851,7 @@ Tensor *ag_cross_entropy(TensorCtx *ctx, Tensor *logits, const int32_t *targets,
     for (int64_t r = 0; r < N; r++) {
         const float *x = logits->data + r * V;
         float mx, ls;
-        ce_row_stats(x, V, &mx, &ls);
+        ops_row_stats(x, V, &mx, &ls);
         out->data[r] = targets[r] < 0 ? 0.0f : (mx - x[targets[r]]) + ls;
         if (s.max) {
             s.max[r] = mx;
@@ -997,10 +998,11 @@ static void attention_head(float *out, float *p, bool p_whole, const float *q, c
     for (int i0 = 0; i0 < T; i0 += ATTN_ROWS) {
         int i1 = i0 + ATTN_ROWS < T ? i0 + ATTN_ROWS : T, m = i1 - i0;
         float *pb = p_whole ? p + (int64_t)i0 * T : p; // (m, T), row stride T
-        gemm(false, false, m, i1, d.HS, d.scale, q + (int64_t)i0 * d.ld, d.ld, kt, T, 0.0f, pb, T);
+        ops_gemm(false, false, m, i1, d.HS, d.scale, q + (int64_t)i0 * d.ld, d.ld, kt, T, 0.0f, pb,
+                 T);
         causal_softmax_block(pb, m, T, i0, i1, p_whole ? T : i1);
-        gemm(false, false, m, d.HS, i1, 1.0f, pb, T, v, d.ld, 0.0f, out + (int64_t)i0 * d.ldo,
-             d.ldo);
+        ops_gemm(false, false, m, d.HS, i1, 1.0f, pb, T, v, d.ld, 0.0f, out + (int64_t)i0 * d.ldo,
+                 d.ldo);
     }
 }
 
@@ -1009,7 +1011,7 @@ static void attention_head(float *out, float *p, bool p_whole, const float *q, c
 static int attention_forward(float *out, float *att, const float *qkv, AttnDims d)
 {
     int64_t n_heads = (int64_t)d.B * d.NH, TT = (int64_t)d.T * d.T;
-    int failed = 0, saved = blas_enter();
+    int failed = 0, saved = ops_blas_enter();
 #pragma omp parallel
     {
         float *scratch = // k^T (HS, T), and one (ATTN_ROWS, T) block of P when none are saved
@@ -1029,7 +1031,7 @@ static int attention_forward(float *out, float *att, const float *qkv, AttnDims 
         }
         free(scratch);
     }
-    blas_leave(saved);
+    ops_blas_leave(saved);
     return failed ? -1 : 0;
 }
 
@@ -1123,13 +1125,13 @@ static void attention_head_backward(float *dq, float *dk, float *ds, const float
         int i1 = i0 + ATTN_ROWS < T ? i0 + ATTN_ROWS : T, m = i1 - i0;
         const float *pb = p + (int64_t)i0 * T, *gb = go + (int64_t)i0 * d.ldo;
         // dP = dout v^T ; dv += P^T dout
-        gemm(false, false, m, i1, d.HS, 1.0f, gb, d.ldo, vt, T, 0.0f, ds, T);
-        gemm(true, false, i1, d.HS, m, 1.0f, pb, T, gb, d.ldo, 1.0f, dv, ld);
+        ops_gemm(false, false, m, i1, d.HS, 1.0f, gb, d.ldo, vt, T, 0.0f, ds, T);
+        ops_gemm(true, false, i1, d.HS, m, 1.0f, pb, T, gb, d.ldo, 1.0f, dv, ld);
         for (int i = i0; i < i1; i++)
             softmax_backward_row(ds + (int64_t)(i - i0) * T, pb + (int64_t)(i - i0) * T, i, i1);
         // dq += scale dS k ; dk += scale dS^T q
-        gemm(false, false, m, d.HS, i1, d.scale, ds, T, k, ld, 1.0f, dq + (int64_t)i0 * ld, ld);
-        gemm(true, false, i1, d.HS, m, d.scale, ds, T, q + (int64_t)i0 * ld, ld, 1.0f, dk, ld);
+        ops_gemm(false, false, m, d.HS, i1, d.scale, ds, T, k, ld, 1.0f, dq + (int64_t)i0 * ld, ld);
+        ops_gemm(true, false, i1, d.HS, m, d.scale, ds, T, q + (int64_t)i0 * ld, ld, 1.0f, dk, ld);
     }
 }
 
@@ -1169,7 +1171,7 @@ void attention_backward(Tensor *out)
     float *dqkv = op_grad_first(qkv, &first); // (B, T, (NH + 2 NKV) HS)
     if (!dqkv || out->size == 0)
         return;
-    int failed = 0, saved = blas_enter();
+    int failed = 0, saved = ops_blas_enter();
 #pragma omp parallel
     {
         // a (ATTN_ROWS, T) block of dS, then v^T (HS, T)
@@ -1183,7 +1185,7 @@ void attention_backward(Tensor *out)
             attention_group_backward(dqkv, ds, out, d, bg, first);
         free(ds);
     }
-    blas_leave(saved);
+    ops_blas_leave(saved);
     if (failed)
         tensor_ctx_fail(out->ctx, TENSOR_ERR_NOMEM, "attention: backward out of memory");
 }
