@@ -163,7 +163,7 @@ static int train(const char *model, const char *run, int steps, double lr)
 
 static bool same_weights(const Gpt *a, const Gpt *b)
 {
-    return a && b && memcmp(&a->cfg, &b->cfg, sizeof a->cfg) == 0 &&
+    return a && b && gpt_config_equal(&a->cfg, &b->cfg) &&
            memcmp(a->all->data, b->all->data, (size_t)a->all->size * sizeof(float)) == 0;
 }
 

@@ -4,10 +4,13 @@
  * forward that records nothing.
  */
 #include <math.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "model/model.h"
+#include "model/model_file.h"
 #include "core/ops.h"
 #include "core/rng.h"
 #include "testlib.h"
@@ -15,6 +18,40 @@
 /* V 13, maxT 8, C 8, L 2, NH 2: every op of the model, small enough that the
  * whole finite-difference sweep runs in milliseconds. */
 static const GptConfig tiny = {.vocab = 13, .context = 8, .width = 8, .layers = 2, .heads = 2};
+
+/* The Llama family at the same size, with every optional part on: grouped
+ * queries (4 heads on 2 key/value heads), a head_dim (4) that is not C / NH,
+ * an MLP width of its own (12), q/k/v and output biases, an untied head and
+ * Llama 3's frequency scaling. */
+static const GptConfig tiny_llama = {.vocab = 13,
+                                     .context = 8,
+                                     .width = 8,
+                                     .layers = 2,
+                                     .heads = 4,
+                                     .arch = GPT_ARCH_LLAMA,
+                                     .inner = 12,
+                                     .norm_eps = 1e-6f,
+                                     .kv_heads = 2,
+                                     .head_dim = 4,
+                                     .qkv_bias = true,
+                                     .o_bias = true,
+                                     .untied_head = true,
+                                     .rope = {.theta = 500000,
+                                              .scaling = ROPE_SCALING_LLAMA3,
+                                              .factor = 8,
+                                              .low_freq_factor = 1,
+                                              .high_freq_factor = 4,
+                                              .original_max_position_embeddings = 4}};
+
+/* The plain one: tied head, no biases, NKV = NH, default rope. */
+static const GptConfig tiny_llama_tied = {.vocab = 13,
+                                          .context = 8,
+                                          .width = 8,
+                                          .layers = 2,
+                                          .heads = 2,
+                                          .arch = GPT_ARCH_LLAMA,
+                                          .inner = 16,
+                                          .rope = {.theta = 10000}};
 
 enum { NB = 2, NT = 7 }; /* pairs, positions */
 
@@ -47,7 +84,8 @@ static void randomize(Gpt *m, uint64_t seed)
     rng_seed(&r, seed);
     for (int i = 0; i < m->n_tensors; i++) {
         Tensor *t = m->tensors[i];
-        bool ln_weight = t->ndim == 1 && strstr(t->name, "ln") && strstr(t->name, "weight");
+        bool ln_weight = t->ndim == 1 && (strstr(t->name, "ln") || strstr(t->name, "norm")) &&
+                         strstr(t->name, "weight");
         for (int64_t j = 0; j < t->size; j++)
             t->data[j] = (ln_weight ? 1.0f : 0.0f) + (t->ndim == 2 ? 0.4f : 0.2f) * rng_normal(&r);
     }
@@ -136,10 +174,14 @@ static void test_config_errors_name_the_field(void)
  * entries is 9e-4, on a gradient of 0.87). So |analytic - fd| <= 2e-3 +
  * 1e-2 |fd|, about ten times the largest gap seen. A wrong backward (a
  * missing term, a transposed weight, a lost residual) is off by 10% to 100%. */
-static void test_whole_model_gradcheck(void)
+/* Finite differences on a few entries of every named tensor of cfg's model. */
+static void gradcheck_model(const GptConfig *cfg, const char *const *names, int n_names)
 {
     char err[256];
-    Gpt *m = gpt_new(&tiny, true, err, sizeof err);
+    Gpt *m = gpt_new(cfg, true, err, sizeof err);
+    CHECKF(m != NULL, "%s", err);
+    if (!m)
+        return;
     TensorCtx *ctx = tensor_ctx_new(0);
     int32_t ids[2 * NB * NT], tg[2 * NB * NT];
     make_batch(ids, tg, 7);
@@ -150,26 +192,14 @@ static void test_whole_model_gradcheck(void)
     Tensor *seq = NULL;
     model_loss(m, ctx, ids, tg, &seq);
     CHECKF(seq && ag_backward(ctx, seq, seed) == 0, "%s", tensor_ctx_error(ctx));
-    /* a few entries of every kind of tensor, both layers, the tied head */
-    const char *names[] = {"wte.weight",
-                           "wpe.weight",
-                           "h.0.ln_1.weight",
-                           "h.0.attn.c_attn.weight",
-                           "h.0.attn.c_attn.bias",
-                           "h.0.attn.c_proj.weight",
-                           "h.1.ln_2.bias",
-                           "h.1.mlp.c_fc.weight",
-                           "h.1.mlp.c_proj.weight",
-                           "h.1.mlp.c_proj.bias",
-                           "ln_f.weight",
-                           "ln_f.bias"};
     const double h = 1e-2;
-    int checked = 0, nonzero = 0;
+    int checked = 0, nonzero = 0, found = 0;
     for (int i = 0; i < m->n_tensors; i++) {
         Tensor *t = m->tensors[i];
         bool pick = false;
-        for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+        for (int k = 0; k < n_names; k++)
             pick = pick || strcmp(t->name, names[k]) == 0;
+        found += pick;
         for (int64_t j = 0; pick && j < t->size; j += t->size / 5 + 1) {
             float x = t->data[j];
             t->data[j] = x + (float)h;
@@ -186,19 +216,93 @@ static void test_whole_model_gradcheck(void)
             nonzero += fabs(fd) > 1e-2;
         }
     }
-    CHECK(checked >= 50);
+    CHECKF(found == n_names, "%d of the %d named tensors exist", found, n_names);
+    CHECK(checked >= 4 * n_names);
     CHECKF(nonzero >= checked / 2, "only %d of %d gradients are sizeable", nonzero, checked);
     tensor_ctx_free(ctx);
+    gpt_free(m);
+}
+
+static void test_whole_model_gradcheck(void)
+{
+    /* a few entries of every kind of tensor, both layers, the tied head */
+    const char *names[] = {"wte.weight",
+                           "wpe.weight",
+                           "h.0.ln_1.weight",
+                           "h.0.attn.c_attn.weight",
+                           "h.0.attn.c_attn.bias",
+                           "h.0.attn.c_proj.weight",
+                           "h.1.ln_2.bias",
+                           "h.1.mlp.c_fc.weight",
+                           "h.1.mlp.c_proj.weight",
+                           "h.1.mlp.c_proj.bias",
+                           "ln_f.weight",
+                           "ln_f.bias"};
+    gradcheck_model(&tiny, names, (int)(sizeof names / sizeof names[0]));
+}
+
+/* Every tensor kind of the Llama block, through RoPE, GQA and SwiGLU. */
+static void test_llama_gradcheck(void)
+{
+    const char *names[] = {"embed_tokens.weight",
+                           "layers.0.input_layernorm.weight",
+                           "layers.0.self_attn.qkv_proj.weight",
+                           "layers.0.self_attn.qkv_proj.bias",
+                           "layers.0.self_attn.o_proj.weight",
+                           "layers.1.self_attn.o_proj.bias",
+                           "layers.1.post_attention_layernorm.weight",
+                           "layers.1.mlp.gate_up_proj.weight",
+                           "layers.1.mlp.down_proj.weight",
+                           "norm.weight",
+                           "lm_head.weight"};
+    gradcheck_model(&tiny_llama, names, (int)(sizeof names / sizeof names[0]));
+    const char *tied[] = {"embed_tokens.weight", "layers.1.self_attn.qkv_proj.weight",
+                          "layers.0.mlp.gate_up_proj.weight", "norm.weight"};
+    gradcheck_model(&tiny_llama_tied, tied, 4);
+}
+
+/* The tensors a Llama config makes, their shapes and the parameter count. */
+static void test_llama_layout(void)
+{
+    char err[256];
+    Gpt *m = gpt_new(&tiny_llama, true, err, sizeof err);
+    CHECKF(m != NULL, "%s", err);
+    if (!m)
+        return;
+    /* embed, 2 x (2 norms, qkv w+b, o w+b, gate_up, down), norm, lm_head */
+    CHECK(m->n_tensors == 1 + 2 * 8 + 2);
+    CHECK(m->wpe == NULL && m->lnfb == NULL && m->head != m->wte && m->rope != NULL);
+    const GptLayer *l = &m->h[1];
+    CHECK(l->qkvw->shape[0] == (4 + 2 * 2) * 4 && l->qkvw->shape[1] == 8);
+    CHECK(l->qkvb->size == 32 && l->attprojw->shape[1] == 16 && l->attprojb->size == 8);
+    CHECK(l->fcw->shape[0] == 24 && l->fcprojw->shape[1] == 12);
+    CHECK(l->ln1b == NULL && l->ln2b == NULL && l->fcb == NULL && l->fcprojb == NULL);
+    int64_t n = 0;
+    for (int i = 0; i < m->n_tensors; i++)
+        n += m->tensors[i]->size;
+    /* 13*8 embed + 2 * (8+8 + 32*8+32 + 8*16+8 + 24*8 + 8*12) + 8 + 13*8 */
+    CHECK(n == 104 + 2 * (16 + 288 + 136 + 192 + 96) + 8 + 104);
+    CHECK(n == gpt_config_num_params(&tiny_llama) && n == m->all->size);
+    Gpt *t = gpt_new(&tiny_llama_tied, false, err, sizeof err);
+    CHECK(t && t->head == t->wte && t->h[0].qkvb == NULL && t->h[0].attprojb == NULL);
+    /* a head_dim that is odd, or kv heads that do not divide the heads */
+    GptConfig bad = tiny_llama;
+    bad.head_dim = 3;
+    CHECK(gpt_config_check(&bad, err, sizeof err) != 0 && strstr(err, "head_dim"));
+    bad = tiny_llama;
+    bad.kv_heads = 3;
+    CHECK(gpt_config_check(&bad, err, sizeof err) != 0 && strstr(err, "kv_heads"));
+    gpt_free(t);
     gpt_free(m);
 }
 
 /* Per-sequence log-probs count response positions only: they equal a plain
  * double log-softmax of the model's own logits summed over targets >= 0, and
  * differ from the sum over every position (so the check can tell). */
-static void test_logps_mask_the_prompt(void)
+static void logps_mask_the_prompt(const GptConfig *cfg)
 {
     char err[256];
-    Gpt *m = gpt_new(&tiny, true, err, sizeof err);
+    Gpt *m = gpt_new(cfg, true, err, sizeof err);
     randomize(m, 5);
     TensorCtx *ctx = tensor_ctx_new(0);
     int32_t ids[2 * NB * NT], tg[2 * NB * NT];
@@ -207,7 +311,7 @@ static void test_logps_mask_the_prompt(void)
     GptPairLogps lp;
     CHECK(gpt_pair_logps(m, ctx, &b, &lp) == 0);
     Tensor *hid = gpt_forward(m, ctx, ids, 2 * NB, NT); // (2B, T, C)
-    const int V = tiny.vocab, C = tiny.width;
+    const int V = cfg->vocab, C = cfg->width;
     for (int n = 0; n < 2 * NB; n++) {
         double masked = 0, everything = 0;
         for (int t = 0; t < NT; t++) {
@@ -215,7 +319,7 @@ static void test_logps_mask_the_prompt(void)
             for (int v = 0; v < V; v++) {
                 logit[v] = 0;
                 for (int c = 0; c < C; c++)
-                    logit[v] += (double)hid->data[(n * NT + t) * C + c] * m->wte->data[v * C + c];
+                    logit[v] += (double)hid->data[(n * NT + t) * C + c] * m->head->data[v * C + c];
                 mx = fmax(mx, logit[v]);
             }
             for (int v = 0; v < V; v++)
@@ -245,10 +349,10 @@ static void test_logps_mask_the_prompt(void)
 /* The frozen reference in a no_grad context: the same numbers as the policy
  * (bit for bit: streaming changes where tensors live, not the arithmetic),
  * no sources, nothing saved for backward, no gradient memory. */
-static void test_reference_records_nothing(void)
+static void reference_records_nothing(const GptConfig *cfg)
 {
     char err[256];
-    Gpt *policy = gpt_new(&tiny, true, err, sizeof err);
+    Gpt *policy = gpt_new(cfg, true, err, sizeof err);
     gpt_init(policy, 9);
     Gpt *ref = gpt_clone_frozen(policy, err, sizeof err);
     CHECKF(ref != NULL, "%s", err);
@@ -277,7 +381,7 @@ static void test_reference_records_nothing(void)
     CHECKF(rctx->used < pctx->used / 4, "reference used %zu bytes, policy %zu", rctx->used,
            pctx->used);
     CHECK(ref->scratch[0]->used == 0 && ref->scratch[1]->used == 0);
-    CHECK(ref->scratch[0]->peak < pctx->used / tiny.layers);
+    CHECK(ref->scratch[0]->peak < pctx->used / cfg->layers);
     /* and backward from the reference has nothing to walk */
     Tensor *s = ag_sum(rctx, rl.chosen, AG_ALL, false);
     CHECK(s && s->src[0] == NULL);
@@ -287,11 +391,54 @@ static void test_reference_records_nothing(void)
     gpt_free(ref);
 }
 
+static void test_logps_mask_the_prompt(void)
+{
+    logps_mask_the_prompt(&tiny);
+    logps_mask_the_prompt(&tiny_llama); /* its own head: the logits must use it */
+}
+
+static void test_reference_records_nothing(void)
+{
+    reference_records_nothing(&tiny);
+    reference_records_nothing(&tiny_llama);
+}
+
+/* A Llama model file keeps its whole config (the fields after the five
+ * sizes are header metadata) and its weights bit for bit; a GPT-2 file's
+ * header has no such field. */
+static void test_llama_model_file_round_trip(void)
+{
+    char err[256], path[256];
+    const GptConfig *cfgs[2] = {&tiny_llama, &tiny};
+    for (int k = 0; k < 2; k++) {
+        Gpt *m = gpt_new(cfgs[k], false, err, sizeof err);
+        randomize(m, 3);
+        snprintf(path, sizeof path, "/tmp/prefrun-test-model-%d.safetensors", (int)getpid());
+        CHECKF(model_file_save(m, path, NULL, err, sizeof err) == 0, "%s", err);
+        GptConfig g;
+        CHECK(model_file_config(path, &g, err, sizeof err) == 1);
+        CHECK(gpt_config_equal(&g, cfgs[k]));
+        Gpt *back = NULL;
+        CHECKF(model_file_load(path, NULL, &back, err, sizeof err) == 0, "%s", err);
+        if (back) {
+            CHECK(gpt_config_equal(&back->cfg, &m->cfg));
+            CHECK(!memcmp(back->all->data, m->all->data, (size_t)m->all->size * sizeof(float)));
+            CHECK(back->cfg.rope.scaling == cfgs[k]->rope.scaling);
+        }
+        gpt_free(back);
+        gpt_free(m);
+        remove(path);
+    }
+}
+
 int main(void)
 {
     RUN(test_init_is_gpt2_and_deterministic);
     RUN(test_config_errors_name_the_field);
     RUN(test_whole_model_gradcheck);
+    RUN(test_llama_gradcheck);
+    RUN(test_llama_layout);
+    RUN(test_llama_model_file_round_trip);
     RUN(test_logps_mask_the_prompt);
     RUN(test_reference_records_nothing);
     return tl_done();

@@ -67,7 +67,7 @@
 
 #define TENSOR_MAX_DIMS 4
 #define TENSOR_MAX_NUMEL ((int64_t)1 << 40) /* see "Size limit" above */
-#define TENSOR_NAME_LEN 32
+#define TENSOR_NAME_LEN 64
 #define TENSOR_ERR_LEN 320
 
 /* Every op of the core, in one list; ops.c holds the parallel table of names

@@ -31,9 +31,30 @@ typedef struct ParamSpec {
     InitKind init;
 } ParamSpec;
 
-/* One block's tensors, in block order; matches the fields of GptLayer. */
-static void layer_specs(int C, ParamSpec s[GPT_LAYER_TENSORS])
+/* One block's tensors, in block order, one per GptLayer field (rows 0: the
+ * config has no such tensor). */
+static void layer_specs(const GptConfig *g, ParamSpec s[GPT_LAYER_TENSORS])
 {
+    int C = g->width, F = gpt_inner(g);
+    if (g->arch == GPT_ARCH_LLAMA) {
+        int NH = g->heads, NKV = gpt_kv_heads(g), HD = gpt_head_dim(g), Q = (NH + 2 * NKV) * HD;
+        const ParamSpec t[GPT_LAYER_TENSORS] = {
+            {"input_layernorm.weight", C, 0, INIT_ONE},
+            {"", 0, 0, INIT_ZERO},
+            {"self_attn.qkv_proj.weight", Q, C, INIT_NORMAL},
+            {"self_attn.qkv_proj.bias", g->qkv_bias ? Q : 0, 0, INIT_ZERO},
+            {"self_attn.o_proj.weight", C, NH * HD, INIT_NORMAL},
+            {"self_attn.o_proj.bias", g->o_bias ? C : 0, 0, INIT_ZERO},
+            {"post_attention_layernorm.weight", C, 0, INIT_ONE},
+            {"", 0, 0, INIT_ZERO},
+            {"mlp.gate_up_proj.weight", 2 * F, C, INIT_NORMAL},
+            {"", 0, 0, INIT_ZERO},
+            {"mlp.down_proj.weight", C, F, INIT_NORMAL},
+            {"", 0, 0, INIT_ZERO},
+        };
+        memcpy(s, t, sizeof t);
+        return;
+    }
     const ParamSpec t[GPT_LAYER_TENSORS] = {
         {"ln_1.weight", C, 0, INIT_ONE},
         {"ln_1.bias", C, 0, INIT_ZERO},
@@ -43,15 +64,80 @@ static void layer_specs(int C, ParamSpec s[GPT_LAYER_TENSORS])
         {"attn.c_proj.bias", C, 0, INIT_ZERO},
         {"ln_2.weight", C, 0, INIT_ONE},
         {"ln_2.bias", C, 0, INIT_ZERO},
-        {"mlp.c_fc.weight", 4 * C, C, INIT_NORMAL},
-        {"mlp.c_fc.bias", 4 * C, 0, INIT_ZERO},
-        {"mlp.c_proj.weight", C, 4 * C, INIT_RESIDUAL},
+        {"mlp.c_fc.weight", F, C, INIT_NORMAL},
+        {"mlp.c_fc.bias", F, 0, INIT_ZERO},
+        {"mlp.c_proj.weight", C, F, INIT_RESIDUAL},
         {"mlp.c_proj.bias", C, 0, INIT_ZERO},
     };
     memcpy(s, t, sizeof t);
 }
 
 static int64_t spec_numel(const ParamSpec *s) { return (int64_t)s->rows * (s->cols ? s->cols : 1); }
+
+int gpt_inner(const GptConfig *cfg) { return cfg->inner > 0 ? cfg->inner : 4 * cfg->width; }
+
+float gpt_norm_eps(const GptConfig *cfg) { return cfg->norm_eps > 0 ? cfg->norm_eps : GPT_LN_EPS; }
+
+int gpt_kv_heads(const GptConfig *cfg) { return cfg->kv_heads > 0 ? cfg->kv_heads : cfg->heads; }
+
+int gpt_head_dim(const GptConfig *cfg)
+{
+    return cfg->head_dim > 0 ? cfg->head_dim : cfg->heads > 0 ? cfg->width / cfg->heads : 0;
+}
+
+static bool rope_equal(const RopeConfig *a, const RopeConfig *b)
+{
+    return a->theta == b->theta && a->scaling == b->scaling && a->factor == b->factor &&
+           a->low_freq_factor == b->low_freq_factor && a->high_freq_factor == b->high_freq_factor &&
+           a->original_max_position_embeddings == b->original_max_position_embeddings;
+}
+
+bool gpt_config_equal(const GptConfig *a, const GptConfig *b)
+{
+    return a->vocab == b->vocab && a->context == b->context && a->width == b->width &&
+           a->layers == b->layers && a->heads == b->heads && a->arch == b->arch &&
+           gpt_inner(a) == gpt_inner(b) && gpt_norm_eps(a) == gpt_norm_eps(b) &&
+           gpt_kv_heads(a) == gpt_kv_heads(b) && gpt_head_dim(a) == gpt_head_dim(b) &&
+           a->qkv_bias == b->qkv_bias && a->o_bias == b->o_bias &&
+           a->untied_head == b->untied_head &&
+           (a->arch != GPT_ARCH_LLAMA || rope_equal(&a->rope, &b->rope));
+}
+
+/* The Llama-only fields: their sizes and the rope settings. */
+static const char *llama_check(const GptConfig *cfg, char *why, size_t len)
+{
+    int NH = cfg->heads, NKV = gpt_kv_heads(cfg), HD = gpt_head_dim(cfg);
+    if (cfg->kv_heads < 0 || cfg->head_dim < 0 || HD <= 0)
+        return "model: kv_heads and head_dim must be positive";
+    if (NH % NKV)
+        return snprintf(why, len, "model: kv_heads (%d) must divide heads (%d)", NKV, NH), why;
+    if (!cfg->head_dim && cfg->width % NH)
+        return snprintf(why, len, "model: heads (%d) must divide width (%d)", NH, cfg->width), why;
+    if (HD % 2)
+        return snprintf(why, len, "model: head_dim (%d) must be even for rotary embeddings", HD),
+               why;
+    if (cfg->rope.theta <= 0)
+        return "model: rope theta must be positive";
+    return NULL;
+}
+
+/* The arch-specific checks; NULL or the message (in why or static). */
+static const char *arch_check(const GptConfig *cfg, char *why, size_t len)
+{
+    if (cfg->inner < 0 || cfg->norm_eps < 0 || !(cfg->norm_eps < 1))
+        return "model: inner and norm_eps must be positive (0: the default)";
+    if (cfg->arch == GPT_ARCH_LLAMA)
+        return llama_check(cfg, why, len);
+    if (cfg->arch != GPT_ARCH_GPT2)
+        return "model: unknown architecture";
+    if (cfg->kv_heads || cfg->head_dim || cfg->qkv_bias || cfg->o_bias)
+        return "model: kv_heads, head_dim and the bias switches are Llama settings";
+    if (cfg->width % cfg->heads != 0)
+        return snprintf(why, len, "model: heads (%d) must divide width (%d)", cfg->heads,
+                        cfg->width),
+               why;
+    return NULL;
+}
 
 int gpt_config_check(const GptConfig *cfg, char *err, size_t errlen)
 {
@@ -65,8 +151,10 @@ int gpt_config_check(const GptConfig *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "model: %s must be positive", bad);
         return -1;
     }
-    if (cfg->width % cfg->heads != 0) {
-        snprintf(err, errlen, "model: heads (%d) must divide width (%d)", cfg->heads, cfg->width);
+    char why[160];
+    const char *msg = arch_check(cfg, why, sizeof why);
+    if (msg) {
+        snprintf(err, errlen, "%s", msg);
         return -1;
     }
     if (gpt_config_num_params(cfg) > INT32_MAX) {
@@ -77,11 +165,75 @@ int gpt_config_check(const GptConfig *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* The top-level tensors before the blocks (embeddings) and after (final
+ * norm, head), by arch. */
+static int top_specs(const GptConfig *g, bool after, ParamSpec *s)
+{
+    int C = g->width, n = 0;
+    bool llama = g->arch == GPT_ARCH_LLAMA;
+    if (!after) {
+        s[n++] =
+            (ParamSpec){llama ? "embed_tokens.weight" : "wte.weight", g->vocab, C, INIT_NORMAL};
+        if (!llama)
+            s[n++] = (ParamSpec){"wpe.weight", g->context, C, INIT_NORMAL};
+        return n;
+    }
+    s[n++] = (ParamSpec){llama ? "norm.weight" : "ln_f.weight", C, 0, INIT_ONE};
+    if (!llama)
+        s[n++] = (ParamSpec){"ln_f.bias", C, 0, INIT_ZERO};
+    if (g->untied_head)
+        s[n++] = (ParamSpec){"lm_head.weight", g->vocab, C, INIT_NORMAL};
+    return n;
+}
+
+/* Every tensor's spec in block order (embeddings, h.0..h.L-1 or layers.*,
+ * final norm, head); with slot (may be NULL) each one's GptLayer field
+ * (0..11) or -1 for a top-level tensor. Returns the count; specs NULL
+ * counts only. */
+static int all_specs(const GptConfig *cfg, ParamSpec *specs, char (*prefix)[24], int *slot)
+{
+    ParamSpec top[3], blk[GPT_LAYER_TENSORS];
+    int n = 0, nt = top_specs(cfg, false, top);
+    const char *lp = cfg->arch == GPT_ARCH_LLAMA ? "layers" : "h";
+    for (int i = 0; i < nt; i++, n++)
+        if (specs) {
+            specs[n] = top[i];
+            prefix[n][0] = '\0';
+            slot[n] = -1;
+        }
+    layer_specs(cfg, blk);
+    for (int l = 0; l < cfg->layers; l++)
+        for (int j = 0; j < GPT_LAYER_TENSORS; j++) {
+            if (blk[j].rows == 0)
+                continue;
+            if (specs) {
+                specs[n] = blk[j];
+                snprintf(prefix[n], sizeof prefix[0], "%s.%d.", lp, l);
+                slot[n] = j;
+            }
+            n++;
+        }
+    nt = top_specs(cfg, true, top);
+    for (int i = 0; i < nt; i++, n++)
+        if (specs) {
+            specs[n] = top[i];
+            prefix[n][0] = '\0';
+            slot[n] = -1;
+        }
+    return n;
+}
+
 int64_t gpt_config_num_params(const GptConfig *cfg)
 {
-    int64_t C = cfg->width, L = cfg->layers;
-    int64_t per_layer = 12 * C * C + 13 * C; /* weights 3C²+C²+4C²+4C², vectors 13C */
-    return (int64_t)cfg->vocab * C + (int64_t)cfg->context * C + L * per_layer + 2 * C;
+    ParamSpec top[3], blk[GPT_LAYER_TENSORS];
+    int64_t n = 0, per_layer = 0;
+    for (int after = 0; after < 2; after++)
+        for (int i = 0, k = top_specs(cfg, after, top); i < k; i++)
+            n += spec_numel(&top[i]);
+    layer_specs(cfg, blk);
+    for (int j = 0; j < GPT_LAYER_TENSORS; j++)
+        per_layer += spec_numel(&blk[j]);
+    return n + (int64_t)cfg->layers * per_layer;
 }
 
 /* A leaf header over n floats of the block at offset. */
@@ -103,53 +255,46 @@ static Tensor *param_view(Gpt *m, const ParamSpec *s, const char *prefix, int64_
     return t;
 }
 
-/* Every tensor's spec in block order: wte, wpe, h.0..h.L-1, ln_f. */
-static int all_specs(const GptConfig *cfg, ParamSpec *specs, char (*prefix)[16])
+/* The GptLayer field of slot j (layer_specs' order). */
+static Tensor **layer_field(GptLayer *l, int j)
 {
-    int n = 0, C = cfg->width;
-    specs[n] = (ParamSpec){"wte.weight", cfg->vocab, C, INIT_NORMAL};
-    prefix[n++][0] = '\0';
-    specs[n] = (ParamSpec){"wpe.weight", cfg->context, C, INIT_NORMAL};
-    prefix[n++][0] = '\0';
-    for (int l = 0; l < cfg->layers; l++) {
-        layer_specs(C, specs + n);
-        for (int i = 0; i < GPT_LAYER_TENSORS; i++)
-            snprintf(prefix[n + i], sizeof prefix[0], "h.%d.", l);
-        n += GPT_LAYER_TENSORS;
-    }
-    specs[n] = (ParamSpec){"ln_f.weight", C, 0, INIT_ONE};
-    prefix[n++][0] = '\0';
-    specs[n] = (ParamSpec){"ln_f.bias", C, 0, INIT_ZERO};
-    prefix[n++][0] = '\0';
-    return n;
+    Tensor **f[GPT_LAYER_TENSORS] = {&l->ln1w,     &l->ln1b,     &l->qkvw,    &l->qkvb,
+                                     &l->attprojw, &l->attprojb, &l->ln2w,    &l->ln2b,
+                                     &l->fcw,      &l->fcb,      &l->fcprojw, &l->fcprojb};
+    return f[j];
 }
 
-/* Points the named fields at the views, in the order all_specs made them. */
-static void bind_fields(Gpt *m)
+/* Points the named fields at the views, by the slot each one fills. */
+static void bind_fields(Gpt *m, const int *slot)
 {
     Tensor **t = m->tensors;
+    bool llama = m->cfg.arch == GPT_ARCH_LLAMA;
+    int n = m->n_tensors, first = llama ? 1 : 2;
+    int tail = n - (llama ? 1 : 2) - (m->cfg.untied_head ? 1 : 0);
+    int per = (tail - first) / m->cfg.layers;
     m->wte = t[0];
-    m->wpe = t[1];
-    for (int l = 0; l < m->cfg.layers; l++) {
-        Tensor **s = t + 2 + l * GPT_LAYER_TENSORS;
-        m->h[l] =
-            (GptLayer){s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11]};
-    }
-    m->lnfw = t[m->n_tensors - 2];
-    m->lnfb = t[m->n_tensors - 1];
+    m->wpe = llama ? NULL : t[1];
+    for (int i = first; i < tail; i++)
+        *layer_field(&m->h[(i - first) / per], slot[i]) = t[i];
+    m->lnfw = t[tail];
+    m->lnfb = llama ? NULL : t[tail + 1];
+    m->head = m->cfg.untied_head ? t[n - 1] : m->wte;
 }
 
 static int build_views(Gpt *m)
 {
-    int n = 4 + m->cfg.layers * GPT_LAYER_TENSORS;
+    int n = all_specs(&m->cfg, NULL, NULL, NULL);
     ParamSpec *specs = malloc((size_t)n * sizeof *specs);
-    char(*prefix)[16] = malloc((size_t)n * sizeof *prefix);
+    char(*prefix)[24] = malloc((size_t)n * sizeof *prefix);
+    int *slot = malloc((size_t)n * sizeof *slot);
     m->tensors = tensor_ctx_alloc(m->ctx, (size_t)n * sizeof *m->tensors);
     m->init_kind = tensor_ctx_alloc(m->ctx, (size_t)n);
     m->h = tensor_ctx_alloc(m->ctx, (size_t)m->cfg.layers * sizeof *m->h);
-    int rc = specs && prefix && m->tensors && m->init_kind && m->h ? 0 : -1;
-    if (rc == 0)
-        all_specs(&m->cfg, specs, prefix);
+    int rc = specs && prefix && slot && m->tensors && m->init_kind && m->h ? 0 : -1;
+    if (rc == 0) {
+        all_specs(&m->cfg, specs, prefix, slot);
+        memset(m->h, 0, (size_t)m->cfg.layers * sizeof *m->h);
+    }
     int64_t offset = 0;
     for (int i = 0; rc == 0 && i < n; i++) {
         m->tensors[i] = param_view(m, &specs[i], prefix[i], offset);
@@ -158,11 +303,23 @@ static int build_views(Gpt *m)
         rc = m->tensors[i] ? 0 : -1;
     }
     m->n_tensors = n;
+    if (rc == 0)
+        bind_fields(m, slot);
     free(specs);
     free(prefix);
-    if (rc == 0)
-        bind_fields(m);
+    free(slot);
     return rc;
+}
+
+/* Llama's cos/sin table for every position, once, in the model's context. */
+static int build_rope(Gpt *m)
+{
+    if (m->cfg.arch != GPT_ARCH_LLAMA)
+        return 0;
+    RopeConfig r = m->cfg.rope;
+    r.head_dim = gpt_head_dim(&m->cfg);
+    m->rope = ag_rope_table(m->ctx, &r, m->cfg.context);
+    return m->rope ? 0 : -1;
 }
 
 Gpt *gpt_new(const GptConfig *cfg, bool trainable, char *err, size_t errlen)
@@ -181,6 +338,11 @@ Gpt *gpt_new(const GptConfig *cfg, bool trainable, char *err, size_t errlen)
     m->all = tensor_new(m->ctx, 1, &n);
     if (!m->all || (trainable && tensor_requires_grad(m->all) != 0) || build_views(m) != 0) {
         snprintf(err, errlen, "model: out of memory for %d parameters", n);
+        gpt_free(m);
+        return NULL;
+    }
+    if (build_rope(m) != 0) {
+        snprintf(err, errlen, "model: rotary table: %s", tensor_ctx_error(m->ctx));
         gpt_free(m);
         return NULL;
     }
@@ -235,23 +397,60 @@ bool gpt_tensor_decays(const Gpt *m, int i) { return m->tensors[i]->ndim >= 2; }
 
 /* x (N, T, C) -> x + attn(ln1(x)) + mlp(ln2(...)), pre-LayerNorm; each
  * residual add is fused into the projection before it (linear_add) */
-static Tensor *block_forward(TensorCtx *ctx, const GptLayer *l, Tensor *x, int NH)
+static Tensor *gpt2_block(TensorCtx *ctx, const Gpt *m, const GptLayer *l, Tensor *x)
 {
-    Tensor *h = ag_layernorm(ctx, x, l->ln1w, l->ln1b, GPT_LN_EPS); // (N, T, C)
-    Tensor *qkv = ag_linear(ctx, h, l->qkvw, l->qkvb);              // (N, T, 3C)
-    Tensor *att = ag_attention(ctx, qkv, NH);                       // (N, T, C)
-    x = ag_linear_add(ctx, att, l->attprojw, l->attprojb, x);       // (N, T, C)
-    h = ag_layernorm(ctx, x, l->ln2w, l->ln2b, GPT_LN_EPS);
-    Tensor *fc = ag_linear_gelu(ctx, h, l->fcw, l->fcb);      // (N, T, 4C)
+    float eps = gpt_norm_eps(&m->cfg);
+    Tensor *h = ag_layernorm(ctx, x, l->ln1w, l->ln1b, eps);  // (N, T, C)
+    Tensor *qkv = ag_linear(ctx, h, l->qkvw, l->qkvb);        // (N, T, 3C)
+    Tensor *att = ag_attention(ctx, qkv, m->cfg.heads);       // (N, T, C)
+    x = ag_linear_add(ctx, att, l->attprojw, l->attprojb, x); // (N, T, C)
+    h = ag_layernorm(ctx, x, l->ln2w, l->ln2b, eps);
+    Tensor *fc = ag_linear_gelu(ctx, h, l->fcw, l->fcb);      // (N, T, F)
     return ag_linear_add(ctx, fc, l->fcprojw, l->fcprojb, x); // (N, T, C)
+}
+
+/* x (N, T, C) -> x + attn(rms1(x)) + mlp(rms2(...)) as LlamaDecoderLayer:
+ * q and k rotated in place in the fused qkv, then grouped-query attention;
+ * SwiGLU on the fused gate|up. */
+static Tensor *llama_block(TensorCtx *ctx, const Gpt *m, const GptLayer *l, Tensor *x)
+{
+    const GptConfig *g = &m->cfg;
+    int NH = g->heads, NKV = gpt_kv_heads(g), HD = gpt_head_dim(g);
+    float eps = gpt_norm_eps(g);
+    int N = x ? x->shape[0] : 0, T = x ? x->shape[1] : 0;
+    int heads4[4] = {N, T, NH + 2 * NKV, HD}, flat[3] = {N, T, (NH + 2 * NKV) * HD};
+    Tensor *h = ag_rmsnorm(ctx, x, l->ln1w, eps);      // (N, T, C)
+    Tensor *qkv = ag_linear(ctx, h, l->qkvw, l->qkvb); // (N, T, Q)
+    qkv = ag_rope(ctx, ag_reshape(ctx, qkv, 4, heads4), m->rope, 0, NH + NKV);
+    Tensor *att =
+        ag_gqa_attention(ctx, ag_reshape(ctx, qkv, 3, flat), NH, NKV, HD); // (N, T, NH HD)
+    x = ag_linear_add(ctx, att, l->attprojw, l->attprojb, x);              // (N, T, C)
+    h = ag_rmsnorm(ctx, x, l->ln2w, eps);
+    Tensor *gu = ag_linear(ctx, h, l->fcw, NULL);                       // (N, T, 2F)
+    return ag_linear_add(ctx, ag_swiglu(ctx, gu), l->fcprojw, NULL, x); // (N, T, C)
+}
+
+static Tensor *block_forward(TensorCtx *ctx, const Gpt *m, int l, Tensor *x)
+{
+    return m->cfg.arch == GPT_ARCH_LLAMA ? llama_block(ctx, m, &m->h[l], x)
+                                         : gpt2_block(ctx, m, &m->h[l], x);
+}
+
+static Tensor *final_norm(TensorCtx *ctx, const Gpt *m, Tensor *x)
+{
+    float eps = gpt_norm_eps(&m->cfg);
+    return m->cfg.arch == GPT_ARCH_LLAMA ? ag_rmsnorm(ctx, x, m->lnfw, eps)
+                                         : ag_layernorm(ctx, x, m->lnfw, m->lnfb, eps);
 }
 
 static Tensor *embed(const Gpt *m, TensorCtx *ctx, const int32_t *ids, int N, int T)
 {
     int shape[2] = {N, T};
     Tensor *tok = ag_embedding(ctx, m->wte, ids, 2, shape); // (N, T, C)
-    Tensor *pos = ag_slice(ctx, m->wpe, 0, 0, T);           // (T, C)
-    return ag_add(ctx, tok, pos);                           // (N, T, C)
+    if (!m->wpe)
+        return tok;                               /* Llama: positions enter through RoPE */
+    Tensor *pos = ag_slice(ctx, m->wpe, 0, 0, T); // (T, C)
+    return ag_add(ctx, tok, pos);                 // (N, T, C)
 }
 
 /* The no_grad forward: block l writes into scratch[(l + 1) % 2] while it
@@ -264,10 +463,10 @@ static Tensor *forward_streaming(const Gpt *m, TensorCtx *ctx, const int32_t *id
     tensor_ctx_reset(s[1]);
     Tensor *x = embed(m, s[0], ids, N, T);
     for (int l = 0; x && l < m->cfg.layers; l++) {
-        x = block_forward(s[(l + 1) % 2], &m->h[l], x, m->cfg.heads);
+        x = block_forward(s[(l + 1) % 2], m, l, x);
         tensor_ctx_reset(s[l % 2]); /* block l's input: read, no longer needed */
     }
-    Tensor *out = x ? ag_layernorm(ctx, x, m->lnfw, m->lnfb, GPT_LN_EPS) : NULL;
+    Tensor *out = x ? final_norm(ctx, m, x) : NULL;
     for (int i = 0; i < 2 && !out; i++)
         if (!tensor_ctx_ok(s[i]))
             tensor_ctx_fail(ctx, s[i]->status, "%s", tensor_ctx_error(s[i]));
@@ -286,8 +485,8 @@ Tensor *gpt_forward(const Gpt *m, TensorCtx *ctx, const int32_t *ids, int N, int
         return forward_streaming(m, ctx, ids, N, T);
     Tensor *x = embed(m, ctx, ids, N, T);
     for (int l = 0; l < m->cfg.layers; l++)
-        x = block_forward(ctx, &m->h[l], x, m->cfg.heads);
-    return ag_layernorm(ctx, x, m->lnfw, m->lnfb, GPT_LN_EPS);
+        x = block_forward(ctx, m, l, x);
+    return final_norm(ctx, m, x);
 }
 
 /* The LM head and cross-entropy on the rows whose target counts only: the
@@ -310,8 +509,8 @@ static Tensor *selected_logps(const Gpt *m, TensorCtx *ctx, Tensor *h2, const in
         }
     }
     int s1[1] = {n_sel}, s2[2] = {n_sel, 1}, one[2] = {1, 1}, nt[2] = {N, T};
-    Tensor *hs = ag_embedding(ctx, h2, sel, 1, s1);                                       // (S, C)
-    Tensor *nll = ag_cross_entropy(ctx, ag_linear(ctx, hs, m->wte, NULL), sel_tg, n_sel); // (S)
+    Tensor *hs = ag_embedding(ctx, h2, sel, 1, s1);                                        // (S, C)
+    Tensor *nll = ag_cross_entropy(ctx, ag_linear(ctx, hs, m->head, NULL), sel_tg, n_sel); // (S)
     Tensor *zero = tensor_new(ctx, 2, one);
     if (zero)
         zero->data[0] = 0.0f;
@@ -331,7 +530,7 @@ Tensor *gpt_token_logps(const Gpt *m, TensorCtx *ctx, const int32_t *ids, const 
         n_sel += targets[i] >= 0;
     if (h2 && !ctx->meta && n_sel > 0 && n_sel < N * T)
         return selected_logps(m, ctx, h2, targets, N, T, n_sel);
-    Tensor *logits = ag_linear(ctx, h2, m->wte, NULL);                    // (NT, V)
+    Tensor *logits = ag_linear(ctx, h2, m->head, NULL);                   // (NT, V)
     Tensor *nll = ag_cross_entropy(ctx, logits, targets, (int64_t)N * T); // (NT)
     return ag_neg(ctx, ag_reshape(ctx, nll, 2, nt));                      // (N, T)
 }

@@ -15,11 +15,17 @@
  *     GptPairLogps lp;
  *     gpt_pair_logps(policy, step_ctx, &batch, &lp);        // (B) chosen, rejected
  *
- * Architecture (Radford et al. 2019, as in llm.c): token + position
+ * Architecture, GPT-2 (Radford et al. 2019, as in llm.c): token + position
  * embeddings; L pre-LayerNorm blocks x += attn(ln1(x)), x += mlp(ln2(x)) with
  * fused causal multi-head attention on the (B, T, 3C) output of one linear and
- * a GELU MLP of width 4C; a final LayerNorm; the LM head is the token
+ * a GELU MLP of width F (4C); a final LayerNorm; the LM head is the token
  * embedding (tied weights).
+ * The Llama family (Touvron et al. 2023, as Hugging Face's modeling_llama.py
+ * computes it; Mistral and Qwen2 are the same maths): token embeddings only;
+ * pre-RMSNorm blocks with q, k, v from one linear, rotary embeddings on q and
+ * k, grouped-query attention (NKV key/value heads shared by NH / NKV query
+ * heads), an output projection, and a SwiGLU MLP (gate and up from one
+ * linear); a final RMSNorm; the head tied or its own (lm_head).
  *
  * Parameters live in ONE float block (and gradients in one more), and the
  * named fields below are leaf tensors pointing into it, so the optimizer, the
@@ -45,16 +51,46 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/ops.h"
 #include "core/tensor.h"
+
+/* The decoder's family; the fields after heads are zero for GPT-2 as
+ * llm.c builds it, and each zero means that default. */
+typedef enum GptArch {
+    GPT_ARCH_GPT2 = 0, /* LayerNorm, learned positions, GELU MLP, biases, tied head */
+    GPT_ARCH_LLAMA,    /* RMSNorm, RoPE, SwiGLU MLP, grouped-query attention */
+} GptArch;
 
 typedef struct GptConfig {
     int vocab;   /* V */
     int context; /* maxT: longest sequence */
     int width;   /* C */
     int layers;  /* L */
-    int heads;   /* NH, divides C */
+    int heads;   /* NH; divides C unless head_dim is given */
+    GptArch arch;
+    int inner;        /* F, the MLP's hidden width; 0: 4C */
+    float norm_eps;   /* LayerNorm / RMSNorm epsilon; 0: 1e-5 */
+    int kv_heads;     /* NKV (Llama), divides NH; 0: NH */
+    int head_dim;     /* HD (Llama); 0: C / NH */
+    bool qkv_bias;    /* Llama: biases on q, k, v (Qwen2); GPT-2 always has them */
+    bool o_bias;      /* Llama: a bias on the output projection */
+    bool untied_head; /* an LM head of its own (lm_head), not the token embedding */
+    RopeConfig rope;  /* Llama: theta and scaling; rope.head_dim is set from HD */
 } GptConfig;
 
+/* The defaults resolved: F, the epsilon, NKV and HD of a config. */
+int gpt_inner(const GptConfig *cfg);
+float gpt_norm_eps(const GptConfig *cfg);
+int gpt_kv_heads(const GptConfig *cfg);
+int gpt_head_dim(const GptConfig *cfg);
+/* Field by field (a struct compare would read its padding). */
+bool gpt_config_equal(const GptConfig *a, const GptConfig *b);
+
+/* One block's weights. GPT-2: all twelve. Llama: ln1w is input_layernorm,
+ * qkvw q_proj, k_proj and v_proj stacked ((NH + 2 NKV) HD, C), attprojw
+ * o_proj (C, NH HD), ln2w post_attention_layernorm, fcw gate_proj and
+ * up_proj stacked (2F, C), fcprojw down_proj (C, F); qkvb and attprojb
+ * only where the config asks, the rest NULL. */
 typedef struct GptLayer {
     Tensor *ln1w, *ln1b; // (C)
     Tensor *qkvw;        // (3C, C)
@@ -62,9 +98,9 @@ typedef struct GptLayer {
     Tensor *attprojw;    // (C, C)
     Tensor *attprojb;    // (C)
     Tensor *ln2w, *ln2b; // (C)
-    Tensor *fcw;         // (4C, C)
-    Tensor *fcb;         // (4C)
-    Tensor *fcprojw;     // (C, 4C)
+    Tensor *fcw;         // (F, C); Llama (2F, C)
+    Tensor *fcb;         // (F)
+    Tensor *fcprojw;     // (C, F)
     Tensor *fcprojb;     // (C)
 } GptLayer;
 
@@ -75,10 +111,12 @@ typedef struct Gpt {
     bool trainable;
     TensorCtx *ctx;      /* owns the blocks and the leaf headers; never reset */
     Tensor *all;         // (n_params) every parameter, in the order of `tensors`
-    Tensor *wte;         // (V, C) token embedding and LM head
-    Tensor *wpe;         // (maxT, C)
+    Tensor *wte;         // (V, C) token embedding
+    Tensor *head;        // (V, C) the LM head: wte, or lm_head when untied
+    Tensor *wpe;         // (maxT, C) GPT-2; NULL for Llama
     GptLayer *h;         // (L)
-    Tensor *lnfw, *lnfb; // (C)
+    Tensor *lnfw, *lnfb; // (C) final norm; lnfb NULL for Llama
+    Tensor *rope;        // (2, maxT, HD / 2) Llama's cos/sin table, not a parameter
     Tensor **tensors;    /* the named leaves in block order: wte, wpe, h.0.*, ..., ln_f.* */
     int n_tensors;
     unsigned char *init_kind; /* (n_tensors) how gpt_init fills each tensor */

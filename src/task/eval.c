@@ -198,7 +198,7 @@ static int pair_accuracy(const Gpt *pol, const Gpt *ref, const char *path, const
 static int check_models(const Gpt *pol, const Gpt *ref, const EvalOptions *o, char *err,
                         size_t errlen)
 {
-    if (memcmp(&pol->cfg, &ref->cfg, sizeof pol->cfg) != 0)
+    if (!gpt_config_equal(&pol->cfg, &ref->cfg))
         return err_fail(err, errlen,
                         "eval: the policy (width %d, %d layers) and the reference "
                         "(width %d, %d layers) differ in shape",

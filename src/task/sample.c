@@ -81,6 +81,12 @@ SampleCache *sample_cache_new(const Gpt *m, int n_seq, char *err, size_t errlen)
         return NULL;
     }
     const GptConfig *g = &m->cfg;
+    if (g->arch != GPT_ARCH_GPT2 || gpt_inner(g) != 4 * g->width || gpt_norm_eps(g) != LN_EPS) {
+        free(c);
+        err_fail(err, errlen, "sample: the KV cache computes GPT-2 with a 4C MLP and LayerNorm "
+                              "epsilon 1e-5 only");
+        return NULL;
+    }
     *c = (SampleCache){.m = m,
                        .S = n_seq,
                        .maxT = g->context,

@@ -81,7 +81,11 @@ void task_train_defaults(Config *cfg)
 
 GptConfig task_model_of(const Config *cfg)
 {
-    return (GptConfig){cfg->vocab, cfg->context, cfg->width, cfg->layers, cfg->heads};
+    return (GptConfig){.vocab = cfg->vocab,
+                       .context = cfg->context,
+                       .width = cfg->width,
+                       .layers = cfg->layers,
+                       .heads = cfg->heads};
 }
 
 void task_train_config(Config *cfg, const TaskAssets *a)

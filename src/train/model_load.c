@@ -28,7 +28,11 @@ static int config_beside(const char *file, GptConfig *g, char *err, size_t errle
     config_defaults(&c);
     if (config_load_yaml(&c, yaml, err, errlen) != 0)
         return -1;
-    *g = (GptConfig){c.vocab, c.context, c.width, c.layers, c.heads};
+    *g = (GptConfig){.vocab = c.vocab,
+                     .context = c.context,
+                     .width = c.width,
+                     .layers = c.layers,
+                     .heads = c.heads};
     return 0;
 }
 

@@ -235,7 +235,11 @@ int trainer_build_model(Trainer *tr, char *err, size_t errlen)
         if (load_hf_policy(tr, err, errlen) != 0)
             return -1;
     } else {
-        GptConfig g = {c->vocab, c->context, c->width, c->layers, c->heads};
+        GptConfig g = {.vocab = c->vocab,
+                       .context = c->context,
+                       .width = c->width,
+                       .layers = c->layers,
+                       .heads = c->heads};
         tr->policy = gpt_new(&g, true, err, errlen);
         if (!tr->policy)
             return -1;
