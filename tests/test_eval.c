@@ -224,16 +224,16 @@ static void task_config_for(Config *c, const TaskAssets *t, int steps)
         printf("# config: %s\n", err);
 }
 
-/* A short DPO run from the reference: higher reward than the reference on
- * held-out prompts (by more than the reward's own 95% interval), a
- * positive KL, a win rate above 1/2, held-out accuracy above chance. */
-static void dpo_beats_the_reference(void)
+enum { DPO_SEEDS = 4 };
+
+/* One 60-step DPO run from the reference with training seed `seed`,
+ * evaluated on the same held-out prompts and sampling seed as every other
+ * seed's (common random numbers). */
+static int dpo_run(uint64_t seed, EvalResult *r)
 {
-    CHECK(fixture_ok);
-    if (!fixture_ok)
-        return;
-    char dir[320], err[1024];
-    cache_path(dir, sizeof dir, "run-dpo");
+    char dir[320], name[32], err[1024];
+    snprintf(name, sizeof name, "run-dpo-%llu", (unsigned long long)seed);
+    cache_path(dir, sizeof dir, name);
     TrainOptions to = {.n_losses = 1,
                        .loss_paths = {PREFRUN_SOURCE_ROOT "/losses/dpo.lua"},
                        .loss_weights = {1.0},
@@ -241,23 +241,61 @@ static void dpo_beats_the_reference(void)
                        .quiet = true,
                        .init_model = fixture.reference};
     task_config_for(&to.cfg, &fixture, 60);
+    to.cfg.seed = seed;
     TrainResult tr;
     TrainStatus st = train_run(&to, &tr, err, sizeof err);
-    CHECKF(st == TRAIN_OK, "%s", err);
+    CHECKF(st == TRAIN_OK, "seed %llu: %s", (unsigned long long)seed, err);
     EvalOptions o;
     eval_defaults(&o);
     o.n_prompts = 16;
     o.samples = 4;
-    EvalResult r;
-    int rc = st == TRAIN_OK ? eval_path(dir, &o, &r, err, sizeof err) : -1;
-    CHECKF(rc == 0, "%s", err);
-    if (rc != 0)
+    int rc = st == TRAIN_OK ? eval_path(dir, &o, r, err, sizeof err) : -1;
+    CHECKF(rc == 0, "seed %llu: %s", (unsigned long long)seed, err);
+    if (rc == 0)
+        printf("# dpo seed %llu: reward %+.3f (reference %+.3f), gain %+.3f +- %.3f, KL %.2f, "
+               "win %.2f, accuracy %.2f\n",
+               (unsigned long long)seed, r->reward, r->ref_reward, r->gain, r->gain_ci, r->kl,
+               r->win_rate, r->accuracy);
+    return rc;
+}
+
+/* Short DPO runs from the reference, over DPO_SEEDS training seeds: the
+ * mean reward gain over the reference exceeds its 95% interval, for both
+ * the evaluation's sampling error (each run's paired interval) and the
+ * spread between seeds (a t interval on the gains);
+ * on average the KL is positive, the win rate above 1/2 and the held-out
+ * accuracy above chance. One run alone decides nothing: its gain is of
+ * the size of the seed-to-seed spread. */
+static void dpo_beats_the_reference(void)
+{
+    CHECK(fixture_ok);
+    if (!fixture_ok)
         return;
-    printf("# dpo: reward %+.3f (reference %+.3f), KL %.2f, win %.2f, accuracy %.2f\n", r.reward,
-           r.ref_reward, r.kl, r.win_rate, r.accuracy);
-    CHECKF(r.reward - r.ref_reward > r.reward_ci, "reward %.3f vs reference %.3f (ci %.3f)",
-           r.reward, r.ref_reward, r.reward_ci);
-    CHECK(r.kl > 0 && r.win_rate > 0.5 && r.accuracy > 0.5);
+    double gain[DPO_SEEDS], sum = 0, var_eval = 0, kl = 0, win = 0, acc = 0;
+    for (int i = 0; i < DPO_SEEDS; i++) {
+        EvalResult r;
+        if (dpo_run(3 + (uint64_t)i, &r) != 0)
+            return;
+        /* the paired gain is the difference of the two means */
+        CHECK_NEAR(r.gain, r.reward - r.ref_reward, 1e-9);
+        gain[i] = r.gain;
+        sum += gain[i];
+        var_eval += (r.gain_ci / 1.96) * (r.gain_ci / 1.96);
+        kl += r.kl / DPO_SEEDS;
+        win += r.win_rate / DPO_SEEDS;
+        acc += r.accuracy / DPO_SEEDS;
+    }
+    double mean = sum / DPO_SEEDS, ss = 0;
+    for (int i = 0; i < DPO_SEEDS; i++)
+        ss += (gain[i] - mean) * (gain[i] - mean);
+    double ci_eval = 1.96 * sqrt(var_eval) / DPO_SEEDS;               /* sampling error */
+    double ci_seeds = 3.182 * sqrt(ss / (DPO_SEEDS - 1) / DPO_SEEDS); /* t(0.975, 3) */
+    printf("# dpo over %d seeds: gain %+.3f, 95%% interval %.3f (evaluation) %.3f (seeds); KL "
+           "%.2f, win %.2f, accuracy %.2f\n",
+           DPO_SEEDS, mean, ci_eval, ci_seeds, kl, win, acc);
+    CHECKF(mean > ci_eval && mean > ci_seeds, "mean gain %.3f vs intervals %.3f, %.3f", mean,
+           ci_eval, ci_seeds);
+    CHECK(kl > 0 && win > 0.5 && acc > 0.5);
 }
 
 /* 1 loss x 2 betas in two workers: CSV with a header and two rows, JSON

@@ -85,6 +85,8 @@ static void print_text(const EvalResult *r)
            r->mean_length, 100 * r->ended);
     printf("reward      %+.4f +- %.4f  (reference %+.4f +- %.4f)\n", r->reward, r->reward_ci,
            r->ref_reward, r->ref_reward_ci);
+    printf("gain        %+.4f +- %.4f  (policy - reference, paired by prompt and seed)\n", r->gain,
+           r->gain_ci);
     printf("kl          %.4f +- %.4f nats per sequence\n", r->kl, r->kl_ci);
     printf("win rate    %.4f\n", r->win_rate);
     if (isnan(r->accuracy))

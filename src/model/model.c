@@ -490,9 +490,11 @@ Tensor *gpt_forward(const Gpt *m, TensorCtx *ctx, const int32_t *ids, int N, int
 }
 
 /* The LM head and cross-entropy on the rows whose target counts only: the
- * prompt's positions (target -1) need no logits. The rows are gathered by
- * an embedding lookup into h, and the per-row losses put back in place by a
- * second one into (losses, 0), which gives masked positions exactly 0. */
+ * prompt's positions (target -1) need no logits. The head is the fused,
+ * chunked op, so a 50k-150k vocabulary's (rows, V) logits are never all
+ * resident. The rows are gathered by an embedding lookup into h, and the
+ * per-row losses put back in place by a second one into (losses, 0), which
+ * gives masked positions exactly 0. */
 static Tensor *selected_logps(const Gpt *m, TensorCtx *ctx, Tensor *h2, const int32_t *targets,
                               int N, int T, int n_sel)
 {
@@ -509,8 +511,8 @@ static Tensor *selected_logps(const Gpt *m, TensorCtx *ctx, Tensor *h2, const in
         }
     }
     int s1[1] = {n_sel}, s2[2] = {n_sel, 1}, one[2] = {1, 1}, nt[2] = {N, T};
-    Tensor *hs = ag_embedding(ctx, h2, sel, 1, s1);                                        // (S, C)
-    Tensor *nll = ag_cross_entropy(ctx, ag_linear(ctx, hs, m->head, NULL), sel_tg, n_sel); // (S)
+    Tensor *hs = ag_embedding(ctx, h2, sel, 1, s1);                         // (S, C)
+    Tensor *nll = ag_linear_cross_entropy(ctx, hs, m->head, sel_tg, n_sel); // (S)
     Tensor *zero = tensor_new(ctx, 2, one);
     if (zero)
         zero->data[0] = 0.0f;
@@ -530,9 +532,8 @@ Tensor *gpt_token_logps(const Gpt *m, TensorCtx *ctx, const int32_t *ids, const 
         n_sel += targets[i] >= 0;
     if (h2 && !ctx->meta && n_sel > 0 && n_sel < N * T)
         return selected_logps(m, ctx, h2, targets, N, T, n_sel);
-    Tensor *logits = ag_linear(ctx, h2, m->head, NULL);                   // (NT, V)
-    Tensor *nll = ag_cross_entropy(ctx, logits, targets, (int64_t)N * T); // (NT)
-    return ag_neg(ctx, ag_reshape(ctx, nll, 2, nt));                      // (N, T)
+    Tensor *nll = ag_linear_cross_entropy(ctx, h2, m->head, targets, (int64_t)N * T); // (NT)
+    return ag_neg(ctx, ag_reshape(ctx, nll, 2, nt));                                  // (N, T)
 }
 
 int gpt_pair_logps(const Gpt *m, TensorCtx *ctx, const GptPairBatch *batch, GptPairLogps *out)

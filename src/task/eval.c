@@ -94,7 +94,8 @@ static int sample_metrics(const Gpt *pol, const Gpt *ref, const char *const *pro
     if (rc == 0) {
         double win = 0, len = 0, ended = 0;
         for (int i = 0; i < n; i++) {
-            lp[i] -= lq[i]; /* the KL term of sample i */
+            lp[i] -= lq[i];                      /* the KL term of sample i */
+            lq[i] = p->reward[i] - q->reward[i]; /* its reward gain */
             win += p->reward[i] > q->reward[i] ? 1.0 : p->reward[i] == q->reward[i] ? 0.5 : 0.0;
             len += p->res[i].len;
             ended += p->res[i].ended;
@@ -102,6 +103,7 @@ static int sample_metrics(const Gpt *pol, const Gpt *ref, const char *const *pro
         mean_ci(p->reward, n, &r->reward, &r->reward_ci);
         mean_ci(q->reward, n, &r->ref_reward, &r->ref_reward_ci);
         mean_ci(lp, n, &r->kl, &r->kl_ci);
+        mean_ci(lq, n, &r->gain, &r->gain_ci);
         r->win_rate = win / n;
         r->mean_length = len / n;
         r->ended = ended / n;
@@ -460,6 +462,8 @@ int eval_result_from_json(const json_t *j, EvalResult *r)
     r->reward_ci = num_of(j, "reward_ci95");
     r->ref_reward = num_of(j, "ref_reward");
     r->ref_reward_ci = num_of(j, "ref_reward_ci95");
+    r->gain = num_of(j, "reward_gain");
+    r->gain_ci = num_of(j, "reward_gain_ci95");
     r->kl = num_of(j, "kl");
     r->kl_ci = num_of(j, "kl_ci95");
     r->win_rate = num_of(j, "win_rate");
@@ -481,6 +485,8 @@ json_t *eval_result_json(const EvalResult *r)
     json_object_set_new(j, "reward_ci95", num(r->reward_ci));
     json_object_set_new(j, "ref_reward", num(r->ref_reward));
     json_object_set_new(j, "ref_reward_ci95", num(r->ref_reward_ci));
+    json_object_set_new(j, "reward_gain", num(r->gain));
+    json_object_set_new(j, "reward_gain_ci95", num(r->gain_ci));
     json_object_set_new(j, "kl", num(r->kl));
     json_object_set_new(j, "kl_ci95", num(r->kl_ci));
     json_object_set_new(j, "win_rate", num(r->win_rate));

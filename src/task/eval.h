@@ -82,6 +82,10 @@ typedef struct EvalResult {
     int64_t samples;          /* P x N */
     double reward, reward_ci; /* the policy's mean reward, 95% half-width */
     double ref_reward, ref_reward_ci;
+    /* policy minus reference, paired sample by sample (the same prompt and
+     * sampling seed), and its 95% half-width: the interval that says whether
+     * the policy's reward is above the reference's */
+    double gain, gain_ci;
     double kl, kl_ci;   /* nats per sequence */
     double win_rate;    /* in [0, 1] */
     double accuracy;    /* NAN when no pairs were scored */

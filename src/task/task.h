@@ -97,7 +97,7 @@
  * core/ ops), AdamW, pretraining, sampling. The reference's cache key
  * covers it (PretrainOptions.numerics), and the pairs live under their
  * reference and hash it too, so an old cache is never silently reused. */
-#define TASK_NUMERICS_VERSION 2
+#define TASK_NUMERICS_VERSION 3
 #define TASK_NAME "reviews"
 
 #define TASK_EOD '\n'         /* ends every document */
