@@ -1,11 +1,11 @@
 /*
- * task/sample.c — the KV-cache inference path, sampling and scoring
- * (see sample.h for the token layout, the end of a completion and the
- * determinism rule).
+ * task/sample.c — sampling and scoring (see sample.h for the token layout,
+ * the end of a completion and the determinism rule), on model/decode.h's
+ * KV-cache decoder.
  *
- * The inference path mirrors model.c's forward one position at a time:
- * LayerNorm with two passes in double, GELU's tanh form, attention scaled by
- * 1/sqrt(HS). It keeps no graph; its buffers are the cache's, allocated once.
+ * Each thread's decoder is sized to the longest sequence this call feeds
+ * (a prompt and its completion but the last token, within the context),
+ * not to the whole context: the cache grows with what is generated.
  *
  * Sampling keeps each sequence's ids (prompt, then completion) in its Gen;
  * what may be drawn (Cands) and what ends a completion (Vocab) are the
@@ -14,8 +14,8 @@
  * arithmetic, in the same order, as before tokenizers existed, so the
  * task's cached pairs stay valid.
  *
- * Letters: S sequences in a cache, n rows in one step (n <= S), maxT
- * context, C width, L layers, NH heads, HS = C / NH, V vocabulary.
+ * Letters: S sequences in a decoder, n rows in one step (n <= S), maxT
+ * context, V vocabulary.
  */
 #include "task/sample.h"
 
@@ -38,10 +38,6 @@
 #include <omp.h>
 #endif
 
-#define LN_EPS 1e-5f               /* model.c's GPT_LN_EPS; the cache test fails if they part */
-#define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
-#define GELU_C 0.044715f
-
 int sample_blas_enter(void)
 {
     int n = openblas_get_num_threads();
@@ -56,220 +52,23 @@ void sample_blas_leave(int n)
         openblas_set_num_threads(n);
 }
 
-/* ---- KV cache ----------------------------------------------------------- */
-
-struct SampleCache {
-    const Gpt *m;
-    int S, maxT, C, L, NH, V;
-    int *pos;       // (S) tokens held per sequence
-    float *kc, *vc; // (L, S, maxT, C) keys and values of every position fed
-    float *x;       // (S, C) residual stream of the step's rows
-    float *h;       // (S, C) LayerNorm output, then projection output
-    float *qkv;     // (S, 3C)
-    float *att;     // (S, C)
-    float *fc;      // (S, 4C)
-    float *p;       // (maxT) one head's attention probabilities
-};
+/* ---- KV cache: model/decode.h's decoder over the whole context -------- */
 
 SampleCache *sample_cache_new(const Gpt *m, int n_seq, char *err, size_t errlen)
 {
-    SampleCache *c = calloc(1, sizeof *c);
-    if (!c || n_seq <= 0) {
-        free(c);
-        err_fail(err, errlen, "sample: cache for %d sequences: %s", n_seq,
-                 n_seq <= 0 ? "need at least one" : "out of memory");
-        return NULL;
-    }
-    const GptConfig *g = &m->cfg;
-    if (g->arch != GPT_ARCH_GPT2 || gpt_inner(g) != 4 * g->width || gpt_norm_eps(g) != LN_EPS) {
-        free(c);
-        err_fail(err, errlen, "sample: the KV cache computes GPT-2 with a 4C MLP and LayerNorm "
-                              "epsilon 1e-5 only");
-        return NULL;
-    }
-    *c = (SampleCache){.m = m,
-                       .S = n_seq,
-                       .maxT = g->context,
-                       .C = g->width,
-                       .L = g->layers,
-                       .NH = g->heads,
-                       .V = g->vocab};
-    size_t S = (size_t)n_seq, C = (size_t)g->width, kv = (size_t)g->layers * S * g->context * C;
-    c->pos = calloc(S, sizeof *c->pos);
-    c->kc = malloc(kv * sizeof(float));
-    c->vc = malloc(kv * sizeof(float));
-    c->x = malloc(S * C * sizeof(float));
-    c->h = malloc(S * C * sizeof(float));
-    c->qkv = malloc(3 * S * C * sizeof(float));
-    c->att = malloc(S * C * sizeof(float));
-    c->fc = malloc(4 * S * C * sizeof(float));
-    c->p = malloc((size_t)g->context * sizeof(float));
-    if (!c->pos || !c->kc || !c->vc || !c->x || !c->h || !c->qkv || !c->att || !c->fc || !c->p) {
-        sample_cache_free(c);
-        err_fail(err, errlen, "sample: out of memory for a cache of %d sequences", n_seq);
-        return NULL;
-    }
-    return c;
+    return gpt_decoder_new(m, n_seq, m->cfg.context, err, errlen);
 }
 
-void sample_cache_free(SampleCache *c)
-{
-    if (!c)
-        return;
-    free(c->pos);
-    free(c->kc);
-    free(c->vc);
-    free(c->x);
-    free(c->h);
-    free(c->qkv);
-    free(c->att);
-    free(c->fc);
-    free(c->p);
-    free(c);
-}
+void sample_cache_free(SampleCache *c) { gpt_decoder_free(c); }
 
-void sample_cache_reset(SampleCache *c) { memset(c->pos, 0, (size_t)c->S * sizeof *c->pos); }
+void sample_cache_reset(SampleCache *c) { gpt_decoder_reset(c); }
 
-int sample_cache_len(const SampleCache *c, int s) { return c->pos[s]; }
-
-/* y (n, C) = LayerNorm(x) w + b, row by row, as ops_nn.c computes it */
-static void ln_rows(float *y, const float *x, const Tensor *w, const Tensor *b, int n, int C)
-{
-    for (int r = 0; r < n; r++) {
-        const float *xr = x + (size_t)r * C;
-        float *yr = y + (size_t)r * C;
-        double s = 0, v = 0;
-        for (int i = 0; i < C; i++)
-            s += xr[i];
-        float mean = (float)(s / C);
-        for (int i = 0; i < C; i++)
-            v += ((double)xr[i] - mean) * ((double)xr[i] - mean);
-        float rstd = (float)(1.0 / sqrt(v / C + LN_EPS));
-        for (int i = 0; i < C; i++)
-            yr[i] = (xr[i] - mean) * rstd * w->data[i] + b->data[i];
-    }
-}
-
-/* out (n, N) = in (n, K) @ W (N, K)^T + bias (N) */
-static void linear_rows(float *out, const float *in, const Tensor *w, const Tensor *bias, int n)
-{
-    int N = w->shape[0], K = w->shape[1];
-    for (int r = 0; r < n; r++)
-        memcpy(out + (size_t)r * N, bias->data, (size_t)N * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, N, K, 1.0f, in, K, w->data, K, 1.0f,
-                out, N);
-}
-
-static void gelu_rows(float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        float u = GELU_K * (x[i] + GELU_C * x[i] * x[i] * x[i]);
-        x[i] = 0.5f * x[i] * (1.0f + tanhf(u));
-    }
-}
-
-/* One head of one row: out (HS) = softmax(q K^T / sqrt(HS)) V over the
- * sequence's positions 0..T-1 (the current one already cached). */
-static void attend(SampleCache *c, const float *q, const float *K, const float *Vv, int T,
-                   float *out)
-{
-    int C = c->C, HS = C / c->NH;
-    float scale = 1.0f / sqrtf((float)HS), mx = -INFINITY, sum = 0;
-    for (int j = 0; j < T; j++) {
-        float s = 0;
-        for (int d = 0; d < HS; d++)
-            s += q[d] * K[(size_t)j * C + d];
-        c->p[j] = s * scale;
-        mx = c->p[j] > mx ? c->p[j] : mx;
-    }
-    for (int j = 0; j < T; j++)
-        sum += c->p[j] = expf(c->p[j] - mx);
-    for (int d = 0; d < HS; d++)
-        out[d] = 0;
-    for (int j = 0; j < T; j++) {
-        float pj = c->p[j] / sum;
-        for (int d = 0; d < HS; d++)
-            out[d] += pj * Vv[(size_t)j * C + d];
-    }
-}
-
-/* Stores the step's keys and values, then attends every row and head. */
-static void attention_rows(SampleCache *c, int l, const int *seq, int n)
-{
-    int C = c->C, HS = C / c->NH;
-    for (int r = 0; r < n; r++) {
-        size_t base = (((size_t)l * c->S + seq[r]) * c->maxT) * C;
-        const float *row = c->qkv + (size_t)r * 3 * C;
-        int p = c->pos[seq[r]];
-        memcpy(c->kc + base + (size_t)p * C, row + C, (size_t)C * sizeof(float));
-        memcpy(c->vc + base + (size_t)p * C, row + 2 * C, (size_t)C * sizeof(float));
-        for (int h = 0; h < c->NH; h++)
-            attend(c, row + h * HS, c->kc + base + h * HS, c->vc + base + h * HS, p + 1,
-                   c->att + (size_t)r * C + h * HS);
-    }
-}
-
-static void add_rows(float *x, const float *y, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        x[i] += y[i];
-}
-
-/* x += attn(ln1(x)); x += mlp(ln2(x)) for the step's n rows */
-static void layer_step(SampleCache *c, int l, const int *seq, int n)
-{
-    const GptLayer *w = &c->m->h[l];
-    size_t nC = (size_t)n * c->C;
-    ln_rows(c->h, c->x, w->ln1w, w->ln1b, n, c->C);
-    linear_rows(c->qkv, c->h, w->qkvw, w->qkvb, n);
-    attention_rows(c, l, seq, n);
-    linear_rows(c->h, c->att, w->attprojw, w->attprojb, n);
-    add_rows(c->x, c->h, nC);
-    ln_rows(c->h, c->x, w->ln2w, w->ln2b, n, c->C);
-    linear_rows(c->fc, c->h, w->fcw, w->fcb, n);
-    gelu_rows(c->fc, 4 * nC);
-    linear_rows(c->h, c->fc, w->fcprojw, w->fcprojb, n);
-    add_rows(c->x, c->h, nC);
-}
-
-static int step_check(const SampleCache *c, const int *seq, const int32_t *tok, int n, char *err,
-                      size_t errlen)
-{
-    if (n < 1 || n > c->S)
-        return err_fail(err, errlen, "sample: %d rows in a step of a %d-sequence cache", n, c->S);
-    for (int r = 0; r < n; r++) {
-        if (seq[r] < 0 || seq[r] >= c->S)
-            return err_fail(err, errlen, "sample: sequence %d out of range [0, %d)", seq[r], c->S);
-        if (c->pos[seq[r]] >= c->maxT)
-            return err_fail(err, errlen, "sample: sequence %d is full (%d positions)", seq[r],
-                            c->maxT);
-        if (tok[r] < 0 || tok[r] >= c->V)
-            return err_fail(err, errlen, "sample: token %d out of range [0, %d)", (int)tok[r],
-                            c->V);
-    }
-    return 0;
-}
+int sample_cache_len(const SampleCache *c, int s) { return gpt_decoder_len(c, s); }
 
 int sample_cache_step(SampleCache *c, const int *seq, const int32_t *tok, int n, float *logits,
                       char *err, size_t errlen)
 {
-    if (step_check(c, seq, tok, n, err, errlen) != 0)
-        return -1;
-    int C = c->C;
-    for (int r = 0; r < n; r++) {
-        const float *te = c->m->wte->data + (size_t)tok[r] * C;
-        const float *pe = c->m->wpe->data + (size_t)c->pos[seq[r]] * C;
-        for (int i = 0; i < C; i++)
-            c->x[(size_t)r * C + i] = te[i] + pe[i];
-    }
-    for (int l = 0; l < c->L; l++)
-        layer_step(c, l, seq, n);
-    ln_rows(c->h, c->x, c->m->lnfw, c->m->lnfb, n, C);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c->V, C, 1.0f, c->h, C, c->m->wte->data,
-                C, 0.0f, logits, c->V);
-    for (int r = 0; r < n; r++)
-        c->pos[seq[r]]++;
-    return 0;
+    return gpt_decoder_step(c, seq, tok, n, logits, err, errlen);
 }
 
 /* ---- sampling ----------------------------------------------------------- */
@@ -490,7 +289,8 @@ static void gen_advance(Gen *g, const float *lg, int V, const Vocab *v, const Sa
 }
 
 typedef struct ChunkWork {
-    SampleCache *cache;
+    GptDecoder *dec;
+    int V;
     float *logits; // (S, V)
     float *work;   // (V)
     int *seq;      // (S)
@@ -501,8 +301,8 @@ typedef struct ChunkWork {
 static int generate_chunk(ChunkWork *w, Gen *g, int n, const Vocab *v, const SampleOptions *o,
                           char *err, size_t errlen)
 {
-    int V = w->cache->V;
-    sample_cache_reset(w->cache);
+    int V = w->V;
+    gpt_decoder_reset(w->dec);
     for (;;) {
         int rows = 0;
         for (int i = 0; i < n; i++)
@@ -512,7 +312,7 @@ static int generate_chunk(ChunkWork *w, Gen *g, int n, const Vocab *v, const Sam
             }
         if (rows == 0)
             return 0;
-        if (sample_cache_step(w->cache, w->seq, w->tok, rows, w->logits, err, errlen) != 0)
+        if (gpt_decoder_step(w->dec, w->seq, w->tok, rows, w->logits, err, errlen) != 0)
             return -1;
         for (int r = 0; r < rows; r++)
             gen_advance(&g[w->seq[r]], w->logits + (size_t)r * V, V, v, o, w->work);
@@ -521,22 +321,26 @@ static int generate_chunk(ChunkWork *w, Gen *g, int n, const Vocab *v, const Sam
 
 static void chunk_work_free(ChunkWork *w)
 {
-    sample_cache_free(w->cache);
+    gpt_decoder_free(w->dec);
     free(w->logits);
     free(w->work);
     free(w->seq);
     free(w->tok);
 }
 
-static int chunk_work_new(ChunkWork *w, const Gpt *m, char *err, size_t errlen)
+/* A decoder for SAMPLE_CHUNK sequences of max_len tokens, and its rows. */
+static int chunk_work_new(ChunkWork *w, const Gpt *m, int max_len, char *err, size_t errlen)
 {
     size_t V = (size_t)m->cfg.vocab;
-    *w = (ChunkWork){.cache = sample_cache_new(m, SAMPLE_CHUNK, err, errlen)};
+    *w = (ChunkWork){.dec = gpt_decoder_new(m, SAMPLE_CHUNK, max_len, err, errlen),
+                     .V = m->cfg.vocab};
+    if (!w->dec)
+        return -1;
     w->logits = malloc(SAMPLE_CHUNK * V * sizeof(float));
     w->work = malloc(V * sizeof(float));
     w->seq = malloc(SAMPLE_CHUNK * sizeof(int));
     w->tok = malloc(SAMPLE_CHUNK * sizeof(int32_t));
-    if (w->cache && w->logits && w->work && w->seq && w->tok)
+    if (w->logits && w->work && w->seq && w->tok)
         return 0;
     chunk_work_free(w);
     return err_fail(err, errlen, "sample: out of memory");
@@ -549,13 +353,14 @@ typedef struct GenAll {
     int n;
     const Vocab *v;
     const SampleOptions *o;
+    int max_len; /* the most tokens any of g feeds: the decoders' size */
 } GenAll;
 
 /* Generates chunks ci = first, first + stride, ... with one ChunkWork. */
 static int generate_strided(const GenAll *a, int first, int stride, char *err, size_t errlen)
 {
     ChunkWork w;
-    if (chunk_work_new(&w, a->m, err, errlen) != 0)
+    if (chunk_work_new(&w, a->m, a->max_len, err, errlen) != 0)
         return -1;
     int rc = 0;
     for (int c0 = first * SAMPLE_CHUNK; rc == 0 && c0 < a->n; c0 += stride * SAMPLE_CHUNK) {
@@ -642,9 +447,13 @@ static int generate(const Gpt *m, const char *const *prompts, Gen *g, int n, con
                     const SampleOptions *o, char *err, size_t errlen)
 {
     int rc = 0;
-    for (int i = 0; rc == 0 && i < n; i++)
+    GenAll a = {m, g, n, v, o, 1};
+    for (int i = 0; rc == 0 && i < n; i++) {
         rc = gen_init(&g[i], v, prompts[i], &m->cfg, o, i, err, errlen);
-    GenAll a = {m, g, n, v, o};
+        /* the prompt, then every completion token but the last (never fed) */
+        if (rc == 0 && g[i].plen + g[i].cap - 1 > a.max_len)
+            a.max_len = g[i].plen + g[i].cap - 1;
+    }
     if (rc == 0)
         rc = generate_all(&a, err, errlen);
     for (int i = 0; rc == 0 && v->tok && i < n; i++)

@@ -50,13 +50,12 @@
  * same ids back: " the" can be sampled as " t" + "he"). A result built by
  * hand without ids is scored in the byte layout above.
  *
- * KV cache. The inference path reads the model's weights directly: no
- * autograd, no tensor context. Each step appends one token to each of a set
- * of sequences (each at its own position, so prompts of different lengths
- * share a batch), computing per layer one sgemm per projection over the
- * step's rows and attention over the cached keys and values. Its logits
- * equal the full forward's (gpt_forward + the tied head) to float rounding
- * (tests/test_sample.c).
+ * KV cache. Generation runs on model/decode.h's decoder (GPT-2 and the
+ * Llama family; no autograd, no tensor context), each sized to the longest
+ * prompt + completion of the call. SampleCache is that decoder over the
+ * whole context, for callers that feed sequences by hand: its logits equal
+ * the full forward's (gpt_forward + the head) to float rounding
+ * (tests/test_sample.c, tests/test_decode.c).
  *
  * Determinism. Sequence i draws from its own Rng seeded from (seed, i), and
  * sequences are processed in fixed chunks of SAMPLE_CHUNK (one chunk per
@@ -75,6 +74,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/decode.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -83,18 +83,19 @@
 
 /* ---- KV cache ---- */
 
-typedef struct SampleCache SampleCache;
+typedef struct GptDecoder SampleCache;
 
-/* A cache for n_seq sequences of up to m->cfg.context tokens. */
+/* gpt_decoder_new(m, n_seq, m->cfg.context, ...): n_seq sequences of up to
+ * the context. */
 SampleCache *sample_cache_new(const Gpt *m, int n_seq, char *err, size_t errlen);
 void sample_cache_free(SampleCache *c);
 /* Empties every sequence. */
 void sample_cache_reset(SampleCache *c);
 /* Tokens held by sequence s. */
 int sample_cache_len(const SampleCache *c, int s);
-/* Appends tok[i] to sequence seq[i] for i < n (distinct sequences) and
- * writes the next-token logits of each to logits (n, V). Fails when a
- * sequence is full or a token is out of range. */
+/* gpt_decoder_step: appends tok[i] to sequence seq[i] for i < n (distinct
+ * sequences) and writes the next-token logits of each to logits (n, V).
+ * Fails when a sequence is full or a token is out of range. */
 int sample_cache_step(SampleCache *c, const int *seq, const int32_t *tok, int n, float *logits,
                       char *err, size_t errlen);
 
