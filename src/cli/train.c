@@ -10,6 +10,7 @@
  * of the built-in task's settings or its reference: without --data it
  * trains on the task's pair texts, tokenized by the model's tokenizer.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,9 @@
 #include "task/task_data.h"
 #include "train/run_dir.h"
 #include "train/train.h"
+#include "task/eval.h"
+#include "util/jsonfile.h"
+#include "util/timeutil.h"
 
 #define MAX_SETS 64
 #define PATH_LEN 1024
@@ -41,6 +45,8 @@ typedef struct TrainArgs {
     double saved_weights[TRAIN_MAX_LOSSES];
     const char *task; /* --task builtin|toy; NULL: builtin unless data is named */
     bool builtin;     /* the built-in task's settings go under the user's */
+    bool task_run;    /* trains on the task's pairs: its reward can judge the policy */
+    bool no_eval;     /* --no-eval: no closing evaluation */
 } TrainArgs;
 
 static void usage(FILE *f)
@@ -79,6 +85,11 @@ static void usage(FILE *f)
                "                            a run of a model reads the reference's weights\n"
                "                            from its folder again (--model names it if moved)\n"
                "  --threads N               OpenMP and OpenBLAS threads (default: all cores)\n"
+               "  --no-eval                 on the built-in task, skip the closing evaluation\n"
+               "                            (by default the run ends as `prefrun eval RUN`\n"
+               "                            does: held-out accuracy, reward and its gain over\n"
+               "                            the reference with 95%% intervals, KL, win rate;\n"
+               "                            also written to RUN_DIR/eval.json)\n"
                "  --quiet                   no progress output\n"
                "  -h, --help                this text\n\n"
                "The run directory gets config.yaml, metrics.jsonl (TRL's metric names, one\n"
@@ -108,6 +119,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a)
         CLI_STRING("resume", 0, &a->resume),
         CLI_INT("threads", 0, &a->threads, 0, 1 << 10),
         CLI_FLAG("quiet", 0, &a->quiet),
+        CLI_FLAG("no-eval", 0, &a->no_eval),
         CLI_STRING("task", 0, &a->task),
     };
     const CliCommand cmd = {CLI_COMMAND("train", usage, opts), .operand = "LOSS.lua",
@@ -297,9 +309,12 @@ static int use_task(TrainArgs *a, TrainOptions *opt, TaskAssets *t, char *err, s
         return snprintf(err, errlen, "--task %s: expected builtin or toy", a->task), -1;
     if (a->task && !toy && named && !a->resume)
         return snprintf(err, errlen, "--task builtin and --data name different data"), -1;
-    if (opt->cfg.model[0])
+    if (opt->cfg.model[0]) {
+        a->task_run = !toy && !named;
         return toy || named ? 0 : task_pairs_for_model(a, &opt->cfg, t, err, errlen);
+    }
     int rc = toy ? 1 : named ? task_assets_find(opt->cfg.train_file, t, err, errlen) : 0;
+    a->task_run = rc == 0;
     if (rc == 0 && !named) {
         a->builtin = true;
         rc = build_config(a, &opt->cfg, err, errlen);
@@ -308,6 +323,57 @@ static int use_task(TrainArgs *a, TrainOptions *opt, TaskAssets *t, char *err, s
     if (rc == 0)
         opt->init_model = t->reference;
     return rc < 0 ? -1 : 0;
+}
+
+/* The closing block: the run evaluated as `prefrun eval RUN` does, printed
+ * on stdout and kept in RUN_DIR/eval.json. */
+static void print_summary(const EvalResult *r, const TrainResult *res, const char *dir,
+                          double eval_s)
+{
+    bool above = r->gain - r->gain_ci > 0, below = r->gain + r->gain_ci < 0;
+    printf("\nsummary (held-out prompts of the task, %lld samples; 95%% intervals)\n",
+           (long long)r->samples);
+    if (isnan(r->accuracy))
+        printf("  accuracy     - (no held-out pairs)\n");
+    else
+        printf("  accuracy     %.3f on %lld held-out pairs\n", r->accuracy, (long long)r->pairs);
+    printf("  reward       %+.3f +- %.3f   reference %+.3f +- %.3f\n", r->reward, r->reward_ci,
+           r->ref_reward, r->ref_reward_ci);
+    printf("  gain         %+.3f +- %.3f   (%s)\n", r->gain, r->gain_ci,
+           above   ? "above the reference"
+           : below ? "below the reference"
+                   : "not resolved from the reference at this sample size");
+    printf("  kl           %.3f +- %.3f nats per sequence\n", r->kl, r->kl_ci);
+    printf("  win rate     %.3f\n", r->win_rate);
+    printf("  wall time    %.1f s training, %.1f s evaluation\n", res->seconds, eval_s);
+    printf("  metrics      %s/metrics.jsonl, evaluation %s/eval.json\n", dir, dir);
+    printf("  checkpoint   %s\n", r->model);
+}
+
+static int summarize(const char *dir, const TrainResult *res, bool quiet)
+{
+    char err[2048], path[PATH_LEN + 16];
+    EvalOptions o;
+    eval_defaults(&o);
+    o.quiet = true;
+    EvalResult r;
+    double t0 = timeutil_now();
+    if (!quiet)
+        fprintf(stderr, "prefrun train: evaluating (as prefrun eval %s; --no-eval skips)\n", dir);
+    if (eval_path(dir, &o, &r, err, sizeof err) != 0) {
+        fprintf(stderr, "prefrun train: the closing evaluation: %s\n", err);
+        return EXIT_FAILED;
+    }
+    snprintf(path, sizeof path, "%s/eval.json", dir);
+    json_t *j = eval_result_json(&r);
+    int rc = j ? jsonfile_save(path, j, err, sizeof err) : -1;
+    json_decref(j);
+    if (rc != 0) {
+        fprintf(stderr, "prefrun train: %s\n", j ? err : "out of memory");
+        return EXIT_FAILED;
+    }
+    print_summary(&r, res, dir, timeutil_now() - t0);
+    return EXIT_OK;
 }
 
 static int run(TrainArgs *a)
@@ -347,7 +413,7 @@ static int run(TrainArgs *a)
                     (long long)res.skipped_batches);
         fprintf(stderr, "\nprefrun train: metrics in %s/metrics.jsonl\n", dir);
     }
-    return EXIT_OK;
+    return a->task_run && !a->no_eval ? summarize(dir, &res, a->quiet) : EXIT_OK;
 }
 
 int cmd_train(int argc, char **argv)

@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 json_t *jsonfile_load(const char *path, const FsReadCap *cap, char *err, size_t errlen)
 {
@@ -18,4 +19,18 @@ json_t *jsonfile_load(const char *path, const FsReadCap *cap, char *err, size_t 
     if (!j && err && errlen)
         snprintf(err, errlen, "%s:%d: %s", path, je.line, je.text);
     return j;
+}
+
+int jsonfile_save(const char *path, const json_t *j, char *err, size_t errlen)
+{
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
+    if (!text) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
+    size_t len = strlen(text);
+    text[len] = '\n'; /* json_dumps's NUL becomes the final newline */
+    int rc = fsutil_write_atomic(path, text, len + 1, err, errlen);
+    free(text);
+    return rc;
 }
