@@ -178,8 +178,12 @@ static int score_pairs(const Gpt *pol, const Gpt *ref, const Dataset *ds, int64_
 static int pair_accuracy(const Gpt *pol, const Gpt *ref, const char *path, const EvalOptions *o,
                          EvalResult *r, char *err, size_t errlen)
 {
-    int L = pol->cfg.context, max_pairs = o->max_pairs;
-    int P = TASK_PROMPT_MAX + 1 < L ? TASK_PROMPT_MAX + 1 : L / 2;
+    int L =
+        o->max_length > 0 && o->max_length <= pol->cfg.context ? o->max_length : pol->cfg.context;
+    int P = o->max_prompt_length > 0 && o->max_prompt_length < L ? o->max_prompt_length
+            : TASK_PROMPT_MAX + 1 < L                            ? TASK_PROMPT_MAX + 1
+                                                                 : L / 2;
+    int max_pairs = o->max_pairs;
     DataOptions dopt = {.max_length = L,
                         .max_prompt_length = P > 0 ? P : 1,
                         .tokenizer = o->tokenizer,
@@ -339,8 +343,11 @@ static int eval_hf_run(const Gpt *pol, const char *file, const Config *c, const 
     char ref_file[1024];
     const char *ref_path = o->reference ? o->reference : c->model;
     int rc = tok ? eval_load_model(ref_path, &ref, ref_file, sizeof ref_file, err, errlen) : -1;
+    EvalOptions eo = *o; /* the pairs cut as the run cut its own */
+    eo.max_length = eo.max_length ? eo.max_length : c->max_length;
+    eo.max_prompt_length = eo.max_prompt_length ? eo.max_prompt_length : c->max_prompt_length;
     if (rc == 0)
-        rc = eval_tokens(pol, ref, seed, pairs, tok, hf, o, r, err, errlen);
+        rc = eval_tokens(pol, ref, seed, pairs, tok, hf, &eo, r, err, errlen);
     if (rc == 0)
         snprintf(r->reference, sizeof r->reference, "%s", ref_file);
     gpt_free(ref);

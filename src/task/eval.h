@@ -74,6 +74,10 @@ typedef struct EvalOptions {
      * models' tokenizer, NULL for prefrun's byte model, borrowed; and the
      * ids besides its EOS that end a completion (sample_stop_ids_load) */
     const Tokenizer *tokenizer;
+    /* how held-out pairs are cut: a run's max_length and max_prompt_length
+     * (eval_path sets them from the run's config); 0: the model's context
+     * and the task's longest prompt */
+    int max_length, max_prompt_length;
     int32_t stop_ids[SAMPLE_MAX_STOP];
     int n_stop;
 } EvalOptions;
