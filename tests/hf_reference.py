@@ -17,7 +17,8 @@ comparison is prefrun's float32 arithmetic.
 
     /usr/bin/python3 tests/hf_reference.py OUT_DIR
 
-writes OUT_DIR/{f32,bf16,f16}/ and OUT_DIR/reference.json. Needs Debian's
+writes OUT_DIR/{f32,bf16,f16,inner}/ and OUT_DIR/reference.json (inner: an
+MLP of 3 n_embd and layer_norm_epsilon 1e-6). Needs Debian's
 python3-torch only (no transformers, no safetensors package).
 """
 import json
@@ -44,8 +45,9 @@ PAIRS = [(0, 1), (2, 3)]
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
-def random_weights(gen):
-    """HF names without the "transformer." prefix; Conv1D weights are [in, out]."""
+def random_weights(gen, F=4 * C):
+    """HF names without the "transformer." prefix; Conv1D weights are [in, out];
+    F the MLP's width (n_inner)."""
     def normal(*shape, std):
         return torch.randn(*shape, generator=gen, dtype=torch.float64) * std
 
@@ -59,9 +61,9 @@ def random_weights(gen):
         w[h + "attn.c_attn.bias"] = normal(3 * C, std=0.1)
         w[h + "attn.c_proj.weight"] = normal(C, C, std=0.15)
         w[h + "attn.c_proj.bias"] = normal(C, std=0.1)
-        w[h + "mlp.c_fc.weight"] = normal(C, 4 * C, std=0.15)
-        w[h + "mlp.c_fc.bias"] = normal(4 * C, std=0.1)
-        w[h + "mlp.c_proj.weight"] = normal(4 * C, C, std=0.1)
+        w[h + "mlp.c_fc.weight"] = normal(C, F, std=0.15)
+        w[h + "mlp.c_fc.bias"] = normal(F, std=0.1)
+        w[h + "mlp.c_proj.weight"] = normal(F, C, std=0.1)
         w[h + "mlp.c_proj.bias"] = normal(C, std=0.1)
     w["ln_f.weight"] = 1.0 + normal(C, std=0.2)
     w["ln_f.bias"] = normal(C, std=0.1)
@@ -207,19 +209,19 @@ def token_logps(logits, ids, prompt_len):
     return torch.stack([lp[t, ids[t + 1]] for t in range(prompt_len - 1, len(ids) - 1)])
 
 
-def reference(w):
+def reference(w, eps=1e-5):
     seqs = []
     for ids, pl in SEQUENCES:
-        lg = logits_of(w, ids)
+        lg = logits_of(w, ids, eps)
         tl = token_logps(lg, ids, pl)
         seqs.append({"ids": ids, "prompt_len": pl, "logits": lg.flatten().tolist(),
                      "token_logps": tl.tolist(), "logp": tl.sum().item()})
     return seqs
 
 
-def dpo_gradient(w, prefix):
+def dpo_gradient(w, prefix, eps=1e-5):
     p = {k: v.clone().requires_grad_(True) for k, v in w.items()}
-    logp = [token_logps(logits_of(p, ids), ids, pl).sum() for ids, pl in SEQUENCES]
+    logp = [token_logps(logits_of(p, ids, eps), ids, pl).sum() for ids, pl in SEQUENCES]
     losses = []
     for c, r in PAIRS:
         pc, pr = logp[c], logp[r]
@@ -251,6 +253,14 @@ def main():
     # float16 (its subnormals among the small weights), the old n_ctx spelling
     write_folder(out, "f16", w, "F16", "transformer.", rng, n_ctx=P, n_positions=DROP)
     ref["models"]["f16"] = {"sequences": reference(stored(w, "F16"))}
+    # float32 with an MLP of 3 n_embd (n_inner 96, not 4 * 32) and
+    # layer_norm_epsilon 1e-6: the two fields GptConfig maps
+    wi = random_weights(torch.Generator().manual_seed(20240612), F=3 * C)
+    write_folder(out, "inner", wi, "F32", "transformer.", rng, n_inner=3 * C,
+                 layer_norm_epsilon=1e-6)
+    wis = stored(wi, "F32")
+    ref["models"]["inner"] = {"sequences": reference(wis, 1e-6),
+                              "dpo": dpo_gradient(wis, "transformer.", 1e-6)}
     with open(os.path.join(out, "reference.json"), "w") as f:
         json.dump(ref, f)
 

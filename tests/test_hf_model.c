@@ -6,7 +6,8 @@
  * and the round trips import -> export -> import.
  *
  * The reference: tests/hf_reference.py, run with Debian's python3-torch
- * (/usr/bin/python3), writes tiny random GPT-2 folders in HF's layout and
+ * (/usr/bin/python3), writes tiny random GPT-2 folders in HF's layout (one
+ * of them with n_inner 3 n_embd and layer_norm_epsilon 1e-6) and
  * the logits, log-probs and a DPO gradient of a GPT-2 forward written from
  * HF's modeling code, in float64; prefrun loads the same folders and must
  * agree to float32 rounding. Without python3-torch that case fails (CI
@@ -729,8 +730,7 @@ static void gpt2_configs_prefrun_cannot_compute_are_refused(void)
         const char *extra, *frag;
     } cases[] = {
         {",\"n_layer\":2,\"n_inner\":40",
-         "field \"n_inner\" is 40: prefrun's GPT has an MLP of 4 n_embd (64)"},
-        {",\"n_layer\":2,\"layer_norm_epsilon\":1e-6", "field \"layer_norm_epsilon\" is 1e-06"},
+         "tensor \"transformer.h.0.mlp.c_fc.weight\" has shape (16, 64), expected (16, 40)"},
         {",\"n_layer\":2,\"tie_word_embeddings\":false",
          "field \"tie_word_embeddings\" is false, but the weights "
          "hold no lm_head.weight"},
@@ -746,14 +746,25 @@ static void gpt2_configs_prefrun_cannot_compute_are_refused(void)
                "%s: %s", cases[i].extra, err);
         gpt_free(g);
     }
+    /* layer_norm_epsilon is the model's now: 1e-6 loads, and is kept */
+    char text[512];
+    snprintf(text, sizeof text, "{%s,\"n_layer\":2,\"layer_norm_epsilon\":1e-6}", base);
+    write_text(cfg_path, text);
+    Gpt *g = NULL;
+    CHECKF(hf_model_load(dir, false, &g, NULL, err, sizeof err) == 0 && g &&
+               gpt_norm_eps(&g->cfg) == 1e-6f && gpt_inner(&g->cfg) == 64,
+           "%s", err);
+    gpt_free(g);
+    g = NULL;
+    /* a Llama config over GPT-2 weights */
     write_text(cfg_path,
                "{\"model_type\":\"llama\",\"vocab_size\":50,\"max_position_embeddings\":8,"
                "\"hidden_size\":16,\"intermediate_size\":40,\"num_hidden_layers\":2,"
-               "\"num_attention_heads\":2}");
-    Gpt *g = NULL;
+               "\"num_attention_heads\":2,\"tie_word_embeddings\":true}");
     HfConfig c;
-    CHECK(hf_model_load(dir, false, &g, &c, err, sizeof err) != 0 && c.arch == HF_ARCH_LLAMA &&
-          has("LlamaForCausalLM is not built yet"));
+    CHECKF(hf_model_load(dir, false, &g, &c, err, sizeof err) != 0 && !g &&
+               c.arch == HF_ARCH_LLAMA && has("no tensor \"model.embed_tokens.weight\""),
+           "%s", err);
     /* an export into a folder that holds a sharded index would be shadowed by it */
     write_text(in_sub("gpt2", ST_INDEX_FILE), "{}");
     CHECK(hf_gpt2_save(m, dir, ST_F32, err, sizeof err) != 0 &&
@@ -971,8 +982,8 @@ static void torch_reference_agrees(void)
     json_error_t jerr;
     json_t *ref = rc == 0 ? json_load_file(path, 0, &jerr) : NULL;
     CHECKF(ref || rc, "%s: %s", path, jerr.text);
-    const char *names[3] = {"f32", "bf16", "f16"};
-    for (int k = 0; ref && k < 3; k++) {
+    const char *names[4] = {"f32", "bf16", "f16", "inner"};
+    for (int k = 0; ref && k < 4; k++) {
         Worst w = {0};
         char dir[600];
         snprintf(dir, sizeof dir, "%s/%s", tmp, names[k]);
@@ -998,6 +1009,7 @@ static void torch_reference_agrees(void)
     check_reexport(tfs_join(tmp, "f32"), "f32", ST_F32);
     check_reexport(tfs_join(tmp, "bf16"), "bf16", ST_BF16);
     check_reexport(tfs_join(tmp, "f16"), "f16", ST_F16);
+    check_reexport(tfs_join(tmp, "inner"), "inner", ST_F32);
     json_decref(ref);
     drop_tmp();
 }

@@ -364,12 +364,30 @@ static void shortest(double x, char *out, size_t cap)
     }
 }
 
-int hf_config_save(const char *path, const HfConfig *c, const char *torch_dtype, char *err,
-                   size_t errlen)
+double hf_config_decimal_of(float x)
 {
-    if (c->arch != HF_ARCH_GPT2)
-        return err_fail(err, errlen, "%s: writing a %s config is not built yet", path,
-                        hf_arch_name(c->arch));
+    char s[32];
+    for (int p = 1; p <= 9; p++) {
+        snprintf(s, sizeof s, "%.*g", p, (double)x);
+        if (strtof(s, NULL) == x)
+            return strtod(s, NULL);
+    }
+    return x;
+}
+
+/* x as a JSON float, as Python writes one: "10000.0", "1e-06" (HF checks
+ * some rope fields are floats, not ints) */
+static void json_float(double x, char *out, size_t cap)
+{
+    if (x == floor(x) && fabs(x) < 1e16) /* where Python's repr is positional */
+        snprintf(out, cap, "%.1f", x);
+    else
+        shortest(x, out, cap);
+}
+
+static int save_gpt2(const char *path, const HfConfig *c, const char *torch_dtype, char *err,
+                     size_t errlen)
+{
     char eps[32], inner[16];
     shortest(c->norm_eps, eps, sizeof eps);
     snprintf(inner, sizeof inner, c->inner == 4 * c->hidden ? "null" : "%d", c->inner);
@@ -389,4 +407,97 @@ int hf_config_save(const char *path, const HfConfig *c, const char *torch_dtype,
         c->vocab, c->context, c->hidden, c->layers, c->heads, inner, eps,
         c->tie_embeddings ? "true" : "false", torch_dtype);
     return fsutil_atomic_commit(f, err, errlen);
+}
+
+/* rope_scaling as parse_rope reads it back: null, or the kind's fields */
+static void rope_json(const HfRope *r, char *out, size_t cap)
+{
+    char f[32], lo[32], hi[32];
+    json_float(r->factor, f, sizeof f);
+    json_float(r->low_freq_factor, lo, sizeof lo);
+    json_float(r->high_freq_factor, hi, sizeof hi);
+    if (r->type == HF_ROPE_DEFAULT)
+        snprintf(out, cap, "null");
+    else if (r->type == HF_ROPE_LINEAR)
+        snprintf(out, cap, "{\"rope_type\": \"linear\", \"factor\": %s}", f);
+    else
+        snprintf(out, cap,
+                 "{\"rope_type\": \"llama3\", \"factor\": %s, \"low_freq_factor\": %s, "
+                 "\"high_freq_factor\": %s, \"original_max_position_embeddings\": %d}",
+                 f, lo, hi, r->original_max_position_embeddings);
+}
+
+/* What only one architecture of the family says: Llama's attention_bias
+ * (q, k, v and o together) and mlp_bias, Mistral's sliding_window, Qwen2's
+ * use_sliding_window; or why c cannot be said at all. */
+static const char *llama_arch_fields(const HfConfig *c, char *out, size_t cap)
+{
+    char win[16];
+    snprintf(win, sizeof win, c->sliding_window ? "%d" : "null", c->sliding_window);
+    switch (c->arch) {
+    case HF_ARCH_LLAMA:
+        if (c->qkv_bias != c->o_bias)
+            return "a LlamaForCausalLM has one attention_bias for q, k, v and o_proj";
+        if (c->sliding_window)
+            return "a LlamaForCausalLM has no sliding_window";
+        snprintf(out, cap, "  \"attention_bias\": %s,\n  \"mlp_bias\": false,\n",
+                 c->qkv_bias ? "true" : "false");
+        return NULL;
+    case HF_ARCH_MISTRAL:
+        if (c->qkv_bias || c->o_bias)
+            return "a MistralForCausalLM has no attention biases";
+        snprintf(out, cap, "  \"sliding_window\": %s,\n", win);
+        return NULL;
+    default: /* Qwen2 */
+        if (!c->qkv_bias || c->o_bias)
+            return "a Qwen2ForCausalLM has biases on q, k and v_proj and none on o_proj";
+        snprintf(out, cap, "  \"use_sliding_window\": %s,\n  \"sliding_window\": %s,\n",
+                 c->sliding_window ? "true" : "false", win);
+        return NULL;
+    }
+}
+
+static bool rope_finite(const HfRope *r)
+{
+    return isfinite(r->theta) && isfinite(r->factor) && isfinite(r->low_freq_factor) &&
+           isfinite(r->high_freq_factor);
+}
+
+static int save_llama(const char *path, const HfConfig *c, const char *torch_dtype, char *err,
+                      size_t errlen)
+{
+    char eps[32], theta[32], rope[256], extra[160];
+    const char *why = llama_arch_fields(c, extra, sizeof extra);
+    if (why)
+        return err_fail(err, errlen, "%s: cannot write this config: %s", path, why);
+    if (!isfinite(c->norm_eps) || !rope_finite(&c->rope))
+        return err_fail(err, errlen, "%s: rms_norm_eps or a rope field is not finite", path);
+    json_float(c->norm_eps, eps, sizeof eps);
+    json_float(c->rope.theta, theta, sizeof theta);
+    rope_json(&c->rope, rope, sizeof rope);
+    FsAtomic *f = fsutil_atomic_open(path, err, errlen);
+    if (!f)
+        return -1;
+    fsutil_atomic_printf(
+        f,
+        "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n  \"vocab_size\": %d,\n"
+        "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n  \"num_hidden_layers\": %d,\n"
+        "  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n"
+        "  \"hidden_act\": \"silu\",\n  \"max_position_embeddings\": %d,\n"
+        "  \"rms_norm_eps\": %s,\n  \"rope_theta\": %s,\n  \"rope_scaling\": %s,\n"
+        "  \"tie_word_embeddings\": %s,\n%s  \"attention_dropout\": 0.0,\n"
+        "  \"torch_dtype\": \"%s\"\n}\n",
+        hf_arch_name(c->arch), hf_arch_model_type(c->arch), c->vocab, c->hidden, c->inner,
+        c->layers, c->heads, c->kv_heads, c->head_dim, c->context, eps, theta, rope,
+        c->tie_embeddings ? "true" : "false", extra, torch_dtype);
+    return fsutil_atomic_commit(f, err, errlen);
+}
+
+int hf_config_save(const char *path, const HfConfig *c, const char *torch_dtype, char *err,
+                   size_t errlen)
+{
+    if ((unsigned)c->arch >= N_ARCHS)
+        return err_fail(err, errlen, "%s: unknown architecture %d", path, (int)c->arch);
+    return c->arch == HF_ARCH_GPT2 ? save_gpt2(path, c, torch_dtype, err, errlen)
+                                   : save_llama(path, c, torch_dtype, err, errlen);
 }

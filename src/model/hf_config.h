@@ -8,9 +8,9 @@
  *
  * The architecture comes from "architectures" (one entry) or, without it,
  * from "model_type"; when both are there they must agree. Supported:
- * GPT2LMHeadModel (gpt2), and parsed for the Llama family, whose model is a
- * later step: LlamaForCausalLM (llama), MistralForCausalLM (mistral),
- * Qwen2ForCausalLM (qwen2). Anything else is an error naming it.
+ * GPT2LMHeadModel (gpt2) and the Llama family: LlamaForCausalLM (llama),
+ * MistralForCausalLM (mistral), Qwen2ForCausalLM (qwen2). Anything else is
+ * an error naming it.
  *
  * Sizes are required (a missing one is an error naming the field); fields
  * with a Hugging Face default take it when absent (GPT-2: n_inner null ->
@@ -25,6 +25,9 @@
  * shorter than the context, quantization_config). Other fields (dropout,
  * token ids, generation settings, torch_dtype) are ignored: prefrun trains
  * without dropout and reads each tensor's dtype from the weights.
+ *
+ * Writing (hf_config_save) gives every field that parse reads, explicitly,
+ * so that the written file parses back to the same HfConfig.
  *
  * Errors are values: 0, or -1 with a message naming the file and the field.
  */
@@ -81,9 +84,15 @@ int hf_config_load(const char *path, HfConfig *c, char *err, size_t errlen);
 /* The same on text already in memory; path is only for messages. */
 int hf_config_parse(const char *text, size_t len, const char *path, HfConfig *c, char *err,
                     size_t errlen);
-/* Writes a GPT-2 config.json for c atomically, with torch_dtype
- * ("float32", "bfloat16", "float16"). Other architectures: an error. */
+/* Writes c as a config.json of its architecture atomically, with
+ * torch_dtype ("float32", "bfloat16", "float16"). A combination the
+ * architecture cannot say (Llama's one attention_bias for q, k, v and o;
+ * biases on Mistral; a bias on Qwen2's o_proj), a sliding window on Llama,
+ * or a number that is not finite is an error naming the field. */
 int hf_config_save(const char *path, const HfConfig *c, const char *torch_dtype, char *err,
                    size_t errlen);
+/* The shortest decimal that reads back as the float x, as a double: what a
+ * config.json holds for a float32 epsilon (1e-05, not 9.99999975e-06). */
+double hf_config_decimal_of(float x);
 
 #endif

@@ -7,7 +7,7 @@
  * reads each of the Gpt's tensors under its HF name (the Gpt's own name
  * behind the prefix), the Conv1D weights transposed.
  *
- * Letters: V vocabulary, P positions, C width, L layers.
+ * Letters: V vocabulary, P positions, C width, L layers, F the MLP's width.
  */
 #include "model/hf_gpt2.h"
 
@@ -23,11 +23,12 @@
 #include "util/fsutil.h"
 
 #define HF_NAME_LEN 96
-#define GPT2_LN_EPS 1e-5f /* model.c's GPT_LN_EPS: the reference test fails if they part */
+#define GPT2_LN_EPS 1e-5f /* HF's default layer_norm_epsilon, and model.c's */
 #define LM_HEAD "lm_head.weight"
 
-/* One tensor of a block as HF stores it: rows, cols in units of C (cols 0:
- * a vector); conv1d: stored [in, out], transposed from the Gpt's. */
+/* One tensor of a block as HF stores it: rows, cols in units of C, or of F
+ * where negative (-1: F; cols 0: a vector); conv1d: stored [in, out],
+ * transposed from the Gpt's. */
 static const struct {
     const char *name;
     int rows, cols;
@@ -37,8 +38,8 @@ static const struct {
     {"attn.c_attn.weight", 1, 3, true}, {"attn.c_attn.bias", 3, 0, false},
     {"attn.c_proj.weight", 1, 1, true}, {"attn.c_proj.bias", 1, 0, false},
     {"ln_2.weight", 1, 0, false},       {"ln_2.bias", 1, 0, false},
-    {"mlp.c_fc.weight", 1, 4, true},    {"mlp.c_fc.bias", 4, 0, false},
-    {"mlp.c_proj.weight", 4, 1, true},  {"mlp.c_proj.bias", 1, 0, false},
+    {"mlp.c_fc.weight", 1, -1, true},   {"mlp.c_fc.bias", -1, 0, false},
+    {"mlp.c_proj.weight", -1, 1, true}, {"mlp.c_proj.bias", 1, 0, false},
 };
 
 /* ---- configs ---- */
@@ -48,20 +49,16 @@ int hf_gpt2_config(const HfConfig *c, const char *path, GptConfig *g, char *err,
     if (c->arch != HF_ARCH_GPT2)
         return err_fail(err, errlen, "%s: a %s, not a GPT2LMHeadModel", path,
                         hf_arch_name(c->arch));
-    if (c->inner != 4 * c->hidden)
-        return err_fail(err, errlen,
-                        "%s: field \"n_inner\" is %d: prefrun's GPT has an MLP of 4 n_embd (%d)",
-                        path, c->inner, 4 * c->hidden);
-    if ((float)c->norm_eps != GPT2_LN_EPS)
-        return err_fail(err, errlen,
-                        "%s: field \"layer_norm_epsilon\" is %g: prefrun's GPT computes LayerNorm "
-                        "with 1e-05",
-                        path, c->norm_eps);
+    /* HF's defaults are model.c's, and those stay 0 ("the default") so that
+     * a stock GPT-2's GptConfig is what it was before the two were fields */
+    float eps = (float)c->norm_eps;
     *g = (GptConfig){.vocab = c->vocab,
                      .context = c->context,
                      .width = c->hidden,
                      .layers = c->layers,
-                     .heads = c->heads};
+                     .heads = c->heads,
+                     .inner = c->inner == 4 * c->hidden ? 0 : c->inner,
+                     .norm_eps = eps == GPT2_LN_EPS ? 0 : eps};
     char why[256];
     if (gpt_config_check(g, why, sizeof why))
         return err_fail(err, errlen, "%s: %s", path, why);
@@ -78,8 +75,8 @@ HfConfig hf_gpt2_config_of(const GptConfig *g)
                       .heads = g->heads,
                       .kv_heads = g->heads,
                       .head_dim = g->width / g->heads,
-                      .inner = 4 * g->width,
-                      .norm_eps = 1e-5, /* GPT2_LN_EPS as the decimal HF writes */
+                      .inner = gpt_inner(g),
+                      .norm_eps = hf_config_decimal_of(gpt_norm_eps(g)),
                       .tie_embeddings = true};
 }
 
@@ -101,10 +98,11 @@ static void hf_tensor(const GptConfig *g, int i, char *name, int *ndim, int64_t 
         return;
     }
     int l = (i - 2) / GPT_LAYER_TENSORS, j = (i - 2) % GPT_LAYER_TENSORS;
+    int64_t F = gpt_inner(g);
     snprintf(name, HF_NAME_LEN, "h.%d.%s", l, block[j].name);
     *ndim = block[j].cols ? 2 : 1;
-    shape[0] = block[j].rows * C;
-    shape[1] = block[j].cols * C;
+    shape[0] = block[j].rows < 0 ? F : block[j].rows * C;
+    shape[1] = block[j].cols < 0 ? F : block[j].cols * C;
 }
 
 static bool is_conv1d(const char *name)
@@ -304,6 +302,11 @@ static int save_weights(const Gpt *m, const char *path, StDtype dtype, char *err
 int hf_gpt2_save(const Gpt *m, const char *dir, StDtype dtype, char *err, size_t errlen)
 {
     char path[PATH_MAX];
+    if (m->cfg.arch != GPT_ARCH_GPT2 || m->cfg.untied_head)
+        return err_fail(err, errlen,
+                        "%s: not a GPT2LMHeadModel: the model is not a GPT-2 with its head tied "
+                        "to wte",
+                        dir);
     if (snprintf(path, sizeof path, "%s/%s", dir, ST_INDEX_FILE) >= (int)sizeof path)
         return err_fail(err, errlen, "%s: path too long", dir);
     if (fsutil_exists(path))

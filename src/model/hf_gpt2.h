@@ -14,8 +14,8 @@
  *     [transformer.]h.{i}.ln_1.{weight,bias}     h.{i}.ln_1.*       (C)
  *     [transformer.]h.{i}.attn.c_attn.weight (C, 3C)   ... qkvw     (3C, C)
  *     [transformer.]h.{i}.attn.c_proj.weight (C, C)    ... attprojw (C, C)
- *     [transformer.]h.{i}.mlp.c_fc.weight    (C, 4C)   ... fcw      (4C, C)
- *     [transformer.]h.{i}.mlp.c_proj.weight  (4C, C)   ... fcprojw  (C, 4C)
+ *     [transformer.]h.{i}.mlp.c_fc.weight    (C, F)    ... fcw      (F, C)
+ *     [transformer.]h.{i}.mlp.c_proj.weight  (F, C)    ... fcprojw  (C, F)
  *     (biases and ln_2, ln_f as they are)
  *     lm_head.weight                 (V, C)      tied to wte: absent, or equal to it
  *
@@ -26,16 +26,17 @@
  * is checked (present, a float dtype, the right shape) and every tensor of
  * the folder accounted for before the model is allocated; a missing,
  * misshapen or extra tensor is an error naming it and the file. Weights that
- * are not finite are refused (model_file.h). prefrun's GPT computes with an
- * MLP of 4 n_embd and a LayerNorm epsilon of 1e-5 and an LM head tied to
- * the token embedding: a config with another n_inner or
- * layer_norm_epsilon, or an untied lm_head.weight that differs from wte, is
- * refused with an error naming the field.
+ * are not finite are refused (model_file.h). n_inner (F, default 4 n_embd)
+ * and layer_norm_epsilon (default 1e-5) go to GptConfig.inner and
+ * .norm_eps. The LM head is tied to the token embedding: an lm_head.weight
+ * that differs from wte is refused with an error naming it.
  *
  * Saving writes DIR/config.json and DIR/model.safetensors (names prefixed
  * "transformer.", no lm_head.weight: HF ties it on load, as its own
  * save_pretrained does; metadata {"format": "pt"}), each atomically, in
- * F32, BF16 or F16. An F32 round trip is bit for bit both ways.
+ * F32, BF16 or F16. An F32 round trip is bit for bit both ways. A GPT-2
+ * with a head of its own (GptConfig.untied_head) is refused: this layout
+ * has no place for it.
  */
 #ifndef PREFRUN_HF_GPT2_H
 #define PREFRUN_HF_GPT2_H

@@ -29,15 +29,12 @@ int hf_model_load(const char *dir, bool trainable, Gpt **out, HfConfig *cfg, cha
         return -1;
     if (cfg)
         *cfg = c;
-    if (c.arch == HF_ARCH_GPT2)
-        return hf_gpt2_load(dir, &c, trainable, out, err, errlen);
-    return err_fail(err, errlen,
-                    "%s: %s is not built yet: its config parses, but prefrun's model for it "
-                    "needs RMSNorm, RoPE, SwiGLU and grouped-query attention",
-                    path, hf_arch_name(c.arch));
+    return c.arch == HF_ARCH_GPT2 ? hf_gpt2_load(dir, &c, trainable, out, err, errlen)
+                                  : hf_llama_load(dir, &c, trainable, out, err, errlen);
 }
 
 int hf_model_save(const Gpt *m, const char *dir, StDtype dtype, char *err, size_t errlen)
 {
-    return hf_gpt2_save(m, dir, dtype, err, errlen);
+    return m->cfg.arch == GPT_ARCH_LLAMA ? hf_llama_save(m, dir, dtype, err, errlen)
+                                         : hf_gpt2_save(m, dir, dtype, err, errlen);
 }

@@ -6,12 +6,13 @@
  *     Gpt *ref;
  *     HfConfig cfg;
  *     if (hf_model_load("models/gpt2", false, &ref, &cfg, err, sizeof err)) ...;
- *     hf_gpt2_save(ref, "out/gpt2-bf16", ST_BF16, err, sizeof err);
+ *     hf_model_save(ref, "out/gpt2-bf16", ST_BF16, err, sizeof err);
  *
- * Built: GPT2LMHeadModel (model/hf_gpt2.h). Parsed but not built yet: the
- * Llama family (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM),
- * whose model needs RMSNorm, RoPE, SwiGLU and grouped-query attention;
- * loading one is an error saying so.
+ * By architecture: GPT2LMHeadModel (model/hf_gpt2.h); the Llama family,
+ * LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM
+ * (model/hf_llama.h). Saving picks by the model's GptConfig.arch: a GPT-2
+ * is written as GPT2LMHeadModel, a Llama-family model as Qwen2ForCausalLM
+ * or LlamaForCausalLM (hf_llama_config_of).
  */
 #ifndef PREFRUN_HF_MODEL_H
 #define PREFRUN_HF_MODEL_H
@@ -21,6 +22,7 @@
 
 #include "model/hf_config.h"
 #include "model/hf_gpt2.h"
+#include "model/hf_llama.h"
 #include "model/model.h"
 #include "model/safetensors.h"
 
