@@ -137,36 +137,6 @@ static int known_name(const char *name, int L)
 
 /* ---- loading ---- */
 
-static bool float_dtype(const char *d)
-{
-    return !strcmp(d, "F32") || !strcmp(d, "BF16") || !strcmp(d, "F16");
-}
-
-/* A tensor of the folder has this dtype and shape; errors name it and its file. */
-static int check_tensor(const StShards *s, const char *name, int ndim, const int64_t *shape,
-                        char *err, size_t errlen)
-{
-    const char *dtype, *file;
-    int nd;
-    int64_t sh[TENSOR_MAX_DIMS];
-    if (st_shards_info(s, name, &dtype, &nd, sh, &file))
-        return err_fail(err, errlen, "%s: no tensor \"%s\"", st_shards_path(s), name);
-    if (!float_dtype(dtype))
-        return err_fail(err, errlen, "%s: tensor \"%s\" has dtype %s, expected F32, F16 or BF16",
-                        file, name, dtype);
-    bool same = nd == ndim;
-    for (int d = 0; same && d < nd; d++)
-        same = sh[d] == shape[d];
-    if (!same) {
-        char got[96], want[96];
-        st_shape_str(nd, sh, got, sizeof got);
-        st_shape_str(ndim, shape, want, sizeof want);
-        return err_fail(err, errlen, "%s: tensor \"%s\" has shape %s, expected %s", file, name, got,
-                        want);
-    }
-    return 0;
-}
-
 /* The folder holds every tensor of g's GPT-2 and nothing else (but the
  * tied lm_head.weight and the mask buffers). */
 static int check_folder(const StShards *s, const GptConfig *g, const char *prefix, char *err,
@@ -178,12 +148,12 @@ static int check_folder(const StShards *s, const GptConfig *g, const char *prefi
     for (int i = 0; i < 4 + g->layers * GPT_LAYER_TENSORS; i++) {
         hf_tensor(g, i, name, &ndim, shape);
         snprintf(full, sizeof full, "%s%s", prefix, name);
-        if (check_tensor(s, full, ndim, shape, err, errlen))
+        if (st_shards_check_float(s, full, ndim, shape, err, errlen))
             return -1;
     }
     int64_t head[2] = {g->vocab, g->width};
     if (st_shards_info(s, LM_HEAD, NULL, NULL, NULL, NULL) == 0 &&
-        check_tensor(s, LM_HEAD, 2, head, err, errlen))
+        st_shards_check_float(s, LM_HEAD, 2, head, err, errlen))
         return -1;
     size_t p = strlen(prefix);
     for (int i = 0; i < st_shards_count(s); i++) {

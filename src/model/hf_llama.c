@@ -254,36 +254,6 @@ static int check_cover(const Gpt *m, const Part *p, int n, char *err, size_t err
 
 /* ---- loading ---- */
 
-static bool float_dtype(const char *d)
-{
-    return !strcmp(d, "F32") || !strcmp(d, "BF16") || !strcmp(d, "F16");
-}
-
-/* A tensor of the folder has a float dtype and this shape; errors name it and its file. */
-static int check_tensor(const StShards *s, const char *name, int ndim, const int64_t *shape,
-                        char *err, size_t errlen)
-{
-    const char *dtype, *file;
-    int nd;
-    int64_t sh[TENSOR_MAX_DIMS];
-    if (st_shards_info(s, name, &dtype, &nd, sh, &file))
-        return err_fail(err, errlen, "%s: no tensor \"%s\"", st_shards_path(s), name);
-    if (!float_dtype(dtype))
-        return err_fail(err, errlen, "%s: tensor \"%s\" has dtype %s, expected F32, F16 or BF16",
-                        file, name, dtype);
-    bool same = nd == ndim;
-    for (int d = 0; same && d < nd; d++)
-        same = sh[d] == shape[d];
-    if (!same) {
-        char got[96], want[96];
-        st_shape_str(nd, sh, got, sizeof got);
-        st_shape_str(ndim, shape, want, sizeof want);
-        return err_fail(err, errlen, "%s: tensor \"%s\" has shape %s, expected %s", file, name, got,
-                        want);
-    }
-    return 0;
-}
-
 static int cmp_name(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -326,11 +296,11 @@ static int check_folder(const StShards *s, const HfConfig *c, const char *dir, c
             "%s/%s: field \"tie_word_embeddings\" is false, but the weights hold no " LM_HEAD, dir,
             HF_CONFIG_FILE);
     for (int i = 0; i < n; i++)
-        if (check_tensor(s, p[i].name, p[i].cols ? 2 : 1, (int64_t[2]){p[i].rows, p[i].cols}, err,
-                         errlen))
+        if (st_shards_check_float(s, p[i].name, p[i].cols ? 2 : 1,
+                                  (int64_t[2]){p[i].rows, p[i].cols}, err, errlen))
             return -1;
     int64_t hs[2] = {c->vocab, c->hidden};
-    if (head && c->tie_embeddings && check_tensor(s, LM_HEAD, 2, hs, err, errlen))
+    if (head && c->tie_embeddings && st_shards_check_float(s, LM_HEAD, 2, hs, err, errlen))
         return -1;
     const char **names = malloc((size_t)n * sizeof *names);
     if (!names)

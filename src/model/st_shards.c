@@ -255,3 +255,32 @@ int st_shards_read(const StShards *s, const StEntry *e, char *err, size_t errlen
                         s->n_files > 1 ? " in any shard" : "");
     return st_read(s->files[t->shard], e, err, errlen);
 }
+
+static bool float_dtype(const char *d)
+{
+    return !strcmp(d, "F32") || !strcmp(d, "BF16") || !strcmp(d, "F16");
+}
+
+int st_shards_check_float(const StShards *s, const char *name, int ndim, const int64_t *shape,
+                          char *err, size_t errlen)
+{
+    const char *dtype, *file;
+    int nd;
+    int64_t sh[TENSOR_MAX_DIMS];
+    if (st_shards_info(s, name, &dtype, &nd, sh, &file))
+        return err_fail(err, errlen, "%s: no tensor \"%s\"", st_shards_path(s), name);
+    if (!float_dtype(dtype))
+        return err_fail(err, errlen, "%s: tensor \"%s\" has dtype %s, expected F32, F16 or BF16",
+                        file, name, dtype);
+    bool same = nd == ndim;
+    for (int d = 0; same && d < nd; d++)
+        same = sh[d] == shape[d];
+    if (!same) {
+        char got[96], want[96];
+        st_shape_str(nd, sh, got, sizeof got);
+        st_shape_str(ndim, shape, want, sizeof want);
+        return err_fail(err, errlen, "%s: tensor \"%s\" has shape %s, expected %s", file, name, got,
+                        want);
+    }
+    return 0;
+}

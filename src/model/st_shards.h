@@ -48,5 +48,9 @@ int st_shards_info(const StShards *s, const char *name, const char **dtype, int 
                    int64_t shape[TENSOR_MAX_DIMS], const char **file);
 /* st_read from the shard that holds e->name. */
 int st_shards_read(const StShards *s, const StEntry *e, char *err, size_t errlen);
+/* The folder holds tensor name with a float dtype (F32, F16, BF16) and this
+ * shape; errors name the tensor and its file. The importers' layout check. */
+int st_shards_check_float(const StShards *s, const char *name, int ndim, const int64_t *shape,
+                          char *err, size_t errlen);
 
 #endif
