@@ -1,19 +1,26 @@
 /*
- * cli/discover.c — `prefrun discover`: options, the settings layers, and the
- * leaderboard (`--report DIR`). The loop itself is discover/loop.c.
+ * cli/discover.c — `prefrun discover`: options, the settings layers, the
+ * leaderboard (`--report DIR`) and the noise-floor measurement
+ * (`--noise-floor LOSS.lua`, discover/compare.h). The loop itself is
+ * discover/loop.c.
  *
  * Settings layers, later ones win: the defaults; OUT/discover.yaml when OUT
  * holds an earlier run (so a plain rerun resumes with the same settings);
- * --config FILE; the flags.
+ * --config FILE; the flags. --noise-floor reads no OUT: the defaults,
+ * --config and the flags (full_steps and train: set what it trains).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "cli/options.h"
+#include "discover/compare.h"
 #include "discover/discover.h"
 #include "util/fsutil.h"
+
+#define NOISE_DEFAULT_SEEDS 8 /* the issue: the noise floor is measured on >= 8 seeds */
 
 /* the options that set one settings key each, by the key they set */
 static const struct {
@@ -34,15 +41,17 @@ static const struct {
 #define N_KEYED CLI_N(keyed)
 
 typedef struct DiscoverArgs {
-    const char *config, *out, *report;
+    const char *config, *out, *report, *noise_floor;
     const char *values[N_KEYED]; /* of keyed[i]; NULL: not given */
     bool quiet;
+    int seeds; /* --noise-floor's */
 } DiscoverArgs;
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: prefrun discover [--config discover.yaml] --out DIR [options]\n"
-               "       prefrun discover --report DIR\n\n"
+               "       prefrun discover --report DIR\n"
+               "       prefrun discover --noise-floor LOSS.lua [--fitness NAME] [--seeds N]\n\n"
                "Discovers preference-optimization losses (the DiscoPOP method): a proposer\n"
                "writes new Lua loss files, each is checked in the sandbox (prefrun check),\n"
                "screened for duplicate behaviour, trained briefly (the hurdle), then scored\n"
@@ -70,7 +79,14 @@ static void usage(FILE *f)
                "                       on the task's pair texts through its tokenizer and\n"
                "                       scores it against DIR's model as the reference\n"
                "  --quiet              no per-candidate progress lines\n"
-               "  --report DIR         print DIR's leaderboard, write DIR/leaderboard.svg\n"
+               "  --report DIR         print DIR's leaderboard (each fitness with its 95%%\n"
+               "                       interval, and whether it is resolved from the best),\n"
+               "                       write DIR/leaderboard.svg\n"
+               "  --noise-floor LOSS   score LOSS on seeds 1..N, one after another, and print\n"
+               "                       each seed's fitness, the mean, sd and se: the sd is the\n"
+               "                       noise_sd setting (the floor under which two candidates\n"
+               "                       tie); --config's full_steps and train: apply\n"
+               "  --seeds N            --noise-floor's seeds, 8 to 64 (default 8)\n"
                "  -h, --help           this text\n\n"
                "settings (--config):\n");
     discover_print_keys(f);
@@ -86,22 +102,29 @@ static void usage(FILE *f)
                "  OPENAI_API_KEY=sk-... prefrun discover --out runs/llm --proposer llm \\\n"
                "      --llm-url https://api.openai.com/v1 --llm-model gpt-4o\n"
                "  prefrun discover --report runs/disc\n"
+               "  prefrun discover --noise-floor losses/dpo.lua --fitness interim\n"
+               "  prefrun discover --noise-floor losses/dpo.lua --fitness task --seeds 8\n"
                "  prefrun train runs/disc/losses/dpo.lua\n");
 }
 
 static int parse(int argc, char **argv, DiscoverArgs *a)
 {
-    CliOpt opts[N_KEYED + 4] = {
+    CliOpt opts[N_KEYED + 6] = {
         CLI_STRING("config", 0, &a->config),
         CLI_STRING("out", 0, &a->out),
         CLI_STRING("report", 0, &a->report),
         CLI_FLAG("quiet", 0, &a->quiet),
+        CLI_STRING("noise-floor", 0, &a->noise_floor),
+        CLI_INT("seeds", 0, &a->seeds, NOISE_DEFAULT_SEEDS, NOISE_MAX_SEEDS),
     };
     for (int i = 0; i < N_KEYED; i++)
-        opts[4 + i] = (CliOpt)CLI_STRING(keyed[i].option, 0, &a->values[i]);
+        opts[6 + i] = (CliOpt)CLI_STRING(keyed[i].option, 0, &a->values[i]);
     const CliCommand cmd = {CLI_COMMAND("discover", usage, opts)};
+    a->seeds = NOISE_DEFAULT_SEEDS;
     int rc = cli_parse(&cmd, argc, argv);
-    if (rc == CLI_CONTINUE && !a->report && !a->out)
+    if (rc == CLI_CONTINUE && a->report && a->noise_floor)
+        return cli_usage_error("discover", "--report and --noise-floor are separate commands");
+    if (rc == CLI_CONTINUE && !a->report && !a->noise_floor && !a->out)
         return cli_usage_error("discover", "--out DIR is required (see prefrun discover --help)");
     return rc;
 }
@@ -121,7 +144,7 @@ static int settings(const DiscoverArgs *a, DiscoverOptions *o)
     char err[1024], saved[1100];
     discover_defaults(o);
     snprintf(saved, sizeof saved, "%s/discover.yaml", a->out);
-    if (fsutil_exists(saved) && discover_load_yaml(o, saved, err, sizeof err) != 0) {
+    if (a->out && fsutil_exists(saved) && discover_load_yaml(o, saved, err, sizeof err) != 0) {
         cli_error("discover", 0, err);
         return EXIT_INPUT;
     }
@@ -145,6 +168,55 @@ static int settings(const DiscoverArgs *a, DiscoverOptions *o)
     return -1;
 }
 
+/* ---- --noise-floor ---------------------------------------------------------------------- */
+
+static void print_floor(const DiscoverOptions *o, const NoiseFloor *nf)
+{
+    printf("mean %.6f  sd %.6f  se %.6f  (%d seeds, %.1f s)\n", nf->mean, nf->sd, nf->se, nf->n,
+           nf->seconds);
+    printf("suggested noise_sd: %.4g (the sd of one seed's fitness: the noise_sd setting, or\n"
+           "  the noise_sd of fitness %s in discover/fitness_kinds.c)\n",
+           nf->sd, o->fitness);
+    int n = o->n_fitness_seeds;
+    printf("with it, %d seed%s resolve%s a difference above %.4g (1.96 * sd * sqrt(2 / %d))\n", n,
+           n == 1 ? "" : "s", n == 1 ? "s" : "", FITNESS_Z975 * nf->sd * sqrt(2.0 / n), n);
+}
+
+/* the settings (OUT is a scratch directory here), the runs, the summary */
+static int noise_floor(DiscoverArgs *a, DiscoverOptions *o)
+{
+    char work[] = "/tmp/prefrun-noise-XXXXXX", err[1024];
+    if (!fsutil_exists(a->noise_floor)) {
+        fprintf(stderr, "prefrun discover: --noise-floor %s: no such file\n", a->noise_floor);
+        return EXIT_INPUT;
+    }
+    if (!mkdtemp(work)) {
+        perror("prefrun discover: a scratch directory in /tmp");
+        return EXIT_FAILED;
+    }
+    a->out = work;
+    int rc = settings(a, o);
+    const FitnessKind *k = rc < 0 ? fitness_find(o->fitness, err, sizeof err) : NULL;
+    if (rc < 0 && !k) {
+        cli_error("discover", 0, err);
+        rc = EXIT_INPUT;
+    } else if (k) {
+        printf("noise floor of %s: fitness %s, seeds 1-%d\n", a->noise_floor, k->name, a->seeds);
+        fflush(stdout);
+        NoiseFloor nf;
+        rc = fitness_noise_floor(k, &o->train, o->full_steps, a->noise_floor, a->seeds, work,
+                                 stdout, &nf, err, sizeof err) == 0
+                 ? EXIT_OK
+                 : EXIT_FAILED;
+        if (rc == EXIT_OK)
+            print_floor(o, &nf);
+        else
+            cli_error("discover", 0, err);
+    }
+    fsutil_remove_tree(work, err, sizeof err);
+    return rc;
+}
+
 int cmd_discover(int argc, char **argv)
 {
     DiscoverArgs a = {0};
@@ -161,6 +233,11 @@ int cmd_discover(int argc, char **argv)
     DiscoverOptions *o = malloc(sizeof *o);
     if (!o)
         return EXIT_FAILED;
+    if (a.noise_floor) {
+        rc = noise_floor(&a, o);
+        free(o);
+        return rc;
+    }
     rc = settings(&a, o);
     if (rc < 0) {
         rc = discover_run(o, err, sizeof err) == 0 ? EXIT_OK : EXIT_FAILED;

@@ -34,6 +34,7 @@ struct Archive {
     int n, cap;
     Cell *cells;
     int n_cells, cap_cells;
+    double noise_sd; /* compare.h's floor */
 };
 
 static const char *const status_names[CAND_STATUS_COUNT] = {
@@ -125,12 +126,31 @@ json_t *archive_cell(const json_t *shape, bool coupled, char cell[ARCHIVE_CELL_L
                      conv ? conv : "?", "tail_left", l, "tail_right", r, "coupling", c);
 }
 
-/* a better elite: higher fitness, then the earlier candidate */
-static bool better(const ArchiveEntry *a, const ArchiveEntry *b)
+static bool earlier(const ArchiveEntry *a, const ArchiveEntry *b)
+{
+    return a->gen != b->gen ? a->gen < b->gen : a->idx < b->idx;
+}
+
+/* a ranks above b: higher mean fitness, then the earlier candidate (the
+ * leaders' total order) */
+static bool ranks_above(const ArchiveEntry *a, const ArchiveEntry *b)
 {
     if (a->fitness != b->fitness)
         return a->fitness > b->fitness;
-    return a->gen != b->gen ? a->gen < b->gen : a->idx < b->idx;
+    return earlier(a, b);
+}
+
+int archive_compare(const Archive *ar, const ArchiveEntry *a, const ArchiveEntry *b)
+{
+    return fitness_compare(&a->scores, &b->scores, ar->noise_sd, NULL);
+}
+
+/* a wins against b (elites, tournaments): resolved better, or unresolved
+ * and the earlier candidate (archive.h) */
+static bool wins(const Archive *ar, const ArchiveEntry *a, const ArchiveEntry *b)
+{
+    int c = archive_compare(ar, a, b);
+    return c > 0 || (c == 0 && earlier(a, b));
 }
 
 static int update_grid(Archive *ar, int i)
@@ -141,7 +161,7 @@ static int update_grid(Archive *ar, int i)
     for (int k = 0; k < ar->n_cells; k++) {
         if (strcmp(ar->cells[k].key, e->cell) != 0)
             continue;
-        if (better(e, &ar->e[ar->cells[k].elite]))
+        if (wins(ar, e, &ar->e[ar->cells[k].elite]))
             ar->cells[k].elite = i;
         return 0;
     }
@@ -160,6 +180,45 @@ static int update_grid(Archive *ar, int i)
 }
 
 int archive_cell_count(const Archive *ar) { return ar->n_cells; }
+
+const ArchiveEntry *archive_elite(const Archive *ar, const char *cell)
+{
+    for (int k = 0; k < ar->n_cells; k++)
+        if (strcmp(ar->cells[k].key, cell) == 0)
+            return &ar->e[ar->cells[k].elite];
+    return NULL;
+}
+
+double archive_noise(const Archive *ar) { return ar->noise_sd; }
+
+static int by_result_line(const void *a, const void *b, void *arg)
+{
+    const Archive *ar = arg;
+    off_t x = ar->e[*(const int *)a].res_off, y = ar->e[*(const int *)b].res_off;
+    return (x > y) - (x < y);
+}
+
+/* The elites again, the results taken in the file's order as loading and
+ * appending took them (which pair met which incumbent depends on it). The
+ * cells are the same ones, so update_grid allocates nothing here. */
+void archive_set_noise(Archive *ar, double noise_sd)
+{
+    ar->noise_sd = noise_sd;
+    ar->n_cells = 0;
+    int *order = malloc(((size_t)ar->n + 1) * sizeof *order), n = 0;
+    for (int i = 0; i < ar->n; i++)
+        if (ar->e[i].res_len) {
+            if (order)
+                order[n++] = i;
+            else
+                update_grid(ar, i); /* no memory to sort: proposal order */
+        }
+    if (order)
+        qsort_r(order, (size_t)n, sizeof *order, by_result_line, ar);
+    for (int k = 0; k < n; k++)
+        update_grid(ar, order[k]);
+    free(order);
+}
 
 /* ---- indexing records ---------------------------------------------------------- */
 
@@ -278,7 +337,8 @@ static int index_result(Archive *ar, const json_t *j, off_t off, size_t len, cha
     e->status = st;
     e->res_off = off;
     e->res_len = len;
-    e->fitness = get_num(json_object_get(j, "fitness"), "value");
+    fitness_scores_from_json(json_object_get(j, "fitness"), &e->scores);
+    e->fitness = e->scores.mean;
     e->hurdle = get_num(json_object_get(j, "hurdle"), "value");
     e->behaviour = behaviour_of(j);
     const char *cell =
@@ -557,7 +617,7 @@ int archive_parents(const Archive *ar, Rng *r, int want, bool need_genome, const
         const ArchiveEntry *best = NULL;
         for (int t = 0; t < TOURNAMENT; t++) {
             const ArchiveEntry *c = &ar->e[el[rng_below(r, (uint32_t)ne)]];
-            best = !best || better(c, best) ? c : best;
+            best = !best || wins(ar, c, best) ? c : best;
         }
         out[n++] = best;
     }
@@ -593,7 +653,7 @@ int archive_leaders(const Archive *ar, int want, const ArchiveEntry **out)
         if (e->status != CAND_VALID || isnan(e->fitness))
             continue;
         int at = n < want ? n++ : want; /* insertion into the sorted top list */
-        while (at > 0 && better(e, out[at - 1])) {
+        while (at > 0 && ranks_above(e, out[at - 1])) {
             if (at < want)
                 out[at] = out[at - 1];
             at--;

@@ -8,7 +8,7 @@
  *    "code_hash", "code", "genome"?, "parents", "seconds", "time"}
  *   {"type": "result", "gen", "idx", "name", "status", "diagnostics",
  *    "shape"?, "descriptors"?, "behaviour"?, "probe"?, "duplicate_of"?,
- *    "hurdle"?, "fitness"? {"metric", "value", "seeds", "per_seed", ...},
+ *    "hurdle"?, "fitness"? {"metric", "value", "se", "seeds", "per_seed", ...},
  *    "curve"?, "timings", "file"?}
  * A proposal is written before its evaluation starts, the result when it
  * ends, so a resumed run re-evaluates exactly the proposals without a result
@@ -31,6 +31,16 @@
  * Parents are drawn from the elites — the first by a tournament on fitness,
  * the rest uniformly from other cells — so prompts and mutations see
  * different shapes, not just the current best.
+ *
+ * BETTER means resolved better by discover/compare.h's test (paired over
+ * the common seeds, floored by the noise set with archive_set_noise): a
+ * newcomer replaces a cell's elite, and a tournament entrant its current
+ * winner, only when it is resolved better. An unresolved pair goes to the
+ * earlier candidate (gen, idx) — the incumbent, unless the newcomer is an
+ * earlier candidate of the same generation that finished later — so the
+ * winner of a pair does not depend on worker timing. Leaders
+ * (archive_leaders) are ranked by mean fitness: a ranking needs a total
+ * order; whether a rank is resolved is the report's column.
  */
 #ifndef PREFRUN_DISCOVER_ARCHIVE_H
 #define PREFRUN_DISCOVER_ARCHIVE_H
@@ -41,6 +51,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "discover/compare.h"
 #include "discover/probe.h"
 #include "core/rng.h"
 
@@ -74,6 +85,7 @@ typedef struct ArchiveEntry {
     bool has_code, has_genome;
     CandStatus status;
     double fitness;              /* full evaluation; NAN when none */
+    FitnessScores scores;        /* its per-seed values and se (scores.mean == fitness) */
     double hurdle;               /* the short run's fitness; NAN when none */
     Behaviour *behaviour;        /* screened candidates only (malloc'ed) */
     char cell[ARCHIVE_CELL_LEN]; /* "" when not in the grid */
@@ -87,6 +99,16 @@ typedef struct Archive Archive;
  * when a torn last line was removed. NULL with err set. */
 Archive *archive_open(const char *dir, int *dropped, char *err, size_t errlen);
 void archive_close(Archive *ar);
+
+/* The noise floor of every comparison (compare.h's noise_sd; 0 until set)
+ * and the grid's elites chosen again with it. */
+void archive_set_noise(Archive *ar, double noise_sd);
+double archive_noise(const Archive *ar);
+/* compare.h's test of two entries' full fitnesses under the archive's noise:
+ * +1 a resolved better, -1 worse, 0 unresolved (or either has none) */
+int archive_compare(const Archive *ar, const ArchiveEntry *a, const ArchiveEntry *b);
+/* The elite of the cell named cell; NULL when the cell is empty. */
+const ArchiveEntry *archive_elite(const Archive *ar, const char *cell);
 
 /* Writes one record as one line (write + fsync) and indexes it. */
 int archive_append(Archive *ar, json_t *record, char *err, size_t errlen);

@@ -69,6 +69,9 @@ static const Key keys[] = {
     {"full_steps", K_INT, F(full_steps), 0, 0, 1e7,
      "steps of each full-evaluation run; 0 = the fitness's default (task 200, interim 400)"},
     {"fitness_seeds", K_SEEDS, F(fitness_seeds), 0, 0, 0, "training seeds of the full evaluation"},
+    {"noise_sd", K_NUM, F(noise_sd), 0, 0, 1e9,
+     "seed-to-seed sd of one loss's fitness: the floor of ties (default: the fitness's; "
+     "see --noise-floor)"},
     {"timeout", K_NUM, F(timeout), 0, 1, 1e7, "wall-clock seconds per training job"},
     {"cpu_seconds", K_NUM, F(cpu_seconds), 0, 1, 1e7, "CPU seconds per training job"},
     {"memory_mb", K_INT, F(memory_mb), 0, 64, 1 << 22, "address space (MiB) a worker may add"},
@@ -112,6 +115,7 @@ void discover_defaults(DiscoverOptions *o)
     o->n_fitness_seeds = 3; /* seed-to-seed spread (~0.02) is larger than many gains */
     for (int i = 0; i < 3; i++)
         o->fitness_seeds[i] = (uint64_t)i + 1;
+    o->noise_sd = NAN; /* the fitness's (FitnessKind) */
     o->timeout = 600;
     o->cpu_seconds = 1200;
     o->memory_mb = 4096;
@@ -459,12 +463,22 @@ int discover_finalize(DiscoverOptions *o, char *err, size_t errlen)
         o->hurdle_steps = k->hurdle_steps;
     if (isnan(o->hurdle_min))
         o->hurdle_min = k->hurdle_min;
+    if (isnan(o->noise_sd))
+        o->noise_sd = k->noise_sd;
     /* interim scores the held-out pairs of train:'s data; task has its own */
     if (k->fn == fitness_interim && o->train.eval_fraction <= 0 && !o->train.eval_file[0])
         return err_fail(err, errlen,
                         "train: the fitness needs held-out pairs (eval_fraction > 0 or "
                         "eval_file)");
     return config_finalize(&o->train, err, errlen);
+}
+
+double discover_noise_sd(const DiscoverOptions *o)
+{
+    if (!isnan(o->noise_sd))
+        return o->noise_sd;
+    const FitnessKind *k = fitness_find(o->fitness, NULL, 0);
+    return k ? k->noise_sd : 0;
 }
 
 /* ---- writing ------------------------------------------------------------------------------ */

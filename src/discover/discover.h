@@ -75,6 +75,7 @@ typedef struct DiscoverOptions {
     int full_steps;    /* steps of each full-evaluation run; 0: the fitness's default */
     int n_fitness_seeds;
     uint64_t fitness_seeds[FITNESS_MAX_SEEDS];
+    double noise_sd; /* the comparison's noise floor (compare.h); NAN: the fitness's */
     /* worker bounds */
     double timeout;     /* wall-clock seconds per training job */
     double cpu_seconds; /* CPU seconds per training job */
@@ -100,6 +101,9 @@ int discover_set(DiscoverOptions *o, const char *key, const char *value, char *e
 void discover_print_keys(FILE *f);
 /* Checks ranges and resolves defaults (workers, the prompt path). */
 int discover_finalize(DiscoverOptions *o, char *err, size_t errlen);
+/* The noise floor comparisons use: the noise_sd setting, else the fitness's
+ * (FitnessKind.noise_sd); 0 when the fitness is unknown. */
+double discover_noise_sd(const DiscoverOptions *o);
 /* The effective settings as YAML text that discover_load_yaml reads back
  * (malloc'ed). */
 char *discover_to_yaml(const DiscoverOptions *o);

@@ -296,10 +296,10 @@ static json_t *fitness_json(const FitnessResult *r)
         json_array_append_new(seeds, json_integer((json_int_t)r->seeds[i]));
         json_array_append_new(per, archive_num(r->per_seed[i]));
     }
-    return json_pack("{s:s, s:o, s:o, s:o, s:i, s:o, s:o, s:o}", "metric", r->metric, "value",
-                     archive_num(r->fitness), "seeds", seeds, "per_seed", per, "steps", r->steps,
-                     "eval_margin", archive_num(r->eval_margin), "eval_loss",
-                     archive_num(r->eval_loss), "seconds", archive_num(r->seconds));
+    return json_pack("{s:s, s:o, s:o, s:o, s:o, s:i, s:o, s:o, s:o}", "metric", r->metric, "value",
+                     archive_num(r->fitness), "se", archive_num(r->se), "seeds", seeds, "per_seed",
+                     per, "steps", r->steps, "eval_margin", archive_num(r->eval_margin),
+                     "eval_loss", archive_num(r->eval_loss), "seconds", archive_num(r->seconds));
 }
 
 static json_t *curve_json(const FitnessResult *r)
@@ -366,14 +366,19 @@ static const char *train_status(const PoolOutcome *o, const json_t *j)
     return json_object_get(j, "full") ? "valid" : "below_hurdle";
 }
 
-static void train_line(char *line, size_t n, const Cand *c, const char *st, const json_t *j,
-                       const char *why, double seconds)
+static void train_line(const Loop *L, char *line, size_t n, const Cand *c, const char *st,
+                       const json_t *j, const char *why, double seconds)
 {
-    double full = json_number_value(json_object_get(json_object_get(j, "full"), "value"));
+    FitnessScores full;
+    fitness_scores_from_json(json_object_get(j, "full"), &full);
     double hurdle = json_number_value(json_object_get(json_object_get(j, "hurdle"), "value"));
+    double noise = archive_noise(L->ar);
     if (strcmp(st, "valid") == 0)
-        snprintf(line, n, "discover: gen %d #%d %s: valid, fitness %.4f (hurdle %.4f), %.1f s",
-                 c->gen, c->idx, c->name, full, hurdle, seconds);
+        snprintf(line, n,
+                 "discover: gen %d #%d %s: valid, fitness %.4f ± %.4f (95%%, %d seeds; hurdle "
+                 "%.4f), %.1f s",
+                 c->gen, c->idx, c->name, full.mean, fitness_interval(full.se, full.n, noise),
+                 full.n, hurdle, seconds);
     else if (strcmp(st, "below_hurdle") == 0)
         snprintf(line, n, "discover: gen %d #%d %s: below the hurdle (%.4f), %.1f s", c->gen,
                  c->idx, c->name, hurdle, seconds);
@@ -416,7 +421,7 @@ static void train_done(void *arg, size_t job, const PoolOutcome *o)
                         json_pack("{s:o, s:o}", "screen", archive_num(c->screen_seconds), "train",
                                   archive_num(o->seconds)));
     char line[640];
-    train_line(line, sizeof line, c, st, j, why ? why : o->message, o->seconds);
+    train_line(L, line, sizeof line, c, st, j, why ? why : o->message, o->seconds);
     json_decref(j);
     L->trained++;
     write_result(L, rec, line);

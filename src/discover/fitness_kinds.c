@@ -24,7 +24,22 @@
  * only broken losses: ones that push reward down (a sign error) or buy it
  * with runaway KL (tens of nats in 60 steps).
  *
- * interim's: 60 steps reach ~0.8 with DPO; 0.55 is just better than chance. */
+ * interim's: 60 steps reach ~0.8 with DPO; 0.55 is just better than chance.
+ *
+ * noise_sd, the floor of every comparison (discover/compare.h): the sd over
+ * seeds of ONE seed's fitness for one loss, at the loop's default settings
+ * (discover_defaults), measured with `prefrun discover --noise-floor LOSS
+ * --fitness KIND` (seeds 1..8 unless said):
+ *   task     DPO sd 0.047 (mean 0.165), DiscoPOP sd 0.072 (mean -0.106),
+ *            8 seeds each (per seed values in task/fitness.h); 0.061 is
+ *            their pooled sd, sqrt((0.047^2 + 0.072^2) / 2). 200 steps,
+ *            ~15 s a seed on 2 cores. 3 seeds tie anything within
+ *            1.96 * 0.061 * sqrt(2/3) = 0.098;
+ *   interim  DPO 0.848780 0.887805 0.860976 0.873171 0.912195 0.914634
+ *            0.895122 0.890244: mean 0.8854, sd 0.0232 (16 seeds: 0.0181;
+ *            hinge, 8 seeds: 0.0275); 400 steps, ~1.8 s a seed on one core.
+ *            0.023: ~9 of the ~410 held-out pairs, so 3 seeds tie anything
+ *            within 1.96 * 0.023 * sqrt(2/3) = 0.037 of each other. */
 static const FitnessKind fitness_kinds[] = {
     {.name = "task",
      .fn = fitness_evaluate,
@@ -32,13 +47,15 @@ static const FitnessKind fitness_kinds[] = {
      .summary = "reward - 0.01*KL to the reference of the policy trained with the loss "
                 "(beta 0.1) on the built-in task; higher is better",
      .hurdle_steps = 60,
-     .hurdle_min = -0.25},
+     .hurdle_min = -0.25,
+     .noise_sd = 0.061},
     {.name = "interim",
      .fn = fitness_interim,
      .summary = "held-out preference accuracy (eval_rewards/accuracies) after a short run "
                 "on the training config's data; cheap, for tests",
      .hurdle_steps = 60,
-     .hurdle_min = 0.55},
+     .hurdle_min = 0.55,
+     .noise_sd = 0.023},
 };
 #define N_KINDS (int)(sizeof fitness_kinds / sizeof fitness_kinds[0])
 

@@ -28,6 +28,11 @@ typedef struct FitnessKind {
      * its own scale (an accuracy, a reward) and its own cost */
     int hurdle_steps;  /* steps of the hurdle run; 0: no hurdle */
     double hurdle_min; /* the hurdle run's fitness must reach this */
+    /* the noise floor: the sd of ONE seed's fitness for one loss across
+     * seeds, at the loop's default settings (discover/compare.h floors
+     * every comparison and interval with it; the noise_sd setting
+     * overrides it) */
+    double noise_sd;
 } FitnessKind;
 
 /* The kind named name; NULL with err set when it is unknown or not built. */

@@ -167,6 +167,10 @@ static void describe(const Loop *L, const ArchiveEntry *e, ProposeEntry *pe, Hel
                          .generation = e->gen,
                          .status = cand_status_name(e->status),
                          .fitness = e->status == CAND_VALID ? e->fitness : e->hurdle};
+    /* the hurdle is one seed: its interval is the noise floor's */
+    double noise = archive_noise(L->ar);
+    pe->interval = e->status == CAND_VALID ? fitness_interval(e->scores.se, e->scores.n, noise)
+                                           : fitness_interval(NAN, 1, noise);
     pe->code = json_string_value(json_object_get(prop, "code"));
     pe->genome = json_string_value(json_object_get(prop, "genome"));
     pe->thought = json_string_value(json_object_get(prop, "thought"));
@@ -335,6 +339,7 @@ static int setup(Loop *L, char *err, size_t errlen)
     int dropped = 0;
     if (!(L->ar = archive_open(o->out_dir, &dropped, err, errlen)))
         return -1;
+    archive_set_noise(L->ar, discover_noise_sd(o)); /* before any elite is used */
     if (dropped && !o->quiet)
         fprintf(stderr, "discover: dropped a torn last line of %s/archive.jsonl (a killed run)\n",
                 o->out_dir);

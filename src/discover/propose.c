@@ -198,13 +198,19 @@ static void put_code(FILE *f, const char *code, int max_lines)
     fputs("```\n", f);
 }
 
-static void put_fitness(FILE *f, double fitness, const char *metric)
+/* "fitness 0.8123 ± 0.0150": differences inside the interval are noise,
+ * and the proposer should not chase them */
+static void put_fitness(FILE *f, double fitness, double interval, const char *metric)
 {
-    if (isnan(fitness))
+    if (isnan(fitness)) {
         fputs("no fitness", f);
-    else
-        fprintf(f, "fitness %.4f%s%s%s", fitness, metric ? " (" : "", metric ? metric : "",
-                metric ? ")" : "");
+        return;
+    }
+    fprintf(f, "fitness %.4f", fitness);
+    if (interval > 0)
+        fprintf(f, " ± %.4f", interval);
+    if (metric)
+        fprintf(f, " (%s)", metric);
 }
 
 static void put_parents(FILE *f, const ProposeContext *ctx)
@@ -214,7 +220,7 @@ static void put_parents(FILE *f, const ProposeContext *ctx)
     for (int i = 0; i < ctx->n_parents; i++) {
         const ProposeEntry *e = &ctx->parents[i];
         fprintf(f, "### Parent %d: `%s` (generation %d), ", i + 1, e->name, e->generation);
-        put_fitness(f, e->fitness, NULL);
+        put_fitness(f, e->fitness, e->interval, NULL);
         fputc('\n', f);
         if (e->thought)
             fprintf(f, "Idea: %s\n", e->thought);
@@ -251,9 +257,11 @@ static void put_leaders(FILE *f, const ProposeContext *ctx)
     for (int i = 0; i < ctx->n_leaders; i++) {
         const ProposeEntry *e = &ctx->leaders[i];
         fprintf(f, "%d. `%s` (generation %d): ", i + 1, e->name, e->generation);
-        put_fitness(f, e->fitness, NULL);
+        put_fitness(f, e->fitness, e->interval, NULL);
         fprintf(f, "%s%s\n", e->shape ? "; " : "", e->shape ? e->shape : "");
     }
+    if (ctx->n_leaders > 1)
+        fputs("(± is a 95% interval over the training seeds: a gap inside it is noise)\n", f);
 }
 
 /* writes placeholder `name` of the template; -1 when there is no such one */

@@ -77,6 +77,7 @@ typedef struct ProposeEntry {
     int generation;
     const char *status; /* "valid", "invalid", ... */
     double fitness;     /* NAN when none */
+    double interval;    /* its 95% half-width (discover/compare.h); 0 or NAN: not shown */
     const char *code;
     const char *thought;     /* the proposer's idea, as it said it */
     const char *genome;      /* evolve's expression, when it has one */

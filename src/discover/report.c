@@ -6,6 +6,11 @@
  * The report only reads the archive (no lock, no truncation: it may run
  * beside a live loop); a torn last line is skipped. The SVG is written
  * atomically inside DIR.
+ *
+ * Each fitness is shown with its 95% interval, and each row says whether it
+ * is resolved from the top row by discover/compare.h's test (the one the
+ * loop's elites use), with the noise floor of DIR/discover.yaml's settings
+ * (noise_sd, else its fitness's; the defaults' when the file is absent).
  */
 #include <jansson.h>
 #include <math.h>
@@ -15,6 +20,8 @@
 
 #include "discover/discover.h"
 #include "discover/archive.h"
+#include "discover/compare.h"
+#include "util/errmsg.h"
 #include "util/fsutil.h"
 
 #define TOP 20
@@ -23,10 +30,11 @@
 #define PAD 48
 
 typedef struct Row {
-    int gen;
+    int gen, idx;
     char name[ARCHIVE_NAME_LEN];
     CandStatus status;
     double fitness;
+    FitnessScores scores;
     char seeds[64];
     char cell[ARCHIVE_CELL_LEN];
     char file[ARCHIVE_NAME_LEN + 16];
@@ -36,6 +44,8 @@ typedef struct Table {
     Row *rows;
     int n, cap;
     int proposals, max_gen;
+    double noise_sd;  /* compare.h's floor */
+    char fitness[32]; /* the settings' fitness, for the note under the table */
 } Table;
 
 static void seeds_text(const json_t *fit, char *out, size_t n)
@@ -69,10 +79,10 @@ static int add_row(Table *t, const json_t *j)
         json_string_value(json_object_get(json_object_get(j, "descriptors"), "cell"));
     const char *file = json_string_value(json_object_get(j, "file"));
     *r = (Row){.gen = (int)json_integer_value(json_object_get(j, "gen")),
-               .status = cand_status_parse(json_string_value(json_object_get(j, "status"))),
-               .fitness = json_is_number(json_object_get(fit, "value"))
-                              ? json_number_value(json_object_get(fit, "value"))
-                              : NAN};
+               .idx = (int)json_integer_value(json_object_get(j, "idx")),
+               .status = cand_status_parse(json_string_value(json_object_get(j, "status")))};
+    fitness_scores_from_json(fit, &r->scores);
+    r->fitness = r->scores.mean;
     snprintf(r->name, sizeof r->name, "%s", json_string_value(json_object_get(j, "name")));
     snprintf(r->cell, sizeof r->cell, "%s", cell ? cell : "");
     snprintf(r->file, sizeof r->file, "%s", file ? file : "");
@@ -119,7 +129,7 @@ static int by_fitness(const void *a, const void *b)
         return vx ? -1 : 1;
     if (vx && x->fitness != y->fitness)
         return x->fitness > y->fitness ? -1 : 1;
-    return x->gen - y->gen;
+    return x->gen != y->gen ? x->gen - y->gen : x->idx - y->idx; /* the archive's tie order */
 }
 
 static void print_counts(FILE *f, const Table *t, const char *dir)
@@ -138,17 +148,49 @@ static void print_counts(FILE *f, const Table *t, const char *dir)
     fprintf(f, ")\n\n");
 }
 
+/* "0.8123 ± 0.0150" (the interval n/a when neither se nor a floor is known) */
+static void fitness_text(const Table *t, const Row *r, char *out, size_t n)
+{
+    double iv = fitness_interval(r->scores.se, r->scores.n, t->noise_sd);
+    if (isnan(iv))
+        snprintf(out, n, "%.4f ± n/a", r->fitness);
+    else
+        snprintf(out, n, "%.4f ± %.4f", r->fitness, iv);
+}
+
+/* row r against the top row: "best" (it is the top), "=" unresolved, "<"
+ * resolved worse, ">" resolved better (possible only on other seeds) */
+static const char *versus_top(const Table *t, const Row *r)
+{
+    const Row *top = &t->rows[0];
+    if (r == top)
+        return "best";
+    int c = fitness_compare(&r->scores, &top->scores, t->noise_sd, NULL);
+    return c < 0 ? "<" : c > 0 ? ">" : "=";
+}
+
 static void print_top(FILE *f, const Table *t)
 {
-    fprintf(f, "%4s  %-8s %-6s %4s  %-28s %-38s %s\n", "rank", "fitness", "seeds", "gen", "name",
-            "cell (slope0, convexity, tails, coupling)", "file");
+    fprintf(f, "%4s  %-19s %-7s %-6s %4s  %-28s %-38s %s\n", "rank", "fitness ± 95%", "vs best",
+            "seeds", "gen", "name", "cell (slope0, convexity, tails, coupling)", "file");
     for (int i = 0; i < t->n && i < TOP; i++) {
         const Row *r = &t->rows[i];
         if (r->status != CAND_VALID || isnan(r->fitness))
             break;
-        fprintf(f, "%4d  %-8.4f %-6s %4d  %-28s %-38s %s\n", i + 1, r->fitness, r->seeds, r->gen,
-                r->name, r->cell, r->file);
+        char fit[48];
+        fitness_text(t, r, fit, sizeof fit);
+        /* the header's and each row's one "±" is two bytes in one column:
+         * printf pads bytes, so the same width lines them up */
+        fprintf(f, "%4d  %-19s %-7s %-6s %4d  %-28s %-38s %s\n", i + 1, fit, versus_top(t, r),
+                r->seeds, r->gen, r->name, r->cell, r->file);
     }
+    fprintf(f,
+            "\n± is the 95%% interval of the mean over the seeds, 1.96 * max(se, noise_sd / "
+            "sqrt(n)),\nwith noise_sd %.4g (fitness %s). vs best: \"=\" not resolved from rank 1, "
+            "\"<\" resolved\nworse, by the paired t test (95%%, two-sided) over the common seeds, "
+            "floored at\n1.96 * noise_sd * sqrt(2 / n) (discover/compare.h; the loop's elites use "
+            "it too).\n",
+            t->noise_sd, t->fitness);
 }
 
 /* best[g]: the best valid fitness of generation g (NAN when none) */
@@ -259,10 +301,26 @@ static char *svg_text(const Table *t, const double *best)
     return out;
 }
 
+/* the run's noise floor: its discover.yaml's settings, else the defaults' */
+static int read_noise(const char *dir, Table *t, char *err, size_t errlen)
+{
+    DiscoverOptions *o = malloc(sizeof *o);
+    if (!o)
+        return err_fail(err, errlen, "report: out of memory");
+    char path[DISCOVER_PATH_LEN + 16];
+    snprintf(path, sizeof path, "%s/discover.yaml", dir);
+    discover_defaults(o);
+    int rc = fsutil_exists(path) ? discover_load_yaml(o, path, err, errlen) : 0;
+    t->noise_sd = discover_noise_sd(o);
+    snprintf(t->fitness, sizeof t->fitness, "%s", o->fitness);
+    free(o);
+    return rc;
+}
+
 int discover_report(FILE *f, const char *dir, char *err, size_t errlen)
 {
     Table t = {0};
-    if (read_table(dir, &t, err, errlen) != 0) {
+    if (read_noise(dir, &t, err, errlen) != 0 || read_table(dir, &t, err, errlen) != 0) {
         free(t.rows);
         return -1;
     }

@@ -53,8 +53,8 @@ static int use_model(Config *cfg, const char *model, char *err, size_t errlen)
     return 0;
 }
 
-/* The task's training settings; from the caller's only the model, threads,
- * sandbox limits and nan_policy (see fitness.h). */
+/* The task's training settings at the fitness's rate (fitness.h); from the
+ * caller's only the model, threads, sandbox limits and nan_policy. */
 static int task_config(const FitnessOptions *opt, const TaskAssets *a, Config *cfg, char *err,
                        size_t errlen)
 {
@@ -71,6 +71,8 @@ static int task_config(const FitnessOptions *opt, const TaskAssets *a, Config *c
     cfg->sandbox_instructions = in->sandbox_instructions;
     cfg->sandbox_seconds = in->sandbox_seconds;
     cfg->sandbox_max_depth = in->sandbox_max_depth;
+    if (!in->model[0])
+        cfg->learning_rate = FITNESS_LEARNING_RATE;
     if (opt->steps > 0)
         cfg->max_steps = opt->steps;
     cfg->logging_steps =
@@ -284,6 +286,7 @@ int fitness_evaluate(const char *loss_path, const FitnessOptions *opt, FitnessRe
     if (rc == 0) {
         out->eval_margin /= out->n_seeds;
         out->eval_loss /= out->n_seeds;
+        out->se = fitness_standard_error(out->per_seed, out->n_seeds);
     }
     out->seconds = timeutil_now() - t0;
     return rc;

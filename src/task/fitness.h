@@ -9,8 +9,9 @@
  *     fitness_evaluate("out/losses/cand.lua", &fo, &r, err, sizeof err);
  *
  * THE FITNESS. For each seed, the candidate trains the policy from the
- * task's pretrained reference on the task's pairs (task_data.h's settings,
- * opt->steps optimizer steps when > 0, else the task default) with the
+ * task's pretrained reference on the task's pairs (task_data.h's settings
+ * but the rate, below; opt->steps optimizer steps when > 0, else the task
+ * default) with the
  * loss param beta = FITNESS_BETA when the loss declares a beta, and the
  * trained policy is evaluated (eval.h: P = 64 held-out prompts x 4 samples,
  * the sampling seed = the training seed). The seed's score is
@@ -27,13 +28,24 @@
  * DiscoPOP paper's criterion, read off one point instead of a beta sweep
  * (`prefrun frontier` draws the sweep).
  *
- * Measured (default task and budget, 200 steps, seeds 1-3; per seed
- * reward - 0.01 KL):
- *     dpo       0.158  0.191  0.192   mean 0.181  sd 0.019
- *     discopop  0.029 -0.041 -0.089   mean -0.034 sd 0.059
- * so with n seeds the standard error is about sd / sqrt(n): 0.011 to 0.034
- * for 3 seeds; differences under ~0.05 are noise at 3 seeds. One seed
- * (train + eval) takes ~22 s on 2 idle cores.
+ * The rate is FITNESS_LEARNING_RATE (2e-4), not the main job's 4e-4
+ * (task_data.c): the main job's rate is chosen to show learning in one
+ * run, the fitness's to tell losses apart, and at 4e-4 the seed-to-seed
+ * spread of DPO's fitness doubles (sd 0.101 over seeds 1-8, the KL term
+ * swinging by tens of nats) while its mean drops (0.127). With a model
+ * (opt->cfg.model) the rate stays TRL's, as for any run of a model.
+ *
+ * Measured (`prefrun discover --noise-floor LOSS --fitness task`: default
+ * task and budget, 200 steps, seeds 1-8; per seed reward - 0.01 KL):
+ *     dpo       0.232 0.179 0.161 0.098 0.109 0.173 0.151 0.219
+ *               mean 0.165  sd 0.047
+ *     discopop -0.145 -0.135 -0.008 -0.054 -0.205 -0.012 -0.145 -0.142
+ *               mean -0.106 sd 0.072
+ * The pooled sd, 0.061, is the task kind's noise_sd (discover/
+ * fitness_kinds.c): the discovery loop compares candidates seed by seed,
+ * floored by it (discover/compare.h), so 3 seeds resolve differences above
+ * 1.96 * 0.061 * sqrt(2/3) = 0.098. The result's se is the sd over its
+ * seeds / sqrt(n). One seed (train + eval) takes ~15 s on 2 idle cores.
  *
  * Contract (task/fitness_api.h): runs in-process, seeds one after another,
  * no fork; writes only under opt->work_dir and removes what it wrote;
@@ -53,6 +65,7 @@
 
 #define FITNESS_BETA 0.1
 #define FITNESS_LAMBDA 0.01
+#define FITNESS_LEARNING_RATE 2e-4
 #define FITNESS_METRIC "reward-0.01*KL@beta0.1"
 
 int fitness_evaluate(const char *loss_path, const FitnessOptions *opt, FitnessResult *out,

@@ -24,11 +24,24 @@
  *     discovery run re-scores a candidate to the same number;
  *   - fitness is a scalar, higher is better, comparable across candidates
  *     scored with the same options; `metric` names it for the archive and
- *     the prompt.
+ *     the prompt;
+ *   - common random numbers: seed s is the same experiment for every
+ *     candidate. What is random in a run is a function of the seed and the
+ *     options only, never of the loss: the data (interim: the toy pairs and
+ *     their held-out split are drawn from s; task: the task's fixed pair
+ *     files), the data order and the initialisation (s; task: the reference
+ *     itself), and the evaluation (interim: the held-out pairs of s; task:
+ *     the task's fixed held-out prompts, sampled with seed s). So per_seed[i]
+ *     of two candidates differ only by their losses, and the discovery loop
+ *     compares candidates seed by seed (discover/compare.h, a paired test);
+ *   - se is the standard error of fitness over the seeds, sd / sqrt(n) with
+ *     the sample sd (n - 1), NAN with one seed: the seed-to-seed spread of
+ *     ONE loss. fitness_standard_error below computes it.
  */
 #ifndef PREFRUN_TASK_FITNESS_API_H
 #define PREFRUN_TASK_FITNESS_API_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -55,6 +68,7 @@ typedef struct FitnessPoint {
 
 typedef struct FitnessResult {
     double fitness; /* mean of per_seed; higher is better */
+    double se;      /* standard error of that mean: sd / sqrt(n); NAN for one seed */
     char metric[48];
     int n_seeds;
     uint64_t seeds[FITNESS_MAX_SEEDS];
@@ -66,6 +80,19 @@ typedef struct FitnessResult {
     FitnessPoint curve[FITNESS_CURVE_POINTS];
     double seconds;
 } FitnessResult;
+
+/* sd(x) / sqrt(n), the sample sd (n - 1 in the variance); NAN for n < 2 */
+static inline double fitness_standard_error(const double *x, int n)
+{
+    if (n < 2)
+        return NAN;
+    double mean = 0, ss = 0;
+    for (int i = 0; i < n; i++)
+        mean += x[i] / n;
+    for (int i = 0; i < n; i++)
+        ss += (x[i] - mean) * (x[i] - mean);
+    return sqrt(ss / (n - 1)) / sqrt((double)n);
+}
 
 typedef int (*FitnessFn)(const char *loss_path, const FitnessOptions *opt, FitnessResult *out,
                          char *err, size_t errlen);

@@ -159,6 +159,7 @@ int fitness_interim(const char *loss_path, const FitnessOptions *opt, FitnessRes
         out->n_seeds = i + 1;
     }
     free(m);
+    out->se = fitness_standard_error(out->per_seed, out->n_seeds);
     out->steps = opt->steps;
     out->seconds = timeutil_now() - t0;
     return rc;
