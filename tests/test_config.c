@@ -193,6 +193,49 @@ static void chat_format_is_checked(void)
     CHECK_ERR(config_finalize(&c, err, sizeof err), "chat_format is \"jinja\"");
 }
 
+/* LoRA: TRL ModelConfig's defaults; target_modules as a YAML list (flow or
+ * block) or one comma-separated string; a lora key without use_peft, a
+ * regex-looking name, an empty name: errors naming the key */
+static void lora_settings(void)
+{
+    Config c;
+    config_defaults(&c);
+    CHECK(!c.use_peft && c.lora_r == 16 && c.lora_alpha == 32 && c.lora_dropout == 0.05);
+    CHECK(!c.use_rslora && c.target_modules[0] == '\0');
+    CHECKF(load(&c, "use_peft: true\ntarget_modules: [q_proj, v_proj]\nlora_r: 8\n") == 0, "%s",
+           err);
+    CHECK(c.use_peft && c.lora_r == 8 && strcmp(c.target_modules, "q_proj,v_proj") == 0);
+    CHECKF(load(&c, "target_modules:\n  - c_attn\n  - c_fc\n") == 0, "%s", err);
+    CHECK(strcmp(c.target_modules, "c_attn,c_fc") == 0);
+    CHECKF(config_set(&c, "target_modules= gate_proj , up_proj", err, sizeof err) == 0, "%s", err);
+    CHECK(strcmp(c.target_modules, "gate_proj,up_proj") == 0);
+    char item[32];
+    CHECK(config_list_item(c.target_modules, 0, item, sizeof item) && !strcmp(item, "gate_proj"));
+    CHECK(config_list_item(c.target_modules, 1, item, sizeof item) && !strcmp(item, "up_proj"));
+    CHECK(!config_list_item(c.target_modules, 2, item, sizeof item));
+    CHECK(!config_list_item("", 0, item, sizeof item));
+    CHECKF(config_set(&c, "target_modules=all-linear", err, sizeof err) == 0, "%s", err);
+    CHECK(strcmp(c.target_modules, "all-linear") == 0);
+    CHECKF(load(&c, "target_modules: ~\n") == 0 && c.target_modules[0] == '\0', "%s", err);
+    CHECKF(load(&c, "target_modules: []\n") == 0 && c.target_modules[0] == '\0', "%s", err);
+    CHECK_ERR(config_set(&c, "target_modules=.*proj", err, sizeof err), "'*'");
+    CHECK_ERR(config_set(&c, "target_modules=q_proj,,v_proj", err, sizeof err), "an empty name");
+    CHECK_ERR(config_set(&c, "target_modules=q_proj,", err, sizeof err), "an empty name");
+    CHECK_ERR(load(&c, "target_modules: [q_proj, {a: 1}]\n"), "expected a list of names");
+    CHECK_ERR(load(&c, "target_modules: [\"q_proj,v_proj\"]\n"), "expected a list of names");
+    CHECK_ERR(load(&c, "lora_r: [1, 2]\n"), "expected an integer, got a list");
+    CHECK_ERR(config_set(&c, "lora_dropout=1", err, sizeof err), "out of range");
+    CHECK_ERR(config_set(&c, "lora_r=0", err, sizeof err), "out of range");
+    CHECK(config_finalize(&c, err, sizeof err) == 0);
+    Config off;
+    config_defaults(&off);
+    CHECK(config_set(&off, "lora_alpha=16", err, sizeof err) == 0);
+    CHECK_ERR(config_finalize(&off, err, sizeof err), "lora_alpha is set but use_peft is false");
+    config_defaults(&off);
+    CHECK(load(&off, "target_modules: [c_attn]\n") == 0);
+    CHECK_ERR(config_finalize(&off, err, sizeof err), "target_modules is set but use_peft");
+}
+
 static void yaml_round_trip_is_exact(void)
 {
     Config c, back;
@@ -203,6 +246,7 @@ static void yaml_round_trip_is_exact(void)
     c.sandbox_instructions = 123456789012345LL;
     c.lr_scheduler_type = CONFIG_SCHEDULE_CONSTANT;
     c.dataloader_drop_last = true;
+    snprintf(c.target_modules, sizeof c.target_modules, "q_proj,v_proj");
     snprintf(c.train_file, sizeof c.train_file, "dir with: colon/\"q\"\\ \x01\ttab é.jsonl");
     config_set_loss_param(&c, "beta", 1.0 / 3.0, err, sizeof err);
     config_set_loss_param(&c, "neg", -2.5e-7, err, sizeof err);
@@ -213,6 +257,7 @@ static void yaml_round_trip_is_exact(void)
     CHECK(back.seed == c.seed && back.sandbox_instructions == c.sandbox_instructions);
     CHECK(back.lr_scheduler_type == c.lr_scheduler_type && back.dataloader_drop_last);
     CHECK(strcmp(back.train_file, c.train_file) == 0);
+    CHECK(strcmp(back.target_modules, "q_proj,v_proj") == 0);
     CHECK(back.n_loss_params == 2 && back.loss_params[0].value == 1.0 / 3.0 &&
           back.loss_params[1].value == -2.5e-7);
     char *y2 = config_to_yaml(&back);
@@ -355,6 +400,7 @@ int main(void)
     RUN(set_overrides);
     RUN(finalize_checks_relations);
     RUN(chat_format_is_checked);
+    RUN(lora_settings);
     RUN(yaml_round_trip_is_exact);
     RUN(model_sets_the_shape);
     RUN(model_conflicts_are_named);

@@ -59,6 +59,12 @@ void config_defaults(Config *cfg)
     cfg->num_train_epochs = 3.0;
     cfg->max_steps = -1;
     cfg->nan_policy = CONFIG_NAN_STOP;
+    /* LoRA: TRL ModelConfig (trl/trainer/model_config.py) */
+    cfg->use_peft = false;
+    cfg->lora_r = 16;
+    cfg->lora_alpha = 32;
+    cfg->lora_dropout = 0.05;
+    cfg->use_rslora = false;
     /* run */
     cfg->seed = 42;
     cfg->logging_steps = 10; /* prefrun: HF's 500 is longer than the default run */
@@ -77,6 +83,7 @@ typedef enum KeyType {
     KEY_STRING,
     KEY_SCHEDULE,
     KEY_NAN_POLICY,
+    KEY_LIST, /* names: a YAML list or one comma-separated string, kept comma-separated */
 } KeyType;
 
 typedef struct Key {
@@ -131,6 +138,17 @@ static const Key keys[] = {
     K(max_steps, KEY_INT, -1, INT_MAX, "optimizer steps; > 0 overrides epochs [HF: -1]"),
     K(precompute_ref_log_probs, KEY_BOOL, 0, 0,
       "compute reference log-probs once per data set [TRL: false]"),
+    K(use_peft, KEY_BOOL, 0, 0,
+      "train LoRA adapters on frozen weights; the reference is the weights without them "
+      "[TRL: false]"),
+    K(lora_r, KEY_INT, 1, 1 << 16, "LoRA rank r [TRL: 16]"),
+    K(lora_alpha, KEY_DOUBLE, 1e-30, 1e9, "LoRA alpha: the update is scaled alpha / r [TRL: 32]"),
+    K(lora_dropout, KEY_DOUBLE, 0, 0.999999, "dropout on the adapters' input [TRL: 0.05]"),
+    K(use_rslora, KEY_BOOL, 0, 0, "rank-stabilised scale alpha / sqrt(r) [TRL: false]"),
+    K(target_modules, KEY_LIST, 0, 0,
+      "modules that get adapters: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj "
+      "(Llama), c_attn, c_proj, c_fc (GPT-2), or all-linear; a list or comma-separated; \"\" = "
+      "PEFT's default (q_proj, v_proj; GPT-2 c_attn) [TRL: lora_target_modules]"),
     K(nan_policy, KEY_NAN_POLICY, 0, 0,
       "on a NaN/Inf loss or gradient: stop, or skip the batch (a run that skips more than "
       "half its steps fails)"),
@@ -179,6 +197,8 @@ static const char *type_name(KeyType t)
         return "one of linear, cosine, constant";
     case KEY_NAN_POLICY:
         return "one of stop, skip";
+    case KEY_LIST:
+        return "a list of names";
     }
     return "?";
 }
@@ -260,6 +280,69 @@ static int parse_enum(Scalar v, const char *const *names, int n, int *out)
     return -1;
 }
 
+/* ---- lists of names ---- */
+
+static bool name_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '_' || c == '-' || c == '.';
+}
+
+/* text ("a,b", spaces around names allowed; "" or null: empty) checked and
+ * stored comma-separated without spaces */
+static int set_list(char *field, const char *text, const char *where, const char *key, char *err,
+                    size_t errlen)
+{
+    char out[CONFIG_PATH_LEN];
+    size_t n = 0;
+    bool empty_item = false;
+    for (const char *p = text; *p;) {
+        while (*p == ' ')
+            p++;
+        const char *start = p;
+        while (name_char(*p))
+            p++;
+        size_t len = (size_t)(p - start);
+        while (*p == ' ')
+            p++;
+        if (*p && *p != ',')
+            return err_fail(err, errlen,
+                            "%s: key \"%s\": '%c' in \"%s\": expected names of letters, digits, "
+                            "_, - and . separated by commas",
+                            where, key, *p, text);
+        empty_item = empty_item || len == 0;
+        if (n + len + 2 > sizeof out)
+            return err_fail(err, errlen, "%s: key \"%s\": longer than %d bytes", where, key,
+                            CONFIG_PATH_LEN - 1);
+        if (n)
+            out[n++] = ',';
+        memcpy(out + n, start, len);
+        n += len;
+        if (*p == ',')
+            p++;
+    }
+    out[n] = '\0';
+    size_t tl = strlen(text);
+    while (tl && text[tl - 1] == ' ')
+        tl--;
+    empty_item = empty_item || (tl && text[tl - 1] == ',');
+    if (empty_item && *text)
+        return err_fail(err, errlen, "%s: key \"%s\": an empty name in \"%s\"", where, key, text);
+    snprintf(field, CONFIG_PATH_LEN, "%s", out);
+    return 0;
+}
+
+bool config_list_item(const char *list, int i, char *out, size_t len)
+{
+    const char *p = list;
+    for (int k = 0; k < i && p; k++)
+        p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL;
+    if (!p || !*p)
+        return false;
+    size_t n = strcspn(p, ",");
+    snprintf(out, len, "%.*s", (int)n, p);
+    return true;
+}
+
 /* Stores v into k's field. `where` is "FILE:LINE" or "--set KEY=VALUE". */
 static int apply_key(Config *cfg, const Key *k, Scalar v, const char *where, char *err,
                      size_t errlen)
@@ -306,6 +389,12 @@ static int apply_key(Config *cfg, const Key *k, Scalar v, const char *where, cha
             return err_fail(err, errlen, "%s: key \"%s\": value is longer than %d bytes", where,
                             k->name, CONFIG_PATH_LEN - 1);
         snprintf(field, CONFIG_PATH_LEN, "%s", is_null(v) ? "" : v.text);
+        break;
+    case KEY_LIST:
+        if (is_null(v))
+            field[0] = '\0';
+        else if (set_list(field, v.text, where, k->name, err, errlen) != 0)
+            return -1;
         break;
     case KEY_SCHEDULE:
         bad = parse_enum(v, schedule_names, CONFIG_SCHEDULE_CONSTANT + 1, &e);
@@ -445,6 +534,34 @@ static int load_scalar(Loader *ld, const char *key, const yaml_node_t *val, int 
     return apply_key(ld->cfg, k, v, where, ld->err, ld->errlen);
 }
 
+/* A list key's YAML sequence: its scalars joined with commas, each checked
+ * as a name (a comma inside one is refused by set_list) */
+static int load_list(Loader *ld, const Key *k, const yaml_node_t *seq)
+{
+    char joined[CONFIG_PATH_LEN] = "", where[CONFIG_PATH_LEN + 32];
+    size_t n = 0;
+    for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
+         it++) {
+        yaml_node_t *item = yaml_document_get_node(ld->doc, *it);
+        snprintf(where, sizeof where, "%s:%d", ld->name, (int)item->start_mark.line + 1);
+        const char *text =
+            item->type == YAML_SCALAR_NODE ? (const char *)item->data.scalar.value : NULL;
+        if (!text || !*text || strchr(text, ','))
+            return err_fail(ld->err, ld->errlen, "%s: key \"%s\": expected a list of names, got %s",
+                            where, k->name, text ? "\"" : node_kind(item));
+        size_t len = strlen(text);
+        if (n + len + 2 > sizeof joined)
+            return err_fail(ld->err, ld->errlen, "%s: key \"%s\": longer than %d bytes", where,
+                            k->name, CONFIG_PATH_LEN - 1);
+        n += (size_t)snprintf(joined + n, sizeof joined - n, "%s%s", n ? "," : "", text);
+    }
+    snprintf(where, sizeof where, "%s:%d", ld->name, (int)seq->start_mark.line + 1);
+    if (set_list((char *)ld->cfg + k->off, joined, where, k->name, ld->err, ld->errlen) != 0)
+        return -1;
+    ld->cfg->given |= (uint64_t)1 << (k - keys);
+    return 0;
+}
+
 static int load_mapping(Loader *ld, const yaml_node_t *map, const char *prefix)
 {
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
@@ -465,6 +582,9 @@ static int load_mapping(Loader *ld, const yaml_node_t *map, const char *prefix)
         if (vn->type == YAML_MAPPING_NODE) { /* `a: {b: 1}` is the key a.b */
             strcat(key, ".");
             rc = load_mapping(ld, vn, key);
+        } else if (vn->type == YAML_SEQUENCE_NODE && find_key(key) &&
+                   find_key(key)->type == KEY_LIST) {
+            rc = load_list(ld, find_key(key), vn);
         } else if (vn->type == YAML_SEQUENCE_NODE) {
             const Key *k = find_key(key);
             rc = err_fail(ld->err, ld->errlen, "%s:%d: key \"%s\": expected %s, got a list",
@@ -645,6 +765,30 @@ static int finalize_model(Config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* Without use_peft a LoRA setting changes nothing, so one given with a
+ * value other than its default is a mistake worth naming (a saved
+ * config.yaml gives every key, with the defaults' values: that passes). */
+static int check_lora_unused(const Config *cfg, char *err, size_t errlen)
+{
+    Config d;
+    config_defaults(&d);
+    const struct {
+        const char *key;
+        bool differs;
+    } lora[] = {{"lora_r", cfg->lora_r != d.lora_r},
+                {"lora_alpha", cfg->lora_alpha != d.lora_alpha},
+                {"lora_dropout", cfg->lora_dropout != d.lora_dropout},
+                {"use_rslora", cfg->use_rslora != d.use_rslora},
+                {"target_modules", strcmp(cfg->target_modules, d.target_modules) != 0}};
+    for (size_t i = 0; i < sizeof lora / sizeof *lora; i++)
+        if (lora[i].differs && given(cfg, lora[i].key))
+            return err_fail(err, errlen,
+                            "%s is set but use_peft is false: set use_peft: true to train LoRA "
+                            "adapters",
+                            lora[i].key);
+    return 0;
+}
+
 int config_finalize(Config *cfg, char *err, size_t errlen)
 {
     if (cfg->model[0] && finalize_model(cfg, err, errlen) != 0)
@@ -667,6 +811,8 @@ int config_finalize(Config *cfg, char *err, size_t errlen)
                        .skip_invalid = cfg->skip_invalid,
                        .chat_format = cfg->chat_format};
     if (data_options_check(&opt, err, errlen))
+        return -1;
+    if (!cfg->use_peft && check_lora_unused(cfg, err, errlen) != 0)
         return -1;
     if (cfg->max_steps <= 0 && !(cfg->num_train_epochs > 0))
         return err_fail(err, errlen,
@@ -761,6 +907,15 @@ static void put_value(Buf *b, const Config *cfg, const Key *k)
         break;
     case KEY_NAN_POLICY:
         put(b, "%s", nan_names[*(const ConfigNanPolicy *)field]);
+        break;
+    case KEY_LIST: /* a flow list of the names: [q_proj, v_proj] */
+        put(b, "[");
+        for (const char *p = field; *p;) {
+            size_t n = strcspn(p, ",");
+            put(b, "%s%.*s", p == field ? "" : ", ", (int)n, p);
+            p += n + (p[n] == ',');
+        }
+        put(b, "]");
         break;
     }
 }

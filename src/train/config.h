@@ -98,6 +98,16 @@ typedef struct Config {
     int max_steps; /* > 0 overrides num_train_epochs */
     bool precompute_ref_log_probs;
     ConfigNanPolicy nan_policy;
+    /* LoRA adapters (TRL ModelConfig's names and defaults; PEFT's meaning):
+     * with use_peft the model's weights stay frozen and only the adapters
+     * train; the reference is the same weights with the adapters off */
+    bool use_peft;
+    int lora_r;                           /* rank r */
+    double lora_alpha;                    /* scale alpha / r (alpha / sqrt(r) with rslora) */
+    double lora_dropout;                  /* on the adapters' input, in [0, 1) */
+    bool use_rslora;                      /* rank-stabilised scale alpha / sqrt(r) */
+    char target_modules[CONFIG_PATH_LEN]; /* comma-separated names, "all-linear"; "" = PEFT's
+                                              default for the architecture */
     /* run */
     uint64_t seed;
     int threads; /* 0 = all cores */
@@ -145,12 +155,17 @@ int config_load_yaml_text(Config *cfg, const char *text, size_t len, const char 
                           size_t errlen);
 /* One "key=value" override (value read as a plain YAML scalar). */
 int config_set(Config *cfg, const char *assignment, char *err, size_t errlen);
+/* The i-th name of a comma-separated list such as target_modules, into
+ * out (at most len - 1 bytes); false past the last. */
+bool config_list_item(const char *list, int i, char *out, size_t len);
 /* Resolves derived defaults (max_length, max_prompt_length) and checks the
  * ranges and relations (heads divide width, max_length <= context, ...).
  * With `model` set, first reads MODEL/config.json (model/hf_config.h): its
  * vocab_size, hidden size, layers and heads replace the config's, a value
  * given for one of those keys that differs is an error naming the key and
- * both values, and a context beyond the model's positions is an error. */
+ * both values, and a context beyond the model's positions is an error.
+ * A lora_* key or target_modules given without use_peft is an error (it
+ * would change nothing). */
 int config_finalize(Config *cfg, char *err, size_t errlen);
 
 /* The effective configuration as YAML text (malloc'ed, NUL-terminated);

@@ -231,6 +231,9 @@ static int load_hf_policy(Trainer *tr, char *err, size_t errlen)
 int trainer_build_model(Trainer *tr, char *err, size_t errlen)
 {
     const Config *c = &tr->cfg;
+    if (c->use_peft) /* refused rather than ignored: a full fine-tune is not what was asked */
+        return err_fail(err, errlen,
+                        "use_peft: LoRA training is not available in this build yet (issue 13)");
     if (c->model[0]) {
         if (load_hf_policy(tr, err, errlen) != 0)
             return -1;
