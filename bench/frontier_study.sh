@@ -9,6 +9,9 @@
 #   lr        learning rate 4e-4 (and 1e-4)
 #   tau       DiscoPOP with tau 0.2 instead of the paper's 0.05: at tau 0.05 the
 #             loss's slope at rho = 0 has the wrong sign (see README)
+#   bt        noisy labels: training pairs from `prefrun pretrain --bt-temp 0.5`
+#             (Bradley-Terry: the better completion is chosen with probability
+#             sigmoid(reward gap / 0.5)), held-out pairs and rewards clean
 set -euo pipefail
 exe=${1:-build/prefrun}
 out=${2:-runs/frontier-study}
@@ -24,7 +27,9 @@ L=("$root/losses/dpo.lua" "$root/losses/discopop.lua")
 "$exe" frontier "${L[@]}" "${common[@]}" --set learning_rate=4e-4 --out "$out/lr4e-4"
 "$exe" frontier "${L[@]}" "${common[@]}" --set learning_rate=1e-4 --out "$out/lr1e-4"
 "$exe" frontier "${L[@]}" "$tau02" "${common[@]}" --out "$out/tau"
-for v in default long lr4e-4 lr1e-4 tau; do
+noisy=$("$exe" pretrain --bt-temp 0.5 2>&1 | sed -n 's/^prefrun pretrain: pairs //p')
+"$exe" frontier "${L[@]}" "${common[@]}" --set "train_file=$noisy" --out "$out/bt"
+for v in default long lr4e-4 lr1e-4 tau bt; do
     echo "== $v"
     cat "$out/$v/frontier.csv"
 done
