@@ -1,11 +1,14 @@
 /*
  * test_bench.c — `prefrun bench` as a user runs it: that it runs and prints
  * every figure (the table row, the memory line, the PyTorch line), on
- * tiny with one step, and on a Hugging Face folder with --model; and its
- * usage errors. Never a timing: what the numbers are is the benchmark's
- * business, not a test's (the gpt2-124m shape takes minutes and is left
- * out). The executable is $PREFRUN_EXE (set by meson).
+ * tiny with one step, and on a Hugging Face folder with --model (GPT-2,
+ * and a Llama-family one, whose FLOPs per step must equal the closed form
+ * worked out by hand below from its architecture); and its usage errors.
+ * Never a timing: what the numbers are is the benchmark's business, not a
+ * test's (the gpt2-124m shape takes minutes and is left out). The
+ * executable is $PREFRUN_EXE (set by meson).
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -116,6 +119,16 @@ static void bench_tiny_prints_every_field(void)
     free(out);
 }
 
+/* "  flops NAME: N <n> matmul weights, <f> FLOPs/step (ARCH)" */
+static bool flops_line(const char *out, const char *name, double *n, double *f, char *arch)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "  flops %s: N ", name);
+    const char *line = line_of(out, prefix);
+    return line && sscanf(line + strlen(prefix), "%lf matmul weights, %lf FLOPs/step (%15[a-z0-9])",
+                          n, f, arch) == 3;
+}
+
 /* --model: a tiny GPT-2 folder written by hf_model_save; its 32 positions
  * are fewer than bench's 256, so T = 32. --no-torch: no torch line. */
 static void bench_model_folder(void)
@@ -136,6 +149,74 @@ static void bench_model_folder(void)
     check_row(out, strrchr(dir, '/') + 1, 300, 32);
     check_memory(out, strrchr(dir, '/') + 1);
     CHECKF(strstr(out, "  torch ") == NULL, "%s", out);
+    /* GPT-2's count: 12 L C² + V C = 24576 + 9600, (8 N + 16 L T C) 2 B T */
+    double n = 0, f = 0;
+    char arch[16] = "";
+    CHECKF(flops_line(out, strrchr(dir, '/') + 1, &n, &f, arch), "no flops line in:\n%s", out);
+    CHECKF(n == 34176 && f == (8.0 * 34176 + 16.0 * 2 * 32 * 32) * 2 * 4 * 32 &&
+               strcmp(arch, "gpt2") == 0,
+           "N %.17g, FLOPs %.17g, %s", n, f, arch);
+    free(out);
+    fsutil_remove_tree(dir, err, sizeof err);
+}
+
+/* --model on a Qwen2-shaped folder with an untied head: V 300, C 32, L 2,
+ * NH 4, NKV 2, an explicit head_dim HD 16 (not C / NH = 8), F 48; its 32
+ * positions give T 32, and --batch 2 gives B 2. By hand, from the architecture:
+ *   per layer  q C NH HD = 2048, k and v 2 C NKV HD = 2048, o_proj
+ *              NH HD C = 2048, gate, up, down 3 C F = 4608: 10752
+ *   N          L 10752 + V C (the head) = 21504 + 9600 = 31104
+ *   attention  L T NH HD = 2 32 64 = 4096 a token
+ *   FLOPs      (6 N + 12 4096 + 2 N + 4 4096) 2 B T = 314368 128 = 40239104
+ * (GPT-2's formula would say 12 L C² + V C = 34176.) With torch, the
+ * PyTorch line has a ratio: torch_dpo.py built the Llama shape. */
+static void bench_llama_folder(void)
+{
+    char dir[64] = "/tmp/prefrun_benchXXXXXX", err[512], args[256];
+    CHECK(mkdtemp(dir) != NULL);
+    GptConfig g = {.vocab = 300,
+                   .context = 32,
+                   .width = 32,
+                   .layers = 2,
+                   .heads = 4,
+                   .arch = GPT_ARCH_LLAMA,
+                   .inner = 48,
+                   .norm_eps = 1e-6f,
+                   .kv_heads = 2,
+                   .head_dim = 16,
+                   .qkv_bias = true,
+                   .untied_head = true,
+                   .rope = {.theta = 1e6}};
+    Gpt *m = gpt_new(&g, false, err, sizeof err);
+    CHECKF(m != NULL, "%s", err);
+    if (m) {
+        gpt_init(m, 5);
+        CHECKF(hf_model_save(m, dir, ST_F32, err, sizeof err) == 0, "%s", err);
+    }
+    gpt_free(m);
+    const char *name = strrchr(dir, '/') + 1;
+    bool torch = torch_available();
+    snprintf(args, sizeof args, "bench --model %s --batch 2 --steps 1 --threads 1%s", dir,
+             torch ? "" : " --no-torch");
+    char *out;
+    CHECK(run(args, &out) == 0);
+    check_row(out, name, 300, 32);
+    check_memory(out, name);
+    double n = 0, f = 0;
+    char arch[16] = "";
+    CHECKF(flops_line(out, name, &n, &f, arch), "no flops line in:\n%s", out);
+    CHECKF(n == 31104 && f == 40239104.0 && strcmp(arch, "llama") == 0, "N %.17g, FLOPs %.17g, %s",
+           n, f, arch);
+    const char *t = line_of(out, "  torch ");
+    if (torch) {
+        const char *r = t ? strstr(t, "prefrun/torch ") : NULL;
+        double ratio = 0;
+        CHECKF(r && sscanf(r + 14, "%lf", &ratio) == 1 && ratio > 0, "torch line: %s\n%s",
+               t ? t : "(none)", out);
+    } else {
+        printf("# no /usr/bin/python3 with torch: the PyTorch side is not run\n");
+        CHECK(t == NULL);
+    }
     free(out);
     fsutil_remove_tree(dir, err, sizeof err);
 }
@@ -152,6 +233,9 @@ static void bench_usage_errors(void)
     CHECK(run("bench --model /nonexistent/model --no-torch", &out) == 3);
     CHECKF(strstr(out, "--model: ") && strstr(out, "/nonexistent/model"), "%s", out);
     free(out);
+    CHECK(run("bench --config tiny --batch 1", &out) == 2);
+    CHECKF(strstr(out, "--batch goes with --model"), "%s", out);
+    free(out);
     CHECK(run("bench --help", &out) == 0);
     CHECKF(strstr(out, "gpt2-124m") && strstr(out, "--model DIR") && strstr(out, "example:"), "%s",
            out);
@@ -163,5 +247,6 @@ int main(void)
     RUN(bench_usage_errors);
     RUN(bench_tiny_prints_every_field);
     RUN(bench_model_folder);
+    RUN(bench_llama_folder);
     return tl_done();
 }

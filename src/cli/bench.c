@@ -11,30 +11,48 @@
  * of TRL's DPOTrainer uses a small per_device_train_batch_size (TRL's
  * example scripts give 2 to 8; the Trainer default 8 makes a step of
  * minutes here), so 4: 2048 tokens a step. --model DIR benches a Hugging
- * Face folder's shape at the same T and B, its weights loaded as `train`
- * loads them (Config.model).
+ * Face folder's shape at the same T and B (--batch sets another B), its
+ * weights loaded as `train` loads them (Config.model).
  *
- * FLOPs per step, as the issue counts them (Kaplan et al. 2020's 6N rule
- * plus attention), with N = 12 L C² + V C:
- *     policy     (6 N + 12 L T C) · 2BT     forward + backward
- *     reference  (2 N +  4 L T C) · 2BT     forward only
- * Tokens per step: 2BT (chosen and rejected rows).
+ * FLOPs per step, as the issue counts them: Kaplan et al. 2020's 6N rule
+ * (their Table 1: 2N a token forward, twice that backward) plus attention
+ * as PaLM's appendix B counts it (Chowdhery et al. 2022: 6N + 12 L H Q T a
+ * token, forward + backward, H Q the attention width), with N the weights
+ * of the matmuls a token goes through and D = NH HD the attention width:
+ *     N = L (C (NH + 2 NKV) HD + D C + m C F) + V C
+ *         (q, k, v rows; the output projection; m MLP matrices of C x F:
+ *         m = 2 for GPT-2's fc and proj, 3 for SwiGLU's gate, up, down;
+ *         then the head, a V x C matmul tied or not; embeddings are a
+ *         lookup, norms and biases are left out)
+ *     policy     (6 N + 12 L T D) · 2BT     forward + backward
+ *     reference  (2 N +  4 L T D) · 2BT     forward only
+ * GPT-2 (NKV = NH, D = C, F = 4C) gives N = 12 L C² + V C. Grouped-query
+ * attention shrinks k and v only: every query head still scores all T
+ * positions, so the attention term has NH, not NKV. Tokens per step: 2BT
+ * (chosen and rejected rows). Each row's N and FLOPs are printed exactly
+ * (the "flops" line), so that a test can hold them to a closed form.
  *
  * Memory expected, in float32 words, with P the policy's parameters, X =
- * 2B T C (one activation of the 2B rows) and A = 2B H T² (one layer's
- * attention probabilities):
+ * 2B T C (one activation of the 2B rows), A = 2B NH T² (one layer's
+ * attention probabilities) and W a layer's matmul weights (N's per-layer
+ * term; 12 C² for GPT-2):
  *     state       5 P: weights, gradient, AdamW's two moments, the frozen
  *                 reference's weights
- *     policy      L (32 X + A + 12 p C²) + 8 X: per layer 16 X of saved
- *                 outputs (qkv 3, MLP pre-activation and output 4 + 4, 5
- *                 others) and as much again of their gradients; the weight
- *                 gradients' partial sums, p parts of the layer's 12 C²
- *                 weights (ops_nn.c's weight_grads splits the 2BT rows
- *                 into p = 1..8 parts of at least 512, and each part's sum
- *                 stays in the step's arena); then embeddings, final norm
- *                 and the selected rows of the head
- *     reference   24 X: its no_grad forward streams through two block
- *                 arenas of 12 X each
+ *     policy      L (2 s X + A + p W) + 8 X: per layer s X of saved outputs
+ *                 and as much again of their gradients; the weight
+ *                 gradients' partial sums, p parts of W (ops_nn.c's
+ *                 weight_grads splits the 2BT rows into p = 1..8 parts of
+ *                 at least 512, and each part's sum stays in the step's
+ *                 arena); then embeddings, final norm and the selected
+ *                 rows of the head. GPT-2: s = 16 (qkv 3, MLP
+ *                 pre-activation and output 4 + 4, 5 others). Llama
+ *                 (model.c's llama_block, an estimate: s counts each op's
+ *                 output once): s = 4 + (2 Q + D + 3 F) / C, Q = (NH +
+ *                 2 NKV) HD (qkv before and after RoPE, attention, two
+ *                 norms, two residuals, gate|up 2F and SwiGLU F)
+ *     reference   2 r X: its no_grad forward streams through two block
+ *                 arenas of r X each; GPT-2 r = 12, Llama r = s (an
+ *                 estimate: the reference arena's peak is printed beside)
  *     head        3 min(S V, 4 Mi): the fused head's logits scratch (16 MiB
  *                 at most; forward, backward, reference), S the response
  *                 tokens (the unfused head holds 2 S V instead)
@@ -53,6 +71,7 @@
 #include "cli/cli.h"
 #include "cli/options.h"
 #include "model/hf_config.h"
+#include "model/hf_model.h"
 #include "train/config.h"
 #include "util/fsutil.h"
 #include "prefrun_config.h"
@@ -69,23 +88,57 @@ typedef struct BenchModel {
     char name[BENCH_NAME_LEN];
     int V, T, C, L, H, B;
     bool in_all; /* run by --config all */
-    bool gpt2;   /* GPT-2's architecture: torch_dpo.py can build it */
+    /* the architecture, from a folder's config (0 for the named GPT-2
+     * shapes: bench_shape fills NKV = H, HD = C / H, F = 4C) */
+    GptArch arch;
+    int KV, HD, F;                 /* NKV, HD, the MLP's width */
+    bool untied, qkv_bias, o_bias; /* Llama: torch_dpo.py's --llama */
+    double theta;                  /* Llama: rope_theta */
 } BenchModel;
 
+/* designated: the architecture fields stay 0 (GPT-2, bench_shape's defaults) */
+#define GPT2_SHAPE(n, v, t, c, l, h, b, all)                                                       \
+    {                                                                                              \
+        .name = n, .V = v, .T = t, .C = c, .L = l, .H = h, .B = b, .in_all = all                   \
+    }
 static const BenchModel bench_models[] = {
-    {"tiny", 256, 64, 128, 4, 4, 16, true, true},
-    {"small", 256, 128, 256, 6, 8, 8, true, true},
-    {"gpt2-124m", 50257, 256, 768, 12, 12, 4, false, true}, /* minutes: only by name */
+    GPT2_SHAPE("tiny", 256, 64, 128, 4, 4, 16, true),
+    GPT2_SHAPE("small", 256, 128, 256, 6, 8, 8, true),
+    GPT2_SHAPE("gpt2-124m", 50257, 256, 768, 12, 12, 4, false), /* minutes: only by name */
 };
 #define N_MODELS (int)(sizeof bench_models / sizeof bench_models[0])
 #define BENCH_HF_T 256 /* --model: gpt2-124m's T and B */
 #define BENCH_HF_B 4
 
+/* m with the GPT-2 defaults of a named shape filled in */
+static BenchModel bench_shape(const BenchModel *m)
+{
+    BenchModel s = *m;
+    s.KV = s.KV ? s.KV : s.H;
+    s.HD = s.HD ? s.HD : s.C / s.H;
+    s.F = s.F ? s.F : 4 * s.C;
+    return s;
+}
+
+/* one layer's matmul weights: q, k, v; the output projection; the MLP */
+static double layer_weights(const BenchModel *m)
+{
+    double C = m->C, q = (double)(m->H + 2 * m->KV) * m->HD, d = (double)m->H * m->HD;
+    double mlp = (m->arch == GPT_ARCH_LLAMA ? 3.0 : 2.0) * C * m->F;
+    return C * q + d * C + mlp;
+}
+
+/* N of the header: the matmul weights a token goes through */
+static double matmul_weights(const BenchModel *m)
+{
+    return m->L * layer_weights(m) + (double)m->V * m->C;
+}
+
 static double step_flops(const BenchModel *m)
 {
-    double L = m->L, T = m->T, C = m->C, tokens = 2.0 * m->B * m->T;
-    double N = 12 * L * C * C + (double)m->V * C;
-    return (6 * N + 12 * L * T * C) * tokens + (2 * N + 4 * L * T * C) * tokens;
+    double N = matmul_weights(m), tokens = 2.0 * m->B * m->T;
+    double att = (double)m->L * m->T * ((double)m->H * m->HD); /* L T D */
+    return (6 * N + 12 * att) * tokens + (2 * N + 4 * att) * tokens;
 }
 
 /* ---- the sgemm peak ----------------------------------------------------- */
@@ -160,8 +213,9 @@ static void model_config(const BenchModel *m, Config *cfg)
 
 /* --model DIR: its shape from config.json (config_finalize, as train
  * reads it) at BENCH_HF_T positions (fewer if the model has fewer) and
- * batch BENCH_HF_B. EXIT_OK, or EXIT_INPUT with the reason printed. */
-static int hf_model_config(const char *dir, BenchModel *m, Config *cfg)
+ * batch B (--batch; default BENCH_HF_B). EXIT_OK, or EXIT_INPUT with the
+ * reason printed. */
+static int hf_model_config(const char *dir, int B, BenchModel *m, Config *cfg)
 {
     char err[1024], path[CONFIG_PATH_LEN + 16];
     if (strlen(dir) >= sizeof cfg->model) {
@@ -170,15 +224,19 @@ static int hf_model_config(const char *dir, BenchModel *m, Config *cfg)
         return EXIT_INPUT;
     }
     HfConfig hc;
+    GptConfig g;
     snprintf(path, sizeof path, "%s/%s", dir, HF_CONFIG_FILE);
     int rc = hf_config_load(path, &hc, err, sizeof err);
+    if (rc == 0) /* the architecture's sizes, as the importer reads them */
+        rc = hc.arch == HF_ARCH_GPT2 ? hf_gpt2_config(&hc, path, &g, err, sizeof err)
+                                     : hf_llama_config(&hc, path, &g, err, sizeof err);
     if (rc == 0) {
         config_defaults(cfg);
         snprintf(cfg->model, sizeof cfg->model, "%s", dir);
         /* max_length sets the context (config_finalize), within the model's positions */
         cfg->max_length = hc.context < BENCH_HF_T ? hc.context : BENCH_HF_T;
-        cfg->per_device_train_batch_size = BENCH_HF_B;
-        cfg->per_device_eval_batch_size = BENCH_HF_B;
+        cfg->per_device_train_batch_size = B;
+        cfg->per_device_eval_batch_size = B;
         rc = config_finalize(cfg, err, sizeof err);
     }
     if (rc != 0) {
@@ -191,8 +249,15 @@ static int hf_model_config(const char *dir, BenchModel *m, Config *cfg)
                       .C = cfg->width,
                       .L = cfg->layers,
                       .H = cfg->heads,
-                      .B = BENCH_HF_B,
-                      .gpt2 = hc.arch == HF_ARCH_GPT2};
+                      .B = B,
+                      .arch = g.arch,
+                      .KV = gpt_kv_heads(&g),
+                      .HD = gpt_head_dim(&g),
+                      .F = gpt_inner(&g),
+                      .untied = g.untied_head,
+                      .qkv_bias = g.qkv_bias,
+                      .o_bias = g.o_bias,
+                      .theta = g.rope.theta};
     snprintf(m->name, sizeof m->name, "%s", base);
     return EXIT_OK;
 }
@@ -276,9 +341,14 @@ static BenchMemory expected_memory(const BenchModel *m, int64_t params)
 {
     double X = 2.0 * m->B * m->T * m->C, A = 2.0 * m->B * m->H * (double)m->T * m->T;
     double S = 2.0 * m->B * (m->T - m->T / 4), head = S * m->V;
-    double wparts = wgrad_parts(2.0 * m->B * m->T) * 12.0 * m->C * m->C;
+    double wparts = wgrad_parts(2.0 * m->B * m->T) * layer_weights(m);
+    double s = 16, r = 12; /* GPT-2's saved and streamed outputs, in X */
+    if (m->arch == GPT_ARCH_LLAMA) {
+        double Q = (double)(m->H + 2 * m->KV) * m->HD, D = (double)m->H * m->HD;
+        s = r = 4 + (2 * Q + D + 3.0 * m->F) / m->C;
+    }
     head = head < 4.0 * MIB ? head : 4.0 * MIB; /* floats: 16 MiB */
-    double act = m->L * (32 * X + A + wparts) + 8 * X + 24 * X + 3 * head;
+    double act = m->L * (2 * s * X + A + wparts) + 8 * X + 2 * r * X + 3 * head;
     return (BenchMemory){5.0 * 4 * (double)params, 4 * act};
 }
 
@@ -305,10 +375,8 @@ static int run_torch(const BenchModel *m, int threads, int steps, TorchResult *o
                      size_t whylen)
 {
     const char *no = NULL;
-    if (!m->gpt2)
-        no = "torch_dpo.py builds GPT-2 only";
-    else if (!fsutil_exists(BENCH_PYTHON) || !fsutil_exists(BENCH_TORCH_SCRIPT) ||
-             strchr(BENCH_TORCH_SCRIPT, '\''))
+    if (!fsutil_exists(BENCH_PYTHON) || !fsutil_exists(BENCH_TORCH_SCRIPT) ||
+        strchr(BENCH_TORCH_SCRIPT, '\''))
         no = BENCH_PYTHON " or " BENCH_TORCH_SCRIPT " missing (or the path holds a quote)";
     else if (system(BENCH_PYTHON " -c 'import torch' 2>/dev/null") != 0)
         no = BENCH_PYTHON " cannot import torch (apt-get install python3-torch)";
@@ -316,11 +384,14 @@ static int run_torch(const BenchModel *m, int threads, int steps, TorchResult *o
         snprintf(why, whylen, "%s", no);
         return -1;
     }
-    char cmd[1024], line[512];
+    char cmd[1024], llama[160] = "", line[512];
+    if (m->arch == GPT_ARCH_LLAMA) /* the Llama shape: kv heads, head_dim, F, switches, theta */
+        snprintf(llama, sizeof llama, " --llama %d,%d,%d,%d,%d,%d,%.17g", m->KV, m->HD, m->F,
+                 !m->untied, m->qkv_bias, m->o_bias, m->theta);
     snprintf(cmd, sizeof cmd,
-             BENCH_PYTHON " '" BENCH_TORCH_SCRIPT "' --shape %d,%d,%d,%d,%d,%d --name bench "
+             BENCH_PYTHON " '" BENCH_TORCH_SCRIPT "' --shape %d,%d,%d,%d,%d,%d%s --name bench "
                           "--threads %d --steps %d 2>&1",
-             m->V, m->T, m->C, m->L, m->H, m->B, threads, steps);
+             m->V, m->T, m->C, m->L, m->H, m->B, llama, threads, steps);
     fflush(stdout);
     FILE *p = popen(cmd, "r");
     if (!p) {
@@ -362,12 +433,15 @@ static void print_torch(const BenchModel *m, const BenchResult *r, int threads, 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: prefrun bench [--config tiny|small|gpt2-124m|all | --model DIR]\n"
-               "                     [--threads N] [--steps N] [--loss FILE] [--no-torch]\n\n"
+               "                     [--batch B] [--threads N] [--steps N] [--loss FILE]\n"
+               "                     [--no-torch]\n\n"
                "Times the full DPO training step (policy forward + backward on chosen and\n"
                "rejected, reference forward, the Lua loss, clipping, AdamW) and prints\n"
                "tokens/s (chosen + rejected tokens), model FLOP/s, and that as a share of\n"
                "the OpenBLAS sgemm peak measured in the same run with the same threads.\n"
-               "FLOPs/step = (6N + 12LTC)*2BT + (2N + 4LTC)*2BT, N = 12LC^2 + VC.\n"
+               "FLOPs/step = (6N + 12LTD)*2BT + (2N + 4LTD)*2BT, D = NH*HD the attention\n"
+               "width, N the matmul weights: 12LC^2 + VC for GPT-2, L(C(NH + 2NKV)HD +\n"
+               "DC + 3CF) + VC for the Llama family (printed per config).\n"
                "Then, per config: the peak RSS against the memory the step should hold\n"
                "(weights, gradient, AdamW moments and the reference: 20 bytes a parameter,\n"
                "plus activations from the shape), and PyTorch's tokens/s on the same step\n"
@@ -379,6 +453,8 @@ static void usage(FILE *f)
                "                  tiny and small)\n"
                "  --model DIR     a Hugging Face model folder instead: its shape and weights,\n"
                "                  T=256 (or its positions, if fewer), B=4\n"
+               "  --batch B       with --model: B pairs a step instead of 4 (a 0.5B model\n"
+               "                  at B=1 holds about 13 GB)\n"
                "  --threads N     OpenMP and OpenBLAS threads (default: all cores)\n"
                "  --steps N       timed steps per config after 2 warm-up steps (default 10);\n"
                "                  tokens/s and FLOP/s are of the fastest step, against the\n"
@@ -409,8 +485,10 @@ typedef struct BenchRun {
 } BenchRun;
 
 /* one table row for m, then its memory and torch lines; EXIT_OK or EXIT_FAILED */
-static int run_one(const BenchRun *br, const BenchModel *m, const Config *cfg)
+static int run_one(const BenchRun *br, const BenchModel *shape, const Config *cfg)
 {
+    BenchModel full = bench_shape(shape);
+    const BenchModel *m = &full;
     BenchResult r;
     if (bench_model(m, cfg, br->loss, br->pk, br->steps, &r) != 0)
         return EXIT_FAILED;
@@ -418,6 +496,8 @@ static int run_one(const BenchRun *br, const BenchModel *m, const Config *cfg)
     printf("%-9s %5d %4d %4d %2d %2d %3d %9.1f %9.1f %9.0f %8.1f %10.1f %7.1f%%\n", m->name, m->V,
            m->T, m->C, m->L, m->H, m->B, r.best_s * 1e3, r.mean_s * 1e3,
            2.0 * m->B * m->T / r.best_s, flops / 1e9, r.peak / 1e9, 100 * flops / r.peak);
+    printf("  flops %s: N %.0f matmul weights, %.0f FLOPs/step (%s)\n", m->name, matmul_weights(m),
+           step_flops(m), m->arch == GPT_ARCH_LLAMA ? "llama" : "gpt2");
     print_memory(m, &r);
     if (br->torch)
         print_torch(m, &r, br->threads, br->steps);
@@ -454,13 +534,14 @@ static int run(const BenchRun *br, const BenchModel *one, const BenchModel *hf,
 int cmd_bench(int argc, char **argv)
 {
     const char *which = NULL, *loss = PREFRUN_SOURCE_ROOT "/losses/sigmoid.lua", *model = NULL;
-    int threads = 0, steps = 10;
+    int threads = 0, steps = 10, batch = 0;
     bool no_torch = false;
     const CliOpt opts[] = {
         CLI_STRING("config", 0, &which),
         CLI_STRING("model", 0, &model),
         CLI_INT("threads", 0, &threads, 0, 1 << 10),
         CLI_INT("steps", 0, &steps, 1, 1 << 20),
+        CLI_INT("batch", 0, &batch, 1, 1 << 16),
         CLI_STRING("loss", 0, &loss),
         CLI_FLAG("no-torch", 0, &no_torch),
     };
@@ -469,6 +550,8 @@ int cmd_bench(int argc, char **argv)
     int rc = cli_parse(&cmd, argc, argv);
     if (rc == CLI_CONTINUE && which && model)
         rc = cli_usage_error("bench", "--config and --model both name what to bench: give one");
+    if (rc == CLI_CONTINUE && batch && !model)
+        rc = cli_usage_error("bench", "--batch goes with --model (the named configs have theirs)");
     if (rc != CLI_CONTINUE || (rc = pick_models(which ? which : "all", &one)) != 0)
         return rc;
     if (!fsutil_exists(loss)) {
@@ -477,7 +560,7 @@ int cmd_bench(int argc, char **argv)
     }
     BenchModel hf;
     Config hf_cfg;
-    if (model && (rc = hf_model_config(model, &hf, &hf_cfg)) != EXIT_OK)
+    if (model && (rc = hf_model_config(model, batch ? batch : BENCH_HF_B, &hf, &hf_cfg)) != EXIT_OK)
         return rc;
     threads = train_set_threads(threads);
     Peak pk;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 
 #include "model/checkpoint.h"
+#include "model/model_file.h"
 #include "util/errmsg.h"
 #include "lua/sandbox.h"
 #include "util/fsutil.h"
@@ -41,19 +42,12 @@ static double *sum_field(MetricSums *m, int i)
     return f[i];
 }
 
+/* The policy with its shape in the file's metadata (model_file.h), so a
+ * checkpoint of any architecture loads without its config.yaml. */
 static int save_model(const Gpt *m, const char *path, char *err, size_t errlen)
 {
-    StEntry *e = malloc((size_t)m->n_tensors * sizeof *e);
-    if (!e) {
-        snprintf(err, errlen, "checkpoint: out of memory");
-        return -1;
-    }
-    for (int i = 0; i < m->n_tensors; i++)
-        e[i] = st_entry(m->tensors[i]->name, m->tensors[i]);
-    const char *meta[] = {"format", "pt", "producer", "prefrun", NULL};
-    int rc = st_save(path, e, m->n_tensors, meta, err, errlen);
-    free(e);
-    return rc;
+    const char *meta[] = {"producer", "prefrun", NULL};
+    return model_file_save(m, path, meta, err, errlen);
 }
 
 static int save_state(Trainer *tr, const char *dir, char *err, size_t errlen)
