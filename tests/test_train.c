@@ -79,28 +79,11 @@ static TrainStatus run(const Config *cfg, const char *loss, const char *dir, boo
     return train_run(&o, res, err, errlen);
 }
 
-/* The run's metrics.jsonl with every "tokens_per_sec" value (a time, not a
- * function of the seed) cut out, as one string. */
-static char *metrics_text(const char *dir)
-{
-    char path[600], err[256], *text;
-    size_t len;
-    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
-    if (tfs_read(path, &text, &len, err, sizeof err) != 0)
-        return NULL;
-    for (char *p; (p = strstr(text, "\"tokens_per_sec\": "));) {
-        char *end = strchr(p, ',');
-        if (!end)
-            break;
-        memmove(p, end + 2, strlen(end + 2) + 1);
-    }
-    return text;
-}
 
 /* Values of one key over the training lines (no eval_ prefix), in order. */
 static int metric_series(const char *dir, const char *key, double *out, int cap)
 {
-    char *text = metrics_text(dir);
+    char *text = tfs_metrics_text(dir);
     int n = 0;
     for (char *line = text; line && *line && n < cap;) {
         char *nl = strchr(line, '\n');
@@ -175,7 +158,7 @@ static void check_resume_equals_uninterrupted(const Config *cfg, const char *los
     CHECK(fsutil_remove_tree(path, err, sizeof err) == 0); /* `latest` now names nothing */
     CHECKF(run(&c, loss, b, true, &res, err, sizeof err) == TRAIN_OK, "%s", err);
     CHECK(res.steps == 24);
-    char *ma = metrics_text(a), *mb = metrics_text(b);
+    char *ma = tfs_metrics_text(a), *mb = tfs_metrics_text(b);
     CHECK(ma && mb && strlen(ma) > 500);
     CHECKF(ma && mb && strcmp(ma, mb) == 0, "%s: metrics differ:\n%s\nvs\n%s", tag, ma ? ma : "",
            mb ? mb : "");
@@ -227,7 +210,7 @@ static void test_same_seed_same_numbers(void)
     c.threads = 1;
     c.seed = 8;
     CHECKF(run(&c, dpo_path(), d, false, &res, err, sizeof err) == TRAIN_OK, "%s", err);
-    char *ma = metrics_text(a), *mb = metrics_text(b), *md = metrics_text(d);
+    char *ma = tfs_metrics_text(a), *mb = tfs_metrics_text(b), *md = tfs_metrics_text(d);
     CHECK(ma && mb && md && strcmp(ma, mb) == 0 && strcmp(ma, md) != 0);
     snprintf(pa, sizeof pa, "%s/checkpoint-6/model.safetensors", a);
     snprintf(pb, sizeof pb, "%s/checkpoint-6/model.safetensors", b);

@@ -130,26 +130,11 @@ static TrainStatus train(const Config *c, const char *dir, bool resume, TrainRes
     return train_run(&o, res, err, sizeof err);
 }
 
-/* metrics.jsonl's lines without their tokens_per_sec (a time). */
-static char *metrics(const char *dir)
-{
-    char *text;
-    size_t len;
-    if (tfs_read(tfs_join(dir, "metrics.jsonl"), &text, &len, err, sizeof err) != 0)
-        return NULL;
-    for (char *p; (p = strstr(text, "\"tokens_per_sec\": "));) {
-        char *end = strchr(p, ',');
-        if (!end)
-            break;
-        memmove(p, end + 2, strlen(end + 2) + 1);
-    }
-    return text;
-}
 
 /* Each line's JSON object, in order; the count returned. */
 static int metric_lines(const char *dir, json_t **out, int cap)
 {
-    char *text = metrics(dir);
+    char *text = tfs_metrics_text(dir);
     int n = 0;
     for (char *line = text; line && *line && n < cap;) {
         char *nl = strchr(line, '\n');
@@ -245,7 +230,7 @@ static void resume_equals_uninterrupted(void)
     CHECK(res.steps == 4 && res.first_step == 2);
     CHECK(rename(tfs_join(tmp, "vocab.json"), tfs_join(model, "vocab.json")) == 0 &&
           rename(tfs_join(tmp, "merges.txt"), tfs_join(model, "merges.txt")) == 0);
-    char *ma = metrics(a), *mb = metrics(b);
+    char *ma = tfs_metrics_text(a), *mb = tfs_metrics_text(b);
     CHECKF(ma && mb && strcmp(ma, mb) == 0, "metrics differ:\n%s\nvs\n%s", ma ? ma : "",
            mb ? mb : "");
     free(ma);

@@ -176,26 +176,11 @@ static int train(const char *run, int steps, int save_steps, double lr)
     return rc;
 }
 
-/* metrics.jsonl's text without its tokens_per_sec (a time) */
-static char *metrics(const char *dir)
-{
-    char *text;
-    size_t len;
-    if (tfs_read(tfs_join(dir, "metrics.jsonl"), &text, &len, err, sizeof err) != 0)
-        return NULL;
-    for (char *p; (p = strstr(text, "\"tokens_per_sec\": "));) {
-        char *end = strchr(p, ',');
-        if (!end)
-            break;
-        memmove(p, end + 2, strlen(end + 2) + 1);
-    }
-    return text;
-}
 
 /* each line's JSON object, in order; the count returned */
 static int metric_lines(const char *dir, json_t **out, int cap)
 {
-    char *text = metrics(dir);
+    char *text = tfs_metrics_text(dir);
     int n = 0;
     for (char *line = text; line && *line && n < cap;) {
         char *nl = strchr(line, '\n');
@@ -265,7 +250,7 @@ static void resume_equals_uninterrupted(void)
     snprintf(args, sizeof args, "train --resume '%s' --threads 1 --quiet", b);
     int rc = prefrun(args, out, sizeof out);
     CHECKF(rc == 0, "resume exited %d: %s", rc, out);
-    char *ma = metrics(a), *mb = metrics(b);
+    char *ma = tfs_metrics_text(a), *mb = tfs_metrics_text(b);
     CHECKF(ma && mb && strcmp(ma, mb) == 0, "metrics differ:\n%s\nvs\n%s", ma ? ma : "",
            mb ? mb : "");
     free(ma);

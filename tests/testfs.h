@@ -47,4 +47,23 @@ static inline bool same_file(const char *a, const char *b)
     return same;
 }
 
+/* dir/metrics.jsonl's text without its tokens_per_sec values (a time, the
+ * one thing two runs of the same config may differ in); NULL when it
+ * cannot be read (malloc'ed) */
+static inline char *tfs_metrics_text(const char *dir)
+{
+    char *text, err[256], path[4096 + 32];
+    size_t len;
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    if (tfs_read(path, &text, &len, err, sizeof err) != 0)
+        return NULL;
+    for (char *p; (p = strstr(text, "\"tokens_per_sec\": "));) {
+        char *end = strchr(p, ',');
+        if (!end)
+            break;
+        memmove(p, end + 2, strlen(end + 2) + 1);
+    }
+    return text;
+}
+
 #endif

@@ -72,6 +72,7 @@
 #include "cli/options.h"
 #include "model/hf_config.h"
 #include "model/hf_model.h"
+#include "model/lora.h"
 #include "train/config.h"
 #include "util/fsutil.h"
 #include "prefrun_config.h"
@@ -434,7 +435,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: prefrun bench [--config tiny|small|gpt2-124m|all | --model DIR]\n"
                "                     [--batch B] [--threads N] [--steps N] [--loss FILE]\n"
-               "                     [--no-torch]\n\n"
+               "                     [--no-torch] [--lora R]\n\n"
                "Times the full DPO training step (policy forward + backward on chosen and\n"
                "rejected, reference forward, the Lua loss, clipping, AdamW) and prints\n"
                "tokens/s (chosen + rejected tokens), model FLOP/s, and that as a share of\n"
@@ -460,8 +461,13 @@ static void usage(FILE *f)
                "                  tokens/s and FLOP/s are of the fastest step, against the\n"
                "                  fastest of the sgemms timed between the steps\n"
                "  --loss FILE     the loss script (default: losses/sigmoid.lua, TRL's DPO)\n"
-               "  --no-torch      skip the PyTorch comparison\n\n"
-               "example:\n  prefrun bench --config small --threads 2\n");
+               "  --no-torch      skip the PyTorch comparison\n"
+               "  --lora R        also time LoRA training (use_peft, rank R on every linear,\n"
+               "                  TRL's alpha 32 and dropout 0.05), before each config's full\n"
+               "                  fine-tuning, and print its step time and peak RSS against\n"
+               "                  the full run's\n\n"
+               "examples:\n  prefrun bench --config small --threads 2\n"
+               "  prefrun bench --config gpt2-124m --threads 2 --lora 16 --no-torch\n");
 }
 
 /* --config: NULL for all, else the one it names */
@@ -482,14 +488,47 @@ typedef struct BenchRun {
     const Peak *pk;
     int threads, steps;
     bool torch;
+    int lora_r; /* > 0: a LoRA run of each config first (use_peft, all-linear) */
 } BenchRun;
+
+/* The LoRA run of cfg: TRL's LoRA defaults at rank r on every linear */
+static int bench_lora(const BenchRun *br, const BenchModel *m, const Config *cfg, BenchResult *out)
+{
+    Config lc = *cfg;
+    lc.use_peft = true;
+    lc.lora_r = br->lora_r;
+    snprintf(lc.target_modules, sizeof lc.target_modules, "all-linear");
+    return bench_model(m, &lc, br->loss, br->pk, br->steps, out);
+}
+
+/* LoRA against full fine-tuning, both measured in this run: the LoRA state
+ * is the frozen weights (4 bytes a parameter, no reference copy) and the
+ * adapters' weights, gradients and moments (16 bytes each) */
+static void print_lora(const BenchModel *m, const BenchRun *br, const BenchResult *lo,
+                       const BenchResult *full)
+{
+    BenchMemory e = expected_memory(m, full->mem.params);
+    double state = 4.0 * (double)full->mem.params + 16.0 * (double)lo->mem.params;
+    printf("  lora %s: r %d on all-linear, %lld adapter parameters (%.2f%% of %lld): best %.1f ms "
+           "vs full %.1f ms (%.2fx), peak RSS %.1f MiB vs full %.1f MiB (%.2f), expected %.1f "
+           "MiB (state %.1f + activations %.1f)\n",
+           m->name, br->lora_r, (long long)lo->mem.params,
+           100.0 * (double)lo->mem.params / (double)full->mem.params, (long long)full->mem.params,
+           lo->best_s * 1e3, full->best_s * 1e3, full->best_s / lo->best_s, lo->rss / MIB,
+           full->rss / MIB, lo->rss / full->rss, (state + e.activations) / MIB, state / MIB,
+           e.activations / MIB);
+}
 
 /* one table row for m, then its memory and torch lines; EXIT_OK or EXIT_FAILED */
 static int run_one(const BenchRun *br, const BenchModel *shape, const Config *cfg)
 {
     BenchModel full = bench_shape(shape);
     const BenchModel *m = &full;
-    BenchResult r;
+    BenchResult r, lo;
+    /* LoRA first: ru_maxrss only grows, so its peak is its own, and the
+     * full run's (larger) peak is read after it */
+    if (br->lora_r > 0 && bench_lora(br, m, cfg, &lo) != 0)
+        return EXIT_FAILED;
     if (bench_model(m, cfg, br->loss, br->pk, br->steps, &r) != 0)
         return EXIT_FAILED;
     double flops = step_flops(m) / r.best_s;
@@ -499,6 +538,8 @@ static int run_one(const BenchRun *br, const BenchModel *shape, const Config *cf
     printf("  flops %s: N %.0f matmul weights, %.0f FLOPs/step (%s)\n", m->name, matmul_weights(m),
            step_flops(m), m->arch == GPT_ARCH_LLAMA ? "llama" : "gpt2");
     print_memory(m, &r);
+    if (br->lora_r > 0)
+        print_lora(m, br, &lo, &r);
     if (br->torch)
         print_torch(m, &r, br->threads, br->steps);
     fflush(stdout);
@@ -534,7 +575,7 @@ static int run(const BenchRun *br, const BenchModel *one, const BenchModel *hf,
 int cmd_bench(int argc, char **argv)
 {
     const char *which = NULL, *loss = PREFRUN_SOURCE_ROOT "/losses/sigmoid.lua", *model = NULL;
-    int threads = 0, steps = 10, batch = 0;
+    int threads = 0, steps = 10, batch = 0, lora_r = 0;
     bool no_torch = false;
     const CliOpt opts[] = {
         CLI_STRING("config", 0, &which),
@@ -544,6 +585,7 @@ int cmd_bench(int argc, char **argv)
         CLI_INT("batch", 0, &batch, 1, 1 << 16),
         CLI_STRING("loss", 0, &loss),
         CLI_FLAG("no-torch", 0, &no_torch),
+        CLI_INT("lora", 0, &lora_r, 1, LORA_MAX_R),
     };
     const CliCommand cmd = {CLI_COMMAND("bench", usage, opts)};
     const BenchModel *one = NULL;
@@ -570,7 +612,7 @@ int cmd_bench(int argc, char **argv)
         return EXIT_FAILED;
     }
     peak_once(&pk); /* wakes OpenBLAS's threads */
-    BenchRun br = {loss, &pk, threads, steps, !no_torch};
+    BenchRun br = {loss, &pk, threads, steps, !no_torch, lora_r};
     rc = run(&br, one, model ? &hf : NULL, &hf_cfg);
     peak_free(&pk);
     return rc;

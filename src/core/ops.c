@@ -130,13 +130,14 @@ const OpInfo ag_op_table[OP_COUNT] = {
     [OP_ROPE] = {"rope", rope_backward},
     [OP_SWIGLU] = {"swiglu", swiglu_backward},
     [OP_LINEAR_CROSS_ENTROPY] = {"linear_cross_entropy", linear_cross_entropy_backward},
+    [OP_LORA] = {"lora", lora_backward},
 };
 _Static_assert(sizeof ag_op_table / sizeof ag_op_table[0] == OP_COUNT,
                "ag_op_table must have one row per OpKind");
 /* The size above is fixed by the declaration, so it cannot notice a missing
  * row; this count can. A new op: add its row and backward, then bump it
  * (ag_table_complete checks at run time that no row is empty). */
-_Static_assert(OP_COUNT == 45, "a new OpKind needs a row (and a backward) in ag_op_table");
+_Static_assert(OP_COUNT == 46, "a new OpKind needs a row (and a backward) in ag_op_table");
 
 /* ---- shared checks -------------------------------------------------------- */
 

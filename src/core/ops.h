@@ -155,6 +155,26 @@ Tensor *ag_rope(TensorCtx *ctx, Tensor *x, Tensor *table, int pos0, int n_rot);
  * their weights stacked (2F, C), so x is read once for both */
 Tensor *ag_swiglu(TensorCtx *ctx, Tensor *gu);
 
+/* A LoRA adapter on a frozen linear (ops_lora.c), PEFT's forward: y (..., Y)
+ * is the linear's output x W^T (+ b), x (..., K) its input, A (r, K), B (O, r);
+ * returns y with columns [col0, col0 + O) increased by scale (drop(x) A^T) B^T.
+ * Gradients reach y (passed through), x, A and B, those that want one.
+ * drop (may be NULL) is PEFT's lora_dropout on x, applied only in a context
+ * that records (not no_grad): entry i of x (in row-major order) is kept,
+ * scaled by 1 / (1 - p), when a hash of (seed, i) clears p; no mask is
+ * stored, backward recomputes it. When y is an op's output in ctx the update
+ * is written into y's data (in place: y must have no other consumer; its
+ * value is now the result's); a leaf y is copied. */
+typedef struct LoraDropout {
+    float p;       /* in [0, 1) */
+    uint64_t seed; /* the same seed, the same mask */
+} LoraDropout;
+Tensor *ag_lora(TensorCtx *ctx, Tensor *y, Tensor *x, Tensor *A, Tensor *B, float scale, int col0,
+                const LoraDropout *drop);
+/* What dropout multiplies entry i of x by: 0 or 1 / (1 - p) (1 without
+ * dropout), the mask ag_lora applies */
+float ag_lora_dropout_factor(const LoraDropout *d, int64_t i);
+
 /* backward: root must be in ctx. seed NULL means d root = 1, and then root
  * must have one element; otherwise seed has root->size entries. Gradients
  * accumulate (+=) into every tensor that requires grad, leaves included.

@@ -273,5 +273,7 @@ void rope_backward(Tensor *out);
 void swiglu_backward(Tensor *out);
 /* defined in ops_head.c */
 void linear_cross_entropy_backward(Tensor *out);
+/* defined in ops_lora.c */
+void lora_backward(Tensor *out);
 
 #endif

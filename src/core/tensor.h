@@ -131,6 +131,9 @@ typedef enum OpKind {
     /* the LM head and cross-entropy in one (ops_head.c): h (S, C), W (V, C),
      * targets (S) -> nll (S); iparam[0] = rows per chunk */
     OP_LINEAR_CROSS_ENTROPY,
+    /* a LoRA adapter's update added to a frozen product (ops_lora.c): y, x, A (r, K),
+     * B (O, r); fparam[0] = scale, iparam[0] = the first column; aux the saved x A^T */
+    OP_LORA,
     OP_COUNT
 } OpKind;
 

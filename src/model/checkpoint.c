@@ -219,10 +219,18 @@ static int64_t parse_ckpt_name(const char *name)
     return errno || *end ? -1 : (int64_t)s;
 }
 
+/* the checkpoint's weights: the model file, or a LoRA run's adapters */
+static bool has_weights(const char *run_dir, int64_t step)
+{
+    char p[PATH_MAX], q[PATH_MAX];
+    return (!ckpt_path(p, sizeof p, run_dir, step, CKPT_MODEL_FILE) && fsutil_exists(p)) ||
+           (!ckpt_path(q, sizeof q, run_dir, step, CKPT_ADAPTER_FILE) && fsutil_exists(q));
+}
+
 static bool complete(const char *run_dir, int64_t step)
 {
     char p[PATH_MAX];
-    if (ckpt_path(p, sizeof p, run_dir, step, CKPT_MODEL_FILE) || !fsutil_exists(p))
+    if (!has_weights(run_dir, step))
         return false;
     return !ckpt_path(p, sizeof p, run_dir, step, CKPT_STATE_FILE) && fsutil_exists(p);
 }
@@ -345,12 +353,16 @@ int ckpt_commit(const char *run_dir, int64_t step, int keep_last, char *err, siz
     partial_path(partial, sizeof partial, run_dir, step);
     if (ckpt_path(final, sizeof final, run_dir, step, NULL))
         return err_fail(err, errlen, "%s: path too long", run_dir);
-    const char *need[] = {CKPT_MODEL_FILE, CKPT_STATE_FILE};
-    for (int i = 0; i < 2; i++) {
-        snprintf(p, sizeof p, "%s/%s", partial, need[i]);
-        if (!fsutil_exists(p))
-            return err_fail(err, errlen, "checkpoint %s is incomplete: no %s", partial, need[i]);
-    }
+    char q[PATH_MAX + 32];
+    snprintf(p, sizeof p, "%s/%s", partial, CKPT_MODEL_FILE);
+    snprintf(q, sizeof q, "%s/%s", partial, CKPT_ADAPTER_FILE);
+    if (!fsutil_exists(p) && !fsutil_exists(q))
+        return err_fail(err, errlen, "checkpoint %s is incomplete: no %s (nor %s)", partial,
+                        CKPT_MODEL_FILE, CKPT_ADAPTER_FILE);
+    snprintf(p, sizeof p, "%s/%s", partial, CKPT_STATE_FILE);
+    if (!fsutil_exists(p))
+        return err_fail(err, errlen, "checkpoint %s is incomplete: no %s", partial,
+                        CKPT_STATE_FILE);
     if (fsutil_fsync_dir(partial, err, errlen) ||
         publish(partial, final, run_dir, step, err, errlen) ||
         fsutil_fsync_dir(run_dir, err, errlen))

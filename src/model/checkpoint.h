@@ -65,6 +65,10 @@ int ckpt_state_load_at(const char *dir, int64_t step, TrainerState *s, char *err
 /* ---- checkpoint directories ---- */
 
 #define CKPT_MODEL_FILE "model.safetensors"
+/* A LoRA run's checkpoint holds its adapters in PEFT's layout (model/lora.h)
+ * instead of the model file: the base model stays where the run read it. */
+#define CKPT_ADAPTER_FILE "adapter_model.safetensors"
+#define CKPT_ADAPTER_CONFIG_FILE "adapter_config.json"
 #define CKPT_OPTIMIZER_FILE "optimizer.safetensors"
 #define CKPT_STATE_FILE "trainer_state.json"
 #define CKPT_CONFIG_FILE "config.yaml"
@@ -76,8 +80,8 @@ int ckpt_begin(const char *run_dir, int64_t step, char *dir, size_t dirlen, char
                size_t errlen);
 /* Publishes the partial directory as checkpoint-<step> (replacing one of the
  * same step), points `latest` at it, then keeps the newest keep_last
- * checkpoints (0: all). The checkpoint must hold model.safetensors and
- * trainer_state.json. */
+ * checkpoints (0: all). The checkpoint must hold model.safetensors (or a
+ * LoRA run's adapter_model.safetensors) and trainer_state.json. */
 int ckpt_commit(const char *run_dir, int64_t step, int keep_last, char *err, size_t errlen);
 /* The last complete checkpoint: the one `latest` names, or when `latest` is
  * missing or names no complete checkpoint, the highest complete

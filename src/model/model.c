@@ -19,6 +19,7 @@
 
 #include "core/ops.h"
 #include "core/rng.h"
+#include "model/lora.h"
 
 #define GPT_LN_EPS 1e-5f
 #define GPT_INIT_STD 0.02f
@@ -395,25 +396,42 @@ void gpt_zero_grad(Gpt *m) { tensor_zero_grad(m->all); }
 
 bool gpt_tensor_decays(const Gpt *m, int i) { return m->tensors[i]->ndim >= 2; }
 
-/* x (N, T, C) -> x + attn(ln1(x)) + mlp(ln2(...)), pre-LayerNorm; each
- * residual add is fused into the projection before it (linear_add) */
-static Tensor *gpt2_block(TensorCtx *ctx, const Gpt *m, const GptLayer *l, Tensor *x)
+/* GPT-2's MLP up-projection: the fused linear + GELU, or, with an adapter
+ * on c_fc, the linear, its adapter, then GELU (the bits of the fused op when
+ * the update is 0: the same product, the same GELU) */
+static Tensor *gpt2_fc(TensorCtx *ctx, const Gpt *m, int i, const GptLayer *l, Tensor *h)
 {
+    if (!gpt_lora_active(m, i, LORA_C_FC))
+        return ag_linear_gelu(ctx, h, l->fcw, l->fcb);
+    Tensor *pre = gpt_lora_apply(ctx, m, i, LORA_C_FC, h, ag_linear(ctx, h, l->fcw, l->fcb));
+    return ag_gelu(ctx, pre);
+}
+
+/* x (N, T, C) -> x + attn(ln1(x)) + mlp(ln2(...)), pre-LayerNorm; each
+ * residual add is fused into the projection before it (linear_add); the
+ * adapters of layer i (m->lora) add into each linear's output */
+static Tensor *gpt2_block(TensorCtx *ctx, const Gpt *m, int i, Tensor *x)
+{
+    const GptLayer *l = &m->h[i];
     float eps = gpt_norm_eps(&m->cfg);
-    Tensor *h = ag_layernorm(ctx, x, l->ln1w, l->ln1b, eps);  // (N, T, C)
-    Tensor *qkv = ag_linear(ctx, h, l->qkvw, l->qkvb);        // (N, T, 3C)
+    Tensor *h = ag_layernorm(ctx, x, l->ln1w, l->ln1b, eps); // (N, T, C)
+    Tensor *qkv = ag_linear(ctx, h, l->qkvw, l->qkvb);       // (N, T, 3C)
+    qkv = gpt_lora_apply(ctx, m, i, LORA_C_ATTN, h, qkv);
     Tensor *att = ag_attention(ctx, qkv, m->cfg.heads);       // (N, T, C)
     x = ag_linear_add(ctx, att, l->attprojw, l->attprojb, x); // (N, T, C)
+    x = gpt_lora_apply(ctx, m, i, LORA_ATTN_C_PROJ, att, x);
     h = ag_layernorm(ctx, x, l->ln2w, l->ln2b, eps);
-    Tensor *fc = ag_linear_gelu(ctx, h, l->fcw, l->fcb);      // (N, T, F)
-    return ag_linear_add(ctx, fc, l->fcprojw, l->fcprojb, x); // (N, T, C)
+    Tensor *fc = gpt2_fc(ctx, m, i, l, h);                 // (N, T, F)
+    x = ag_linear_add(ctx, fc, l->fcprojw, l->fcprojb, x); // (N, T, C)
+    return gpt_lora_apply(ctx, m, i, LORA_MLP_C_PROJ, fc, x);
 }
 
 /* x (N, T, C) -> x + attn(rms1(x)) + mlp(rms2(...)) as LlamaDecoderLayer:
  * q and k rotated in place in the fused qkv, then grouped-query attention;
  * SwiGLU on the fused gate|up. */
-static Tensor *llama_block(TensorCtx *ctx, const Gpt *m, const GptLayer *l, Tensor *x)
+static Tensor *llama_block(TensorCtx *ctx, const Gpt *m, int i, Tensor *x)
 {
+    const GptLayer *l = &m->h[i];
     const GptConfig *g = &m->cfg;
     int NH = g->heads, NKV = gpt_kv_heads(g), HD = gpt_head_dim(g);
     float eps = gpt_norm_eps(g);
@@ -421,19 +439,26 @@ static Tensor *llama_block(TensorCtx *ctx, const Gpt *m, const GptLayer *l, Tens
     int heads4[4] = {N, T, NH + 2 * NKV, HD}, flat[3] = {N, T, (NH + 2 * NKV) * HD};
     Tensor *h = ag_rmsnorm(ctx, x, l->ln1w, eps);      // (N, T, C)
     Tensor *qkv = ag_linear(ctx, h, l->qkvw, l->qkvb); // (N, T, Q)
+    qkv = gpt_lora_apply(ctx, m, i, LORA_Q_PROJ, h, qkv);
+    qkv = gpt_lora_apply(ctx, m, i, LORA_K_PROJ, h, qkv);
+    qkv = gpt_lora_apply(ctx, m, i, LORA_V_PROJ, h, qkv);
     qkv = ag_rope(ctx, ag_reshape(ctx, qkv, 4, heads4), m->rope, 0, NH + NKV);
     Tensor *att =
         ag_gqa_attention(ctx, ag_reshape(ctx, qkv, 3, flat), NH, NKV, HD); // (N, T, NH HD)
     x = ag_linear_add(ctx, att, l->attprojw, l->attprojb, x);              // (N, T, C)
+    x = gpt_lora_apply(ctx, m, i, LORA_O_PROJ, att, x);
     h = ag_rmsnorm(ctx, x, l->ln2w, eps);
-    Tensor *gu = ag_linear(ctx, h, l->fcw, NULL);                       // (N, T, 2F)
-    return ag_linear_add(ctx, ag_swiglu(ctx, gu), l->fcprojw, NULL, x); // (N, T, C)
+    Tensor *gu = ag_linear(ctx, h, l->fcw, NULL); // (N, T, 2F)
+    gu = gpt_lora_apply(ctx, m, i, LORA_GATE_PROJ, h, gu);
+    gu = gpt_lora_apply(ctx, m, i, LORA_UP_PROJ, h, gu);
+    Tensor *act = ag_swiglu(ctx, gu);                 // (N, T, F)
+    x = ag_linear_add(ctx, act, l->fcprojw, NULL, x); // (N, T, C)
+    return gpt_lora_apply(ctx, m, i, LORA_DOWN_PROJ, act, x);
 }
 
 static Tensor *block_forward(TensorCtx *ctx, const Gpt *m, int l, Tensor *x)
 {
-    return m->cfg.arch == GPT_ARCH_LLAMA ? llama_block(ctx, m, &m->h[l], x)
-                                         : gpt2_block(ctx, m, &m->h[l], x);
+    return m->cfg.arch == GPT_ARCH_LLAMA ? llama_block(ctx, m, l, x) : gpt2_block(ctx, m, l, x);
 }
 
 static Tensor *final_norm(TensorCtx *ctx, const Gpt *m, Tensor *x)

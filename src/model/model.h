@@ -121,6 +121,10 @@ typedef struct Gpt {
     int n_tensors;
     unsigned char *init_kind; /* (n_tensors) how gpt_init fills each tensor */
     TensorCtx *scratch[2];    /* no_grad forward: blocks alternate between these */
+    /* LoRA adapters the forward adds (model/lora.h), owned by the caller;
+     * NULL or disabled: the base model, to the bit. The KV-cache decoder
+     * (decode.c) ignores them: merge (gpt_lora_merge) into a copy to sample. */
+    const struct GptLora *lora;
 } Gpt;
 
 /* A batch of B preference pairs as one (N = 2B, T) token block: rows 0..B-1

@@ -138,6 +138,16 @@ int model_file_read(Gpt *m, const char *file, char *err, size_t errlen)
     return rc;
 }
 
+/* dir's weights: its model file, else a LoRA checkpoint's adapters */
+static bool weights_in(const char *dir, char *file, size_t len)
+{
+    snprintf(file, len, "%s/%s", dir, CKPT_MODEL_FILE);
+    if (fsutil_exists(file))
+        return true;
+    snprintf(file, len, "%s/%s", dir, CKPT_ADAPTER_FILE);
+    return fsutil_exists(file);
+}
+
 int model_file_resolve(const char *path, char *file, size_t len, char *err, size_t errlen)
 {
     if (!fsutil_is_dir(path)) {
@@ -147,8 +157,7 @@ int model_file_resolve(const char *path, char *file, size_t len, char *err, size
         return 0;
     }
     char dir[PATH_LEN];
-    snprintf(file, len, "%s/%s", path, CKPT_MODEL_FILE);
-    if (fsutil_exists(file))
+    if (weights_in(path, file, len))
         return 0;
     int64_t step;
     int rc = ckpt_find_latest(path, dir, sizeof dir, &step, err, errlen);
@@ -157,7 +166,8 @@ int model_file_resolve(const char *path, char *file, size_t len, char *err, size
                         path);
     if (rc != 0)
         return -1;
-    snprintf(file, len, "%s/%s", dir, CKPT_MODEL_FILE);
+    if (!weights_in(dir, file, len))
+        snprintf(file, len, "%s/%s", dir, CKPT_MODEL_FILE); /* the error names the file */
     return 0;
 }
 

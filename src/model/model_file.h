@@ -40,7 +40,8 @@ int model_file_read(Gpt *m, const char *file, char *err, size_t errlen);
 
 /* The model file of path: path itself when it is not a directory, else the
  * checkpoint's model file, else the model file of the run's latest
- * checkpoint. */
+ * checkpoint. A LoRA run's checkpoint gives its adapter file instead
+ * (checkpoint.h's CKPT_ADAPTER_FILE; train/model_load.h merges it). */
 int model_file_resolve(const char *path, char *file, size_t len, char *err, size_t errlen);
 
 /* Whether the file's metadata holds a model shape: 1 (into *g), 0 (it holds

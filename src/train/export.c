@@ -19,8 +19,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "model/checkpoint.h"
 #include "model/hf_config.h"
 #include "model/hf_model.h"
+#include "model/model_file.h"
 #include "model/st_shards.h"
 #include "train/model_load.h"
 #include "train/run_hf.h"
@@ -107,10 +109,15 @@ static int hf_files_list(HfFiles *hf, char *err, size_t errlen)
     return rc;
 }
 
-/* Whether export writes a file of this name into the folder. */
-static bool written(const HfFiles *hf, const char *name)
+/* Whether export writes a file of this name into the folder: a model's
+ * config and weights, or (adapter) a PEFT adapter's two files; the
+ * tokenizer files either way. */
+static bool written(const HfFiles *hf, const char *name, bool adapter)
 {
-    if (strcmp(name, HF_CONFIG_FILE) == 0 || strcmp(name, ST_SINGLE_FILE) == 0)
+    if (!adapter && (strcmp(name, HF_CONFIG_FILE) == 0 || strcmp(name, ST_SINGLE_FILE) == 0))
+        return true;
+    if (adapter &&
+        (strcmp(name, CKPT_ADAPTER_FILE) == 0 || strcmp(name, CKPT_ADAPTER_CONFIG_FILE) == 0))
         return true;
     for (int i = 0; hf && i < hf->n; i++)
         if (strcmp(name, hf->name[i]) == 0)
@@ -120,7 +127,7 @@ static bool written(const HfFiles *hf, const char *name)
 
 /* out_dir is new, empty, or holds only files export writes (an earlier
  * export of the same kind of run, which this one replaces). */
-static int check_out(const char *out, const HfFiles *hf, char *err, size_t errlen)
+static int check_out(const char *out, const HfFiles *hf, bool adapter, char *err, size_t errlen)
 {
     DIR *d = opendir(out);
     if (!d) {
@@ -131,7 +138,7 @@ static int check_out(const char *out, const HfFiles *hf, char *err, size_t errle
     int rc = 0;
     for (struct dirent *e; rc == 0 && (e = readdir(d));)
         if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
-            (!written(hf, e->d_name) || !is_file(out, e->d_name)))
+            (!written(hf, e->d_name, adapter) || !is_file(out, e->d_name)))
             rc = err_fail(err, errlen,
                           "--out %s: holds %s, which export does not write: export into a new "
                           "or empty folder",
@@ -293,7 +300,7 @@ int export_run(const char *path, const char *out_dir, ExportDtype dtype, ExportI
     if (rc == 0 && has && !(config = config_read(hf, err, errlen)))
         rc = -1;
     if (rc == 0)
-        rc = check_out(out_dir, has ? hf : NULL, err, errlen);
+        rc = check_out(out_dir, has ? hf : NULL, false, err, errlen);
     if (rc == 0)
         rc = run_model_load(path, &m, info->model_file, sizeof info->model_file, err, errlen);
     info->dtype = resolve_dtype(dtype, config);
@@ -303,6 +310,66 @@ int export_run(const char *path, const char *out_dir, ExportDtype dtype, ExportI
     info->n_tokenizer_files = has > 0 ? hf->n : 0;
     json_decref(config);
     gpt_free(m);
+    free(hf);
+    return rc;
+}
+
+/* ---- a LoRA run's adapters ------------------------------------------------------ */
+
+/* path's checkpoint directory when it holds LoRA adapters: 1, else 0 */
+static int adapter_dir(const char *path, char *dir, size_t len, char *err, size_t errlen)
+{
+    char file[PATH_MAX];
+    if (model_file_resolve(path, file, sizeof file, err, errlen) != 0)
+        return -1;
+    const char *slash = strrchr(file, '/');
+    if (strcmp(slash ? slash + 1 : file, CKPT_ADAPTER_FILE) != 0)
+        return 0;
+    snprintf(dir, len, "%.*s", slash ? (int)(slash - file) : 1, slash ? file : ".");
+    return 1;
+}
+
+int export_is_adapter_run(const char *path, char *err, size_t errlen)
+{
+    char dir[PATH_MAX];
+    return adapter_dir(path, dir, sizeof dir, err, errlen);
+}
+
+int export_adapter(const char *path, const char *out_dir, ExportInfo *info, char *err,
+                   size_t errlen)
+{
+    static const FsReadCap cap_adapter = {(size_t)64 << 30, "an adapter file", false};
+    ExportInfo local;
+    info = info ? info : &local;
+    *info = (ExportInfo){.dtype = ST_F32};
+    char dir[PATH_MAX], src[PATH_MAX], dst[PATH_MAX];
+    int lora = adapter_dir(path, dir, sizeof dir, err, errlen);
+    if (lora <= 0)
+        return lora < 0 ? -1
+                        : err_fail(err, errlen, "%s: not a LoRA run (no %s in its checkpoint)",
+                                   path, CKPT_ADAPTER_FILE);
+    HfFiles *hf = calloc(1, sizeof *hf);
+    if (!hf)
+        return err_fail(err, errlen, "export: out of memory");
+    int has = run_hf_dir(path, hf->dir, sizeof hf->dir, err, errlen);
+    int rc = has < 0 || (has && hf_files_list(hf, err, errlen) != 0) ? -1 : 0;
+    if (rc == 0)
+        rc = check_out(out_dir, has ? hf : NULL, true, err, errlen);
+    if (rc == 0)
+        rc = fsutil_mkdirs(out_dir, err, errlen);
+    const char *files[] = {CKPT_ADAPTER_CONFIG_FILE, CKPT_ADAPTER_FILE};
+    for (int i = 0; rc == 0 && i < 2; i++)
+        rc = join(src, sizeof src, dir, files[i], err, errlen) ||
+                     join(dst, sizeof dst, out_dir, files[i], err, errlen) ||
+                     fsutil_copy_atomic(src, &cap_adapter, dst, err, errlen)
+                 ? -1
+                 : 0;
+    if (rc == 0 && has)
+        rc = copy_tokenizer(hf, out_dir, err, errlen);
+    if (rc == 0)
+        rc = join(info->model_file, sizeof info->model_file, dir, CKPT_ADAPTER_FILE, err, errlen);
+    info->hf = has > 0;
+    info->n_tokenizer_files = has > 0 ? hf->n : 0;
     free(hf);
     return rc;
 }

@@ -63,4 +63,16 @@ typedef struct ExportInfo {
 int export_run(const char *path, const char *out_dir, ExportDtype dtype, ExportInfo *info,
                char *err, size_t errlen);
 
+/* A LoRA run (use_peft; train/model_load.h) exports two ways: export_run
+ * writes the base with the adapters merged in, a full model folder as
+ * above; export_adapter writes the PEFT adapter folder —
+ * adapter_config.json and adapter_model.safetensors as the checkpoint holds
+ * them (PEFT's names, float32), plus the run's tokenizer files — which
+ * peft's PeftModel.from_pretrained(base, DIR) loads onto the base model.
+ * The same refusal of a folder holding other files applies. */
+int export_adapter(const char *path, const char *out_dir, ExportInfo *info, char *err,
+                   size_t errlen);
+/* 1 when path's checkpoint holds LoRA adapters, 0 when a model, -1 on error */
+int export_is_adapter_run(const char *path, char *err, size_t errlen);
+
 #endif

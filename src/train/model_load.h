@@ -3,7 +3,10 @@
  * directory (its latest checkpoint), a checkpoint directory or a
  * .safetensors file. The shape comes from the file's metadata or, for a
  * checkpoint whose model file holds none, from the config.yaml beside it
- * (which only this layer can read: model/model_file.h does the rest).
+ * (which only this layer can read: model/model_file.h does the rest). A
+ * LoRA run's checkpoint (adapters only, train_lora.c) loads as its base
+ * model — the run's model folder, the model file it started from, or
+ * prefrun's init of its seed — with the adapters merged into the weights.
  *
  *     Gpt *m;
  *     char file[1024];

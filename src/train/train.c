@@ -55,14 +55,14 @@ MicroResult trainer_micro_step(Trainer *tr, const StepBatch *s, float scale, cha
 /* After the micro-batches: NaN/Inf check, clipping, AdamW at the scheduled rate. */
 MicroResult trainer_update(Trainer *tr, char *err, size_t errlen)
 {
-    Gpt *p = tr->policy;
-    double norm = optim_clip_grad_norm(p->all->grad, p->all->size, tr->cfg.max_grad_norm);
+    Tensor *p = trainer_params(tr);
+    double norm = optim_clip_grad_norm(p->grad, p->size, tr->cfg.max_grad_norm);
     if (!isfinite(norm)) {
         trainer_grad_report(tr, norm, err, errlen);
         return MICRO_NONFINITE;
     }
     double lr = lr_at(&tr->sched, tr->step);
-    adamw_step(tr->adam, p->all->data, p->all->grad, lr);
+    adamw_step(tr->adam, p->data, p->grad, lr);
     tr->sums.grad_norm = norm;
     tr->sums.lr = lr;
     tr->step++;
@@ -83,12 +83,13 @@ static void skip_micro_batches(Trainer *tr, int n)
 static MicroResult train_step(Trainer *tr, char *err, size_t errlen)
 {
     const int accum = tr->cfg.gradient_accumulation_steps;
-    gpt_zero_grad(tr->policy);
+    trainer_zero_grad(tr);
     MetricSums before = tr->sums;
     for (int k = 0; k < accum; k++) {
         if (data_next_batch(tr->train, &tr->order, tr->batch, err, errlen) != 0)
             return MICRO_ERROR;
         step_batch_trim(tr->batch, &tr->sb);
+        trainer_lora_seed(tr, k);
         MicroResult r = trainer_micro_step(tr, &tr->sb, 1.0f / (float)accum, err, errlen);
         if (r == MICRO_NONFINITE && tr->cfg.nan_policy == CONFIG_NAN_SKIP)
             skip_micro_batches(tr, accum - 1 - k);

@@ -67,7 +67,8 @@ int train_bench_step(TrainBench *b, const int32_t *ids, const int32_t *targets, 
         for (int t = 0; t < T; t++)
             s->resp_len[n] += mask[n * T + t];
     }
-    gpt_zero_grad(tr->policy);
+    trainer_zero_grad(tr);
+    trainer_lora_seed(tr, 0);
     MicroResult r = trainer_micro_step(tr, s, 1.0f, err, errlen);
     if (r == MICRO_OK)
         r = trainer_update(tr, err, errlen);
@@ -77,9 +78,11 @@ int train_bench_step(TrainBench *b, const int32_t *ids, const int32_t *targets, 
 TrainBenchMemory train_bench_memory(const TrainBench *b)
 {
     const Trainer *tr = &b->tr;
-    TrainBenchMemory m = {.params = tr->policy->all->size, .step_arena_peak = tr->step_ctx->peak};
+    TrainBenchMemory m = {.params = trainer_params(tr)->size,
+                          .step_arena_peak = tr->step_ctx->peak};
     m.ref_arena_peak = tr->ref_ctx->peak;
-    for (int i = 0; tr->ref && i < 2; i++) /* the streaming forward's two block arenas */
-        m.ref_arena_peak += tr->ref->scratch[i]->peak;
+    const Gpt *ref = tr->ref ? tr->ref : tr->lora ? tr->policy : NULL; /* LoRA: the base */
+    for (int i = 0; ref && i < 2; i++) /* the streaming forward's two block arenas */
+        m.ref_arena_peak += ref->scratch[i]->peak;
     return m;
 }

@@ -82,7 +82,8 @@ int trainer_save_checkpoint(Trainer *tr, char *err, size_t errlen)
     if (ckpt_begin(tr->run_dir, tr->step, dir, sizeof dir, err, errlen) != 0)
         return -1;
     snprintf(path, sizeof path, "%s/%s", dir, CKPT_MODEL_FILE);
-    if (save_model(tr->policy, path, err, errlen) != 0)
+    if (tr->lora ? trainer_save_adapters(tr, dir, err, errlen) != 0
+                 : save_model(tr->policy, path, err, errlen) != 0)
         return -1;
     StEntry opt[2] = {st_entry("exp_avg", tr->adam->m), st_entry("exp_avg_sq", tr->adam->v)};
     snprintf(path, sizeof path, "%s/%s", dir, CKPT_OPTIMIZER_FILE);
@@ -174,6 +175,13 @@ static int load_weights(Trainer *tr, const char *dir, char *err, size_t errlen)
 {
     char path[PATH_LEN + 64];
     Gpt *m = tr->policy;
+    if (tr->lora) {
+        StEntry opt[2] = {st_entry("exp_avg", tr->adam->m), st_entry("exp_avg_sq", tr->adam->v)};
+        snprintf(path, sizeof path, "%s/%s", dir, CKPT_OPTIMIZER_FILE);
+        return trainer_load_adapters(tr, dir, err, errlen) != 0
+                   ? -1
+                   : load_tensors(path, opt, 2, err, errlen);
+    }
     StEntry *e = malloc((size_t)m->n_tensors * sizeof *e);
     if (!e) {
         snprintf(err, errlen, "checkpoint: out of memory");

@@ -6,6 +6,7 @@
  * The files, in the order a run meets them:
  *   train_setup.c      losses, data, the step plan, models, optimizer, buffers;
  *                      the run directory; freeing it all
+ *   train_lora.c       use_peft: the frozen base, its adapters, their checkpoint
  *   train_checkpoint.c checkpoint-<step>/ save, and resume from the latest
  *   train_ref.c        the frozen reference's log-probs: forward or cache
  *   train_batch.c      a micro-batch trimmed to its rows, the LossBatch, the loss
@@ -43,6 +44,7 @@
 #include <stdio.h>
 
 #include "lua/loss.h"
+#include "model/lora.h"
 #include "model/model.h"
 #include "model/optim.h"
 #include "tokenizer/tokenizer.h"
@@ -89,8 +91,10 @@ typedef struct MetricSums {
 typedef struct Trainer {
     const TrainOptions *opt;
     Config cfg;
-    Gpt *policy;
-    Gpt *ref;       /* NULL once precompute_ref_log_probs has cached all it is needed for */
+    Gpt *policy;    /* with use_peft: the frozen base, the adapters attached */
+    Gpt *ref;       /* NULL once precompute_ref_log_probs has cached all it is needed
+                     * for, and always with use_peft (trainer_ref_model) */
+    GptLora *lora;  /* use_peft: what AdamW updates; NULL for full fine-tuning */
     Tokenizer *tok; /* the model's (cfg.model); NULL: the byte tokenizer */
     AdamW *adam;
     LrSchedule sched;
@@ -126,6 +130,20 @@ int trainer_load_losses(Trainer *tr, char *err, size_t errlen);
 int trainer_build_model(Trainer *tr, char *err, size_t errlen);
 int trainer_alloc_buffers(Trainer *tr, char *err, size_t errlen);
 void trainer_free(Trainer *tr);
+
+/* ---- train_lora.c ---- */
+int trainer_build_lora(Trainer *tr, char *err, size_t errlen);
+/* What AdamW updates and clipping sees: the adapters, or the policy's block */
+Tensor *trainer_params(const Trainer *tr);
+void trainer_zero_grad(Trainer *tr);
+/* The dropout masks of micro-batch `micro` of the current step */
+void trainer_lora_seed(Trainer *tr, int micro);
+/* The reference to run: tr->ref, or the policy with its adapters off until
+ * trainer_ref_done; NULL when freed after precompute_ref_log_probs */
+const Gpt *trainer_ref_model(Trainer *tr);
+void trainer_ref_done(Trainer *tr);
+int trainer_save_adapters(const Trainer *tr, const char *dir, char *err, size_t errlen);
+int trainer_load_adapters(Trainer *tr, const char *dir, char *err, size_t errlen);
 
 /* ---- train_checkpoint.c ---- */
 int trainer_save_checkpoint(Trainer *tr, char *err, size_t errlen);

@@ -2,7 +2,8 @@
  * train/train_ref.c — the frozen reference's log-probs of a micro-batch:
  * from its own forward in ref_ctx, or gathered from a cache filled once per
  * data set (precompute_ref_log_probs; the reference itself is freed after
- * that, train_setup.c). Either way they arrive as leaf tensors of the
+ * that, train_setup.c), or, with use_peft, from the policy's own weights
+ * with the adapters off (train_lora.c). Either way they arrive as leaf tensors of the
  * caller's context, so the loss graph never reaches into the reference.
  */
 #include "train/train_internal.h"
@@ -38,14 +39,17 @@ static int ref_from_cache(const RefCache *c, const StepBatch *s, TensorCtx *ctx,
 static int ref_forward(Trainer *tr, const StepBatch *s, TensorCtx *ctx, RefLogps *out, char *err,
                        size_t errlen)
 {
-    if (!tr->ref) /* freed after precompute_ref_log_probs: a batch the caches should have held */
+    const Gpt *ref = trainer_ref_model(tr);
+    if (!ref) /* freed after precompute_ref_log_probs: a batch the caches should have held */
         return err_fail(err, errlen,
                         "reference forward: the reference was freed once its log-probs were "
                         "precomputed, and this batch is not in the cache");
     tensor_ctx_reset(tr->ref_ctx);
     GptPairBatch pb = {s->B, s->T, s->ids, s->targets};
     GptPairLogps lp;
-    if (gpt_pair_logps(tr->ref, tr->ref_ctx, &pb, &lp) != 0) {
+    int rc = gpt_pair_logps(ref, tr->ref_ctx, &pb, &lp);
+    trainer_ref_done(tr);
+    if (rc != 0) {
         snprintf(err, errlen, "reference forward: %s", tensor_ctx_error(tr->ref_ctx));
         return -1;
     }

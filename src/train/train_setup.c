@@ -231,9 +231,8 @@ static int load_hf_policy(Trainer *tr, char *err, size_t errlen)
 int trainer_build_model(Trainer *tr, char *err, size_t errlen)
 {
     const Config *c = &tr->cfg;
-    if (c->use_peft) /* refused rather than ignored: a full fine-tune is not what was asked */
-        return err_fail(err, errlen,
-                        "use_peft: LoRA training is not available in this build yet (issue 13)");
+    if (c->use_peft)
+        return trainer_build_lora(tr, err, errlen);
     if (c->model[0]) {
         if (load_hf_policy(tr, err, errlen) != 0)
             return -1;
@@ -343,6 +342,8 @@ void trainer_free(Trainer *tr)
     for (int i = 0; i < tr->n_loss; i++)
         loss_free(tr->loss[i]);
     gpt_free(tr->policy);
+    gpt_lora_free(tr->lora);
+    tr->lora = NULL;
     gpt_free(tr->ref);
     tr->policy = tr->ref = NULL;
     adamw_free(tr->adam);
