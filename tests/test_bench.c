@@ -237,8 +237,9 @@ static void bench_usage_errors(void)
     CHECKF(strstr(out, "--batch goes with --model"), "%s", out);
     free(out);
     CHECK(run("bench --help", &out) == 0);
-    CHECKF(strstr(out, "gpt2-124m") && strstr(out, "--model DIR") && strstr(out, "example:"), "%s",
-           out);
+    CHECKF(strstr(out, "gpt2-124m") && strstr(out, "--model DIR") && strstr(out, "examples:") &&
+               strstr(out, "--lora R"),
+           "%s", out);
     free(out);
 }
 
