@@ -17,7 +17,8 @@
  *   - --resume is exact: dropout on, accumulation 2, a checkpoint mid-run;
  *     the resumed run's metrics and adapter files equal the uninterrupted
  *     one's, byte for byte;
- *   - every loss in losses/ trains with adapters (finite metrics);
+ *   - every loss in losses/ trains with adapters (finite metrics), and so
+ *     do discover's training jobs (the interim fitness with use_peft);
  *   - export writes PEFT's folder (the checkpoint's two files) and, with
  *     merge, the merged model; a LoRA key without use_peft is refused.
  */
@@ -34,6 +35,7 @@
 #include "prefrun_config.h"
 #include "testfs.h"
 #include "testlib.h"
+#include "task/fitness_interim.h"
 #include "train/config.h"
 #include "train/export.h"
 #include "train/model_load.h"
@@ -326,6 +328,25 @@ static void export_writes_peft_or_merged(void)
     CHECK(export_adapter(a, b, &info, err, sizeof err) != 0 && strstr(err, "not a LoRA run"));
 }
 
+/* discover's training jobs take train:'s settings: the interim fitness with
+ * use_peft trains adapters (a different, finite result from full
+ * fine-tuning on the same seeds) */
+static void fitness_jobs_train_adapters(void)
+{
+    Config c;
+    lora_config(&c);
+    char work[400];
+    snprintf(work, sizeof work, "%s", run_dir("fitness"));
+    FitnessOptions fo = {.cfg = c, .steps = 4, .n_seeds = 2, .seeds = {1, 2}, .work_dir = work};
+    FitnessResult lo, full;
+    CHECKF(fitness_interim(loss_file("dpo.lua"), &fo, &lo, err, sizeof err) == 0, "%s", err);
+    fo.cfg.use_peft = false;
+    CHECKF(fitness_interim(loss_file("dpo.lua"), &fo, &full, err, sizeof err) == 0, "%s", err);
+    CHECK(isfinite(lo.per_seed[0]) && isfinite(lo.per_seed[1]) && isfinite(full.per_seed[0]));
+    CHECKF(lo.per_seed[0] != full.per_seed[0] || lo.per_seed[1] != full.per_seed[1],
+           "LoRA and full fine-tuning scored the same: %g %g", lo.per_seed[0], full.per_seed[0]);
+}
+
 static void bad_lora_settings_are_named(void)
 {
     Config c;
@@ -347,6 +368,7 @@ int main(void)
     RUN(resume_equals_uninterrupted);
     RUN(every_loss_trains_with_adapters);
     RUN(export_writes_peft_or_merged);
+    RUN(fitness_jobs_train_adapters);
     RUN(bad_lora_settings_are_named);
     fsutil_remove_tree(root, err, sizeof err);
     return tl_done();

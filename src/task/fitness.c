@@ -54,7 +54,8 @@ static int use_model(Config *cfg, const char *model, char *err, size_t errlen)
 }
 
 /* The task's training settings at the fitness's rate (fitness.h); from the
- * caller's only the model, threads, sandbox limits and nan_policy. */
+ * caller's only the model, threads, sandbox limits, nan_policy and the LoRA
+ * settings. */
 static int task_config(const FitnessOptions *opt, const TaskAssets *a, Config *cfg, char *err,
                        size_t errlen)
 {
@@ -66,6 +67,13 @@ static int task_config(const FitnessOptions *opt, const TaskAssets *a, Config *c
         return -1;
     cfg->threads = in->threads;
     cfg->nan_policy = in->nan_policy;
+    /* LoRA (train: use_peft): the candidate trains adapters on the reference */
+    cfg->use_peft = in->use_peft;
+    cfg->lora_r = in->lora_r;
+    cfg->lora_alpha = in->lora_alpha;
+    cfg->lora_dropout = in->lora_dropout;
+    cfg->use_rslora = in->use_rslora;
+    memcpy(cfg->target_modules, in->target_modules, sizeof cfg->target_modules);
     cfg->sandbox_lua_bytes = in->sandbox_lua_bytes;
     cfg->sandbox_tensor_bytes = in->sandbox_tensor_bytes;
     cfg->sandbox_instructions = in->sandbox_instructions;

@@ -51,7 +51,8 @@
  * no fork; writes only under opt->work_dir and removes what it wrote;
  * deterministic in (loss file, options). The training settings come from
  * the task (model, data, rate, steps); from opt->cfg it takes only threads,
- * the sandbox limits and nan_policy. The task must be prepared: a first
+ * the sandbox limits, nan_policy and the LoRA settings (use_peft, lora_*,
+ * target_modules). The task must be prepared: a first
  * call builds it (minutes) unless `prefrun pretrain` or fitness_prepare
  * ran before.
  */
