@@ -168,6 +168,8 @@ def main():
     examples = readme_examples() + help_examples(exe)
     runs = {  # what sample, eval and report read, when the examples making them are skipped
         "runs/dpo": "prefrun train losses/dpo.lua --out runs/dpo --set max_steps=10 --quiet",
+        "runs/dpo-lora": "prefrun train losses/dpo.lua --out runs/dpo-lora --set max_steps=4 "
+                         "--set use_peft=true --quiet",
         "runs/disc": "prefrun discover --out runs/disc --generations 1 --candidates 2 "
                      "--fitness interim --quiet",
     }
