@@ -184,8 +184,11 @@ def main():
             print("ok %d - %s # SKIP %s" % (n, title, why))
             continue
         for run_dir, make in runs.items():
-            if re.search(r"\b%s\b(?!/losses)" % re.escape(run_dir), cmd) and \
-                    not re.search(r"--out %s\b" % re.escape(run_dir), cmd):
+            # whole names only: runs/dpo is not runs/dpo-lora, and "--out runs/dpo-hf" still
+            # reads runs/dpo
+            name = r"%s(?![\w-])" % re.escape(run_dir)
+            if re.search(r"\b%s(?!/losses)" % name, cmd) and \
+                    not re.search(r"--out %s" % name, cmd):
                 ensure_run(work, env, run_dir, make)
         rc, out = sh(cmd, work, env)
         ok = rc == 0
