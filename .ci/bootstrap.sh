@@ -6,7 +6,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 packages="build-essential pkg-config meson ninja-build liblua5.4-dev libopenblas-dev libyaml-dev
-          libjansson-dev libcurl4-openssl-dev libutf8proc-dev libpcre2-dev python3 python3-torch"
+          libjansson-dev libcurl4-openssl-dev libutf8proc-dev libpcre2-dev python3 python3-torch
+          libopenmpi-dev openmpi-bin"
 missing=""
 for p in $packages; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -8,6 +8,11 @@
  * holds an earlier run (so a plain rerun resumes with the same settings);
  * --config FILE; the flags. --noise-floor reads no OUT: the defaults,
  * --config and the flags (full_steps and train: set what it trains).
+ *
+ * Under mpirun (a build with MPI, util/mpi_comm.h): rank 0 is this command
+ * as in one process; every other rank is an evaluator
+ * (discover/mpi_eval.h) that reads no flags and no files: its settings come
+ * from rank 0, which tells it to stop whatever way the command ends.
  */
 #include <math.h>
 #include <stdio.h>
@@ -18,7 +23,9 @@
 #include "cli/options.h"
 #include "discover/compare.h"
 #include "discover/discover.h"
+#include "discover/mpi_eval.h"
 #include "util/fsutil.h"
+#include "util/mpi_comm.h"
 
 #define NOISE_DEFAULT_SEEDS 8 /* the issue: the noise floor is measured on >= 8 seeds */
 
@@ -217,7 +224,7 @@ static int noise_floor(DiscoverArgs *a, DiscoverOptions *o)
     return rc;
 }
 
-int cmd_discover(int argc, char **argv)
+static int discover_main(int argc, char **argv)
 {
     DiscoverArgs a = {0};
     int rc = parse(argc, argv, &a);
@@ -248,5 +255,38 @@ int cmd_discover(int argc, char **argv)
         }
     }
     free(o);
+    return rc;
+}
+
+/* an evaluator rank under mpirun */
+static int evaluator(void)
+{
+    char err[1024];
+    int rc = mpi_eval_serve(err, sizeof err) == 0 ? EXIT_OK : EXIT_FAILED;
+    if (rc != EXIT_OK) {
+        char msg[sizeof err + 48];
+        snprintf(msg, sizeof msg, "rank %d (%s): %s", comm_rank(), comm_host(), err);
+        cli_error("discover", 0, msg);
+    }
+    comm_finalize(false);
+    return rc;
+}
+
+int cmd_discover(int argc, char **argv)
+{
+    char err[1024];
+    if (comm_init(err, sizeof err) != 0) {
+        cli_error("discover", 0, err);
+        return EXIT_FAILED;
+    }
+    if (comm_rank() > 0)
+        return evaluator();
+    int rc = discover_main(argc, argv);
+    bool lost = mpi_eval_dismiss();
+    if (lost)
+        fprintf(stderr, "discover: rank 0 is done; an evaluator rank was given up, so MPI is not "
+                        "finalized (that would wait on it): the launcher may report rank 0 as "
+                        "ending abnormally\n");
+    comm_finalize(lost);
     return rc;
 }

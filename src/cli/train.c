@@ -26,6 +26,7 @@
 #include "train/train.h"
 #include "task/eval.h"
 #include "util/jsonfile.h"
+#include "util/mpi_comm.h"
 #include "util/timeutil.h"
 
 #define MAX_SETS 64
@@ -376,32 +377,64 @@ static int summarize(const char *dir, const TrainResult *res, bool quiet)
     return EXIT_OK;
 }
 
+/* The run's settings, task and directory. Under mpirun rank 0 chooses the
+ * directory (the first free runs/<name>[-k] would differ between ranks
+ * racing for it) and prepares the task's files first; the other ranks wait
+ * for its choice, then find the task's files ready. */
+static int prepare(TrainArgs *a, TrainOptions *opt, TaskAssets *task, char *dir, size_t len)
+{
+    char err[2048];
+    int rank = comm_rank(), rc = 0;
+    if (rank > 0 && comm_bcast_text(dir, len, err, sizeof err) != 0)
+        return fprintf(stderr, "prefrun train: rank %d: %s\n", rank, err), EXIT_FAILED;
+    if (rank > 0 && !dir[0])
+        return EXIT_FAILED; /* rank 0 said why */
+    if (build_config(a, &opt->cfg, err, sizeof err) != 0 ||
+        use_task(a, opt, task, err, sizeof err) != 0) {
+        fprintf(stderr, "prefrun train: %s\n", err);
+        rc = EXIT_INPUT;
+    }
+    if (rc == 0)
+        rc = loss_weights(a, opt->loss_weights, a->n_losses);
+    if (rc == 0 && rank == 0)
+        rc = choose_run_dir(a, &opt->cfg, dir, len);
+    if (rank == 0 && comm_size() > 1) {
+        if (rc != 0)
+            dir[0] = '\0';
+        if (comm_bcast_text(dir, len, err, sizeof err) != 0)
+            return fprintf(stderr, "prefrun train: %s\n", err), EXIT_FAILED;
+    }
+    return rc;
+}
+
 static int run(TrainArgs *a)
 {
     char err[2048];
-    TrainOptions opt = {.resume = a->resume != NULL, .quiet = a->quiet};
+    TrainOptions opt = {.resume = a->resume != NULL, .quiet = a->quiet, .data_parallel = true};
     TaskAssets task;
-    if (build_config(a, &opt.cfg, err, sizeof err) != 0 ||
-        use_task(a, &opt, &task, err, sizeof err) != 0) {
-        fprintf(stderr, "prefrun train: %s\n", err);
-        return EXIT_INPUT;
-    }
-    int rc = loss_weights(a, opt.loss_weights, a->n_losses);
-    char dir[PATH_LEN];
-    if (rc != 0 || (rc = choose_run_dir(a, &opt.cfg, dir, sizeof dir)) != 0)
+    char dir[PATH_LEN] = "";
+    int rc = prepare(a, &opt, &task, dir, sizeof dir);
+    if (rc != 0)
         return rc;
     opt.n_losses = a->n_losses;
     for (int i = 0; i < a->n_losses; i++)
         opt.loss_paths[i] = a->losses[i];
     opt.run_dir = dir;
     if (!a->quiet)
-        fprintf(stderr, "prefrun train: %s -> %s\n", a->resume ? "resuming" : "run", dir);
+        fprintf(stderr, "prefrun train: %s -> %s%s\n", a->resume ? "resuming" : "run", dir,
+                comm_size() > 1 ? " (data parallel over the ranks of mpirun)" : "");
     TrainResult res;
     TrainStatus st = train_run(&opt, &res, err, sizeof err);
     if (st != TRAIN_OK) {
         fprintf(stderr, "prefrun train: %s\n", err);
+        /* a failure past set-up may be this rank's alone: its peers would
+         * wait for it in the next gradient sum */
+        if (st != TRAIN_BAD_INPUT)
+            comm_abort(EXIT_FAILED);
         return st == TRAIN_BAD_INPUT ? EXIT_INPUT : EXIT_FAILED;
     }
+    if (comm_rank() > 0)
+        return EXIT_OK; /* rank 0 reports and evaluates */
     if (!a->quiet) {
         fprintf(stderr,
                 "prefrun train: steps %lld-%lld of %lld in %.1f s; loss %.4f, "
@@ -411,6 +444,9 @@ static int run(TrainArgs *a)
         if (res.skipped_batches)
             fprintf(stderr, "; %lld batches skipped (nan_policy = skip)",
                     (long long)res.skipped_batches);
+        if (res.world > 1)
+            fprintf(stderr, "; %d ranks, %.1f%% of the time waiting on each other", res.world,
+                    100.0 * res.comm_seconds / (res.seconds > 0 ? res.seconds : 1));
         fprintf(stderr, "\nprefrun train: metrics in %s/metrics.jsonl\n", dir);
     }
     return a->task_run && !a->no_eval ? summarize(dir, &res, a->quiet) : EXIT_OK;
@@ -419,6 +455,15 @@ static int run(TrainArgs *a)
 int cmd_train(int argc, char **argv)
 {
     TrainArgs a = {0};
+    char err[1024];
+    if (comm_init(err, sizeof err) != 0) {
+        fprintf(stderr, "prefrun train: %s\n", err);
+        return EXIT_FAILED;
+    }
     int rc = parse_args(argc, argv, &a);
-    return rc == CLI_CONTINUE ? run(&a) : rc;
+    if (rc == CLI_CONTINUE && comm_rank() > 0)
+        a.quiet = true; /* one voice: rank 0's */
+    rc = rc == CLI_CONTINUE ? run(&a) : rc;
+    comm_finalize(false);
+    return rc;
 }

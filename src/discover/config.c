@@ -75,6 +75,9 @@ static const Key keys[] = {
     {"timeout", K_NUM, F(timeout), 0, 1, 1e7, "wall-clock seconds per training job"},
     {"cpu_seconds", K_NUM, F(cpu_seconds), 0, 1, 1e7, "CPU seconds per training job"},
     {"memory_mb", K_INT, F(memory_mb), 0, 64, 1 << 22, "address space (MiB) a worker may add"},
+    {"rank_timeout", K_NUM, F(rank_timeout), 0, 1, 1e6,
+     "under mpirun: seconds of silence (or past a job's timeout) after which an evaluator "
+     "rank is given up and its jobs re-queued"},
     {"parents", K_INT, F(parents), 0, 1, PROPOSE_MAX_PARENTS, "parents shown per proposal"},
     {"failures_shown", K_INT, F(failures_shown), 0, 0, PROPOSE_MAX_FAILURES,
      "recent failures shown per prompt"},
@@ -119,6 +122,7 @@ void discover_defaults(DiscoverOptions *o)
     o->timeout = 600;
     o->cpu_seconds = 1200;
     o->memory_mb = 4096;
+    o->rank_timeout = 60; /* an evaluator rank's heartbeat is every 2 s */
     o->parents = 2;
     o->failures_shown = 4;
     o->leaders_shown = 5;

@@ -77,9 +77,10 @@ typedef struct DiscoverOptions {
     uint64_t fitness_seeds[FITNESS_MAX_SEEDS];
     double noise_sd; /* the comparison's noise floor (compare.h); NAN: the fitness's */
     /* worker bounds */
-    double timeout;     /* wall-clock seconds per training job */
-    double cpu_seconds; /* CPU seconds per training job */
-    int memory_mb;      /* address space a worker may add */
+    double timeout;      /* wall-clock seconds per training job */
+    double cpu_seconds;  /* CPU seconds per training job */
+    int memory_mb;       /* address space a worker may add */
+    double rank_timeout; /* under mpirun: silence after which an evaluator rank is lost */
     /* what prompts show */
     int parents; /* parents per proposal (>= 2 for llm prompts) */
     int failures_shown;

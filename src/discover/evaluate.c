@@ -21,10 +21,12 @@
 #include "lua/check.h"
 #include "lua/sandbox.h"
 #include "discover/loop.h"
+#include "discover/mpi_eval.h"
 #include "discover/pool.h"
 #include "discover/probe.h"
 #include "util/text.h"
 #include "util/fsutil.h"
+#include "util/mpi_comm.h"
 
 /* a check and a probe take milliseconds; hostile code is cut by the sandbox
  * first, these only catch what slips past it */
@@ -154,8 +156,19 @@ static json_t *one_diag(const char *code, const char *msg)
                      "line");
 }
 
+/* rank and host of a result, with the failed attempts before it (mpirun) */
+static void add_where(json_t *rec, const MpiWhere *w)
+{
+    json_object_set_new(rec, "rank", json_integer(w->rank));
+    json_object_set_new(rec, "host", json_string(w->host));
+    if (w->attempts)
+        json_object_set(rec, "attempts", (json_t *)w->attempts);
+}
+
 static int write_result(Loop *L, json_t *rec, const char *line)
 {
+    if (rec && L->mpi && !json_object_get(rec, "rank")) /* screened on rank 0 */
+        add_where(rec, &(MpiWhere){.rank = 0, .host = comm_host()});
     if (!rec || archive_append(L->ar, rec, L->err, sizeof L->err) != 0) {
         if (!rec)
             snprintf(L->err, sizeof L->err, "discover: out of memory");
@@ -312,45 +325,53 @@ static json_t *curve_json(const FitnessResult *r)
     return c;
 }
 
-/* one stage: 0 with its fields in out, or -1 with "error" and "stage" */
-static int stage(const Eval *ev, const Cand *c, FitnessOptions *fo, const char *name, json_t *out)
+/* one stage: 0 with its fields in out, or -1 with "error" (scrub taken out
+ * of it) and "stage" */
+static int stage(const DiscoverOptions *o, const FitnessKind *f, const char *path,
+                 FitnessOptions *fo, const char *name, const char *scrub, json_t *out)
 {
     FitnessResult r;
     char err[1024];
-    if (ev->L->fitness->fn(c->path, fo, &r, err, sizeof err) != 0) {
-        json_object_set_new(out, "error", json_string(err));
+    if (f->fn(path, fo, &r, err, sizeof err) != 0) {
+        json_object_set_new(out, "error", scrubbed(err, scrub));
         json_object_set_new(out, "stage", json_string(name));
         return -1;
     }
     json_object_set_new(out, name, fitness_json(&r));
     json_object_set_new(out, "curve", curve_json(&r));
-    json_object_set_new(
-        out, "passed",
-        json_boolean(strcmp(name, "full") == 0 || r.fitness >= ev->L->o->hurdle_min));
+    json_object_set_new(out, "passed",
+                        json_boolean(strcmp(name, "full") == 0 || r.fitness >= o->hurdle_min));
     return 0;
 }
 
-static char *train_work(void *arg, size_t job)
+char *discover_train_text(const DiscoverOptions *o, const FitnessKind *f, const char *path,
+                          const char *run_dir, const char *scrub)
 {
-    const Eval *ev = arg;
-    const DiscoverOptions *o = ev->L->o;
-    const Cand *c = &ev->L->cands[ev->jobs[job]];
-    char dir[DISCOVER_PATH_LEN + 80];
-    snprintf(dir, sizeof dir, "%s/g%d_%d_run", ev->L->work_dir, c->gen, c->idx);
-    FitnessOptions fo = {.cfg = o->train, .work_dir = dir};
+    FitnessOptions fo = {.cfg = o->train, .work_dir = run_dir};
     json_t *out = json_object();
     if (o->hurdle_steps > 0) {
         fo.steps = o->hurdle_steps;
         fo.n_seeds = 1;
         fo.seeds[0] = o->fitness_seeds[0];
-        if (stage(ev, c, &fo, "hurdle", out) != 0 || !json_is_true(json_object_get(out, "passed")))
+        if (stage(o, f, path, &fo, "hurdle", scrub, out) != 0 ||
+            !json_is_true(json_object_get(out, "passed")))
             return dump(out);
     }
     fo.steps = o->full_steps;
     fo.n_seeds = o->n_fitness_seeds;
     memcpy(fo.seeds, o->fitness_seeds, sizeof fo.seeds);
-    stage(ev, c, &fo, "full", out);
+    stage(o, f, path, &fo, "full", scrub, out);
     return dump(out);
+}
+
+static char *train_work(void *arg, size_t job)
+{
+    const Eval *ev = arg;
+    const Cand *c = &ev->L->cands[ev->jobs[job]];
+    char dir[DISCOVER_PATH_LEN + 80], prefix[sizeof ev->L->work_dir + 1];
+    snprintf(dir, sizeof dir, "%s/g%d_%d_run", ev->L->work_dir, c->gen, c->idx);
+    snprintf(prefix, sizeof prefix, "%s/", ev->L->work_dir);
+    return discover_train_text(ev->L->o, ev->L->fitness, c->path, dir, prefix);
 }
 
 /* ---- training: in the parent ------------------------------------------------------------ */
@@ -386,7 +407,7 @@ static void train_line(const Loop *L, char *line, size_t n, const Cand *c, const
         snprintf(line, n, "discover: gen %d #%d %s: %s: %.300s", c->gen, c->idx, c->name, st, why);
 }
 
-static void train_done(void *arg, size_t job, const PoolOutcome *o)
+static void train_finish(void *arg, size_t job, const PoolOutcome *o, const MpiWhere *w)
 {
     const Eval *ev = arg;
     Loop *L = ev->L;
@@ -397,11 +418,6 @@ static void train_done(void *arg, size_t job, const PoolOutcome *o)
     }
     json_t *j = o->end == POOL_OK ? json_loads(o->text, 0, NULL) : NULL;
     const char *st = train_status(o, j);
-    char prefix[sizeof L->work_dir + 1];
-    snprintf(prefix, sizeof prefix, "%s/", L->work_dir);
-    if (json_object_get(j, "error"))
-        json_object_set_new(j, "error",
-                            scrubbed(json_string_value(json_object_get(j, "error")), prefix));
     const char *why = json_string_value(json_object_get(j, "error"));
     json_t *rec = result_base(c, st);
     add_screen(rec, c);
@@ -424,7 +440,29 @@ static void train_done(void *arg, size_t job, const PoolOutcome *o)
     train_line(L, line, sizeof line, c, st, j, why ? why : o->message, o->seconds);
     json_decref(j);
     L->trained++;
+    if (w)
+        add_where(rec, w);
     write_result(L, rec, line);
+}
+
+static void train_done(void *arg, size_t job, const PoolOutcome *o)
+{
+    train_finish(arg, job, o, NULL);
+}
+
+/* what an evaluator rank needs of a training job: the code and its names */
+static json_t *train_job(void *arg, size_t job)
+{
+    const Eval *ev = arg;
+    const Cand *c = &ev->L->cands[ev->jobs[job]];
+    char *code = NULL, err[256];
+    size_t len;
+    if (fsutil_read_capped(c->path, SANDBOX_SOURCE_CAP, &code, &len, err, sizeof err) != 0)
+        return NULL;
+    json_t *j = json_pack("{s:s, s:i, s:i, s:s}", "name", c->name, "gen", c->gen, "idx", c->idx,
+                          "code", code);
+    free(code);
+    return j;
 }
 
 /* ---- the generation ------------------------------------------------------------------------ */
@@ -503,7 +541,10 @@ static int screen_and_train(Loop *L, char *err, size_t errlen)
             ev.jobs[ev.n_jobs++] = i;
     }
     PoolLimits tl = train_limits(L->o);
-    if (rc == 0)
+    if (rc == 0 && L->mpi)
+        rc = mpi_eval_run(L->mpi, (size_t)ev.n_jobs, train_work, train_job, train_finish, &ev, &tl,
+                          err, errlen);
+    else if (rc == 0)
         rc = pool_run((size_t)ev.n_jobs, train_work, train_done, &ev, &tl, err, errlen);
     if (!ev.jobs)
         snprintf(err, errlen, "discover: out of memory");

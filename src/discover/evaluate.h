@@ -14,4 +14,12 @@
 /* Screens, trains and archives the pending candidates of generation gen. */
 int discover_evaluate(Loop *L, int gen, char *err, size_t errlen);
 
+/* The training job of one candidate — the hurdle, then the full fitness —
+ * as the JSON text a worker returns ({"hurdle"?, "full"?, "curve",
+ * "passed"} or {"error", "stage"}); runs in a worker process (tensor code).
+ * scrub is taken out of error messages (the scratch directory's path). Also
+ * what an evaluator rank runs (discover/mpi_eval.h). */
+char *discover_train_text(const DiscoverOptions *o, const FitnessKind *f, const char *path,
+                          const char *run_dir, const char *scrub);
+
 #endif

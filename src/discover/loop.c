@@ -23,6 +23,7 @@
 
 #include "discover/evaluate.h"
 #include "discover/loop.h"
+#include "discover/mpi_eval.h"
 #include "discover/pool.h"
 #include "util/text.h"
 #include "util/errmsg.h"
@@ -355,7 +356,6 @@ static int setup(Loop *L, char *err, size_t errlen)
  * OpenMP or BLAS threads before it forks workers (discover/pool.h), so the
  * one build runs in a worker of its own, before generation 0; the training
  * workers then find it in the cache instead of all waiting on one build. */
-#define PREPARE_WALL_SECONDS 7200 /* pretraining is minutes; a hang is not */
 
 typedef struct Prepare {
     const Loop *L;
@@ -394,7 +394,7 @@ static int prepare_fitness(const Loop *L, char *err, size_t errlen)
         return 0;
     Prepare p = {.L = L};
     PoolLimits lim = {.workers = 1,
-                      .wall_seconds = PREPARE_WALL_SECONDS,
+                      .wall_seconds = DISCOVER_PREPARE_WALL_SECONDS,
                       .mem_bytes = (size_t)L->o->memory_mb << 20};
     if (pool_run(1, prepare_work, prepare_done, &p, &lim, err, errlen) != 0)
         return -1;
@@ -424,6 +424,8 @@ int discover_run(const DiscoverOptions *o, char *err, size_t errlen)
     int rc = setup(&L, err, errlen);
     if (rc == 0)
         rc = prepare_fitness(&L, err, errlen);
+    if (rc == 0 && !(L.mpi = mpi_eval_open(o, err, errlen)) && err[0])
+        rc = -1; /* under mpirun: the evaluator ranks get the final settings */
     for (int gen = 0; rc == 0 && gen <= o->generations; gen++) {
         if (gen_size(o, gen) == 0)
             continue;
@@ -436,6 +438,7 @@ int discover_run(const DiscoverOptions *o, char *err, size_t errlen)
     char rerr[256];
     if (L.work_dir[0])
         fsutil_remove_tree(L.work_dir, rerr, sizeof rerr);
+    mpi_eval_close(L.mpi);
     proposer_free(L.proposer);
     archive_close(L.ar);
     return rc;

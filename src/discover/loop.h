@@ -14,6 +14,11 @@
 #include "discover/discover.h"
 #include "discover/archive.h"
 
+/* the one build of a fitness's reference (minutes); a hang is not */
+#define DISCOVER_PREPARE_WALL_SECONDS 7200
+
+struct MpiEval;
+
 /* One candidate under evaluation, in the parent. */
 typedef struct Cand {
     int gen, idx;
@@ -34,7 +39,8 @@ typedef struct Loop {
     const FitnessKind *fitness;
     char losses_dir[DISCOVER_PATH_LEN + 16];
     char work_dir[DISCOVER_PATH_LEN + 16];
-    Cand *cands; /* the generation's pending candidates */
+    struct MpiEval *mpi; /* the evaluator ranks under mpirun; NULL in one process */
+    Cand *cands;         /* the generation's pending candidates */
     int n_cands;
     int trained; /* training jobs finished in this process, for the rate */
     double t0;

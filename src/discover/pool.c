@@ -204,80 +204,110 @@ static void finish(Slot *s, bool timed_out, PoolDoneFn done, void *arg, const Po
     *s = (Slot){0};
 }
 
-static int wait_ms(const Slot *slots, int w, const PoolLimits *lim)
+struct Pool {
+    PoolLimits lim;
+    PoolWorkFn work;
+    PoolDoneFn done;
+    void *arg;
+    int w;
+    Slot slots[];
+};
+
+static int wait_ms(const Pool *p, int max_ms)
 {
-    if (lim->wall_seconds <= 0)
-        return 1000;
-    double now = timeutil_now(), next = now + 1.0;
-    for (int k = 0; k < w; k++)
-        if (slots[k].pid && slots[k].t0 + lim->wall_seconds < next)
-            next = slots[k].t0 + lim->wall_seconds;
+    double now = timeutil_now(), next = now + max_ms / 1000.0;
+    for (int k = 0; p->lim.wall_seconds > 0 && k < p->w; k++)
+        if (p->slots[k].pid && p->slots[k].t0 + p->lim.wall_seconds < next)
+            next = p->slots[k].t0 + p->lim.wall_seconds;
     double ms = (next - now) * 1000.0 + 1.0;
-    return ms < 0 ? 0 : (int)ms;
+    return ms < 0 ? 0 : ms > max_ms ? max_ms : (int)ms;
 }
 
-/* one round: poll, read, reap; returns -1 when poll itself fails */
-static int service(Slot *slots, int w, PoolDoneFn done, void *arg, const PoolLimits *lim)
+Pool *pool_new(const PoolLimits *lim, PoolWorkFn work, PoolDoneFn done, void *arg)
 {
-    struct pollfd pfd[w];
-    int map[w], n = 0;
-    for (int k = 0; k < w; k++)
-        if (slots[k].pid) {
-            pfd[n] = (struct pollfd){.fd = slots[k].fd, .events = POLLIN};
+    int w = lim->workers > 0 ? lim->workers : 1;
+    Pool *p = calloc(1, sizeof *p + (size_t)w * sizeof(Slot));
+    if (p)
+        *p = (Pool){.lim = *lim, .work = work, .done = done, .arg = arg, .w = w};
+    return p;
+}
+
+int pool_idle(const Pool *p)
+{
+    int a = 0;
+    for (int k = 0; k < p->w; k++)
+        a += p->slots[k].pid == 0;
+    return a;
+}
+
+int pool_busy(const Pool *p) { return p->w - pool_idle(p); }
+
+int pool_start(Pool *p, size_t job)
+{
+    for (int k = 0; k < p->w; k++) {
+        if (p->slots[k].pid)
+            continue;
+        if (start(&p->slots[k], job, p->work, p->arg, &p->lim) == 0)
+            return 0;
+        PoolOutcome o = {.end = POOL_START, .code = errno};
+        snprintf(o.message, sizeof o.message, "cannot start a worker process: %s", strerror(errno));
+        p->done(p->arg, job, &o);
+        return 0;
+    }
+    return -1;
+}
+
+int pool_wait(Pool *p, int max_ms)
+{
+    struct pollfd pfd[p->w];
+    int map[p->w], n = 0;
+    for (int k = 0; k < p->w; k++)
+        if (p->slots[k].pid) {
+            pfd[n] = (struct pollfd){.fd = p->slots[k].fd, .events = POLLIN};
             map[n++] = k;
         }
-    int r = poll(pfd, (nfds_t)n, wait_ms(slots, w, lim));
+    int r = poll(n ? pfd : NULL, (nfds_t)n, wait_ms(p, max_ms));
     if (r < 0 && errno != EINTR)
         return -1;
     for (int j = 0; r > 0 && j < n; j++)
-        if (pfd[j].revents && drain(&slots[map[j]]) == 1)
-            finish(&slots[map[j]], false, done, arg, lim);
+        if (pfd[j].revents && drain(&p->slots[map[j]]) == 1)
+            finish(&p->slots[map[j]], false, p->done, p->arg, &p->lim);
     double now = timeutil_now();
-    for (int k = 0; k < w; k++)
-        if (slots[k].pid && lim->wall_seconds > 0 && now > slots[k].t0 + lim->wall_seconds)
-            finish(&slots[k], true, done, arg, lim);
+    for (int k = 0; k < p->w; k++)
+        if (p->slots[k].pid && p->lim.wall_seconds > 0 &&
+            now > p->slots[k].t0 + p->lim.wall_seconds)
+            finish(&p->slots[k], true, p->done, p->arg, &p->lim);
     return 0;
 }
 
-static int active(const Slot *slots, int w)
+void pool_free(Pool *p)
 {
-    int a = 0;
-    for (int k = 0; k < w; k++)
-        a += slots[k].pid != 0;
-    return a;
+    if (!p)
+        return;
+    for (int k = 0; k < p->w; k++) /* what still runs is killed; its outcome a timeout */
+        if (p->slots[k].pid)
+            finish(&p->slots[k], true, p->done, p->arg, &p->lim);
+    free(p);
 }
 
 int pool_run(size_t n, PoolWorkFn work, PoolDoneFn done, void *arg, const PoolLimits *lim,
              char *err, size_t errlen)
 {
-    int w = lim->workers > 0 ? lim->workers : 1;
-    Slot *slots = calloc((size_t)w, sizeof *slots);
-    if (!slots) {
+    Pool *p = pool_new(lim, work, done, arg);
+    if (!p) {
         snprintf(err, errlen, "worker pool: out of memory");
         return -1;
     }
     size_t next = 0;
     int rc = 0;
-    while (rc == 0 && (next < n || active(slots, w) > 0)) {
-        for (int k = 0; k < w && next < n; k++) {
-            if (slots[k].pid)
-                continue;
-            size_t job = next++;
-            if (start(&slots[k], job, work, arg, lim) != 0) {
-                PoolOutcome o = {.end = POOL_START, .code = errno};
-                snprintf(o.message, sizeof o.message, "cannot start a worker process: %s",
-                         strerror(errno));
-                done(arg, job, &o);
-            }
-        }
-        if (active(slots, w) > 0 && service(slots, w, done, arg, lim) != 0) {
+    while (rc == 0 && (next < n || pool_busy(p) > 0)) {
+        while (next < n && pool_idle(p) > 0)
+            pool_start(p, next++);
+        if (pool_busy(p) > 0 && pool_wait(p, 1000) != 0) {
             snprintf(err, errlen, "worker pool: poll: %s", strerror(errno));
             rc = -1;
         }
     }
-    for (int k = 0; k < w; k++) /* only after a pool failure */
-        if (slots[k].pid)
-            finish(&slots[k], true, done, arg, lim);
-    free(slots);
+    pool_free(p); /* kills children only after a pool failure */
     return rc;
 }

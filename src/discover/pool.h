@@ -20,6 +20,12 @@
  * yields an outcome with end != POOL_OK and a message saying which, for the
  * candidate's diagnostic; the pool itself goes on.
  *
+ * The same pool step by step, for a caller that also waits on something else
+ * (the MPI evaluator ranks, discover/mpi_eval.h): pool_new, then pool_start
+ * a job whenever pool_idle > 0, and pool_wait(p, ms) in the caller's loop —
+ * it sleeps at most ms (in poll, not spinning) and hands each ended job to
+ * done; pool_free kills what still runs.
+ *
  * The parent must not have started OpenMP or BLAS threads before pool_run
  * (a forked child inherits no thread pool, and libgomp's is not fork-safe):
  * the discovery loop runs every tensor computation inside workers.
@@ -62,5 +68,20 @@ typedef void (*PoolDoneFn)(void *arg, size_t i, const PoolOutcome *o);
  * end), -1 with err set on a failure of the pool itself (poll failed). */
 int pool_run(size_t n, PoolWorkFn work, PoolDoneFn done, void *arg, const PoolLimits *lim,
              char *err, size_t errlen);
+
+typedef struct Pool Pool;
+/* NULL when out of memory; lim, work, done and arg serve every job */
+Pool *pool_new(const PoolLimits *lim, PoolWorkFn work, PoolDoneFn done, void *arg);
+/* Starts job in a free slot: 0 (a failed fork is reported to done as
+ * POOL_START), -1 when every slot is busy. */
+int pool_start(Pool *p, size_t job);
+int pool_idle(const Pool *p);
+int pool_busy(const Pool *p);
+/* Waits up to max_ms for children (the nearest wall-clock deadline
+ * earlier), reaps those that ended and kills those past their limit; -1 when
+ * poll itself fails. */
+int pool_wait(Pool *p, int max_ms);
+/* Kills what still runs (each reported to done as POOL_TIMEOUT), frees p. */
+void pool_free(Pool *p);
 
 #endif

@@ -55,6 +55,8 @@ MicroResult trainer_micro_step(Trainer *tr, const StepBatch *s, float scale, cha
 /* After the micro-batches: NaN/Inf check, clipping, AdamW at the scheduled rate. */
 MicroResult trainer_update(Trainer *tr, char *err, size_t errlen)
 {
+    if (trainer_dp_reduce(tr, err, errlen) != 0)
+        return MICRO_ERROR;
     Tensor *p = trainer_params(tr);
     double norm = optim_clip_grad_norm(p->grad, p->size, tr->cfg.max_grad_norm);
     if (!isfinite(norm)) {
@@ -90,7 +92,9 @@ static MicroResult train_step(Trainer *tr, char *err, size_t errlen)
             return MICRO_ERROR;
         step_batch_trim(tr->batch, &tr->sb);
         trainer_lora_seed(tr, k);
-        MicroResult r = trainer_micro_step(tr, &tr->sb, 1.0f / (float)accum, err, errlen);
+        float scale = 1.0f / (float)accum;
+        MicroResult r = tr->world > 1 ? trainer_micro_step_dp(tr, &tr->sb, scale, err, errlen)
+                                      : trainer_micro_step(tr, &tr->sb, scale, err, errlen);
         if (r == MICRO_NONFINITE && tr->cfg.nan_policy == CONFIG_NAN_SKIP)
             skip_micro_batches(tr, accum - 1 - k);
         if (r != MICRO_OK) {
@@ -146,7 +150,7 @@ static TrainStatus nonfinite_step(Trainer *tr, char *err, size_t errlen)
     }
     tr->skipped++;
     tr->step++; /* the step happened, without an update (as AMP's skipped steps) */
-    if (!tr->opt->quiet)
+    if (!tr->quiet)
         fprintf(tr->progress, "%s%s: batch skipped (nan_policy = skip)\n", tr->tty ? "\n" : "",
                 err);
     return too_many_skipped(tr, err, err, errlen);
@@ -190,7 +194,7 @@ TrainStatus train_run(const TrainOptions *opt, TrainResult *res, char *err, size
     Trainer tr = {.opt = opt, .cfg = opt->cfg, .metrics_fd = -1};
     *res = (TrainResult){0};
     double t0 = timeutil_now();
-    TrainStatus st = trainer_setup(&tr, err, errlen);
+    TrainStatus st = trainer_dp_agree(&tr, trainer_setup(&tr, err, errlen), err, errlen);
     if (st == TRAIN_OK)
         st = loop(&tr, res, err, errlen);
     res->steps = tr.step;
@@ -198,6 +202,8 @@ TrainStatus train_run(const TrainOptions *opt, TrainResult *res, char *err, size
     res->total_steps = tr.total_steps;
     res->skipped_batches = tr.skipped;
     res->seconds = timeutil_now() - t0;
+    res->world = tr.world;
+    res->comm_seconds = tr.comm_seconds;
     trainer_free(&tr);
     return st;
 }

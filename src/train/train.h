@@ -60,6 +60,8 @@ typedef struct TrainOptions {
     const char *run_dir;                   /* required */
     bool resume;            /* continue the run in run_dir from its latest checkpoint */
     bool quiet;             /* no progress output */
+    bool data_parallel;     /* split each batch over the ranks of mpirun (train_dp.c); false:
+                               this process trains alone, also under mpirun (discover's jobs) */
     FILE *progress;         /* where progress goes; NULL: stderr */
     const char *init_model; /* NULL: gpt_init from the seed; else the policy (and so the
                                reference) starts from this model file (the task's reference) */
@@ -73,6 +75,8 @@ typedef struct TrainResult {
     double last_loss;        /* mean loss of the last logging interval */
     double last_accuracy;    /* rewards/accuracies of the last logging interval */
     double seconds;
+    int world;           /* ranks that trained it (mpirun -np N; 1 in a plain run) */
+    double comm_seconds; /* of seconds, waiting on the other ranks (gathers, gradient sums) */
 } TrainResult;
 
 TrainStatus train_run(const TrainOptions *opt, TrainResult *res, char *err, size_t errlen);

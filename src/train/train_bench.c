@@ -26,7 +26,12 @@ TrainBench *train_bench_new(const Config *cfg, const char *loss_path, char *err,
                             .loss_paths = {loss_path},
                             .loss_weights = {1.0},
                             .quiet = true};
-    b->tr = (Trainer){.opt = &b->opt, .cfg = *cfg, .total_steps = INT32_MAX, .metrics_fd = -1};
+    b->tr = (Trainer){.opt = &b->opt,
+                      .cfg = *cfg,
+                      .total_steps = INT32_MAX,
+                      .metrics_fd = -1,
+                      .world = 1,
+                      .quiet = true};
     b->tr.sched = (LrSchedule){LR_CONSTANT, cfg->learning_rate, 0, INT32_MAX};
     if (trainer_load_losses(&b->tr, err, errlen) != 0 ||
         trainer_build_model(&b->tr, err, errlen) != 0 ||

@@ -79,6 +79,8 @@ static int save_state(Trainer *tr, const char *dir, char *err, size_t errlen)
 int trainer_save_checkpoint(Trainer *tr, char *err, size_t errlen)
 {
     char dir[PATH_LEN], path[PATH_LEN + 64];
+    if (tr->rank > 0) /* rank 0 writes; every rank holds the same state */
+        return 0;
     if (ckpt_begin(tr->run_dir, tr->step, dir, sizeof dir, err, errlen) != 0)
         return -1;
     snprintf(path, sizeof path, "%s/%s", dir, CKPT_MODEL_FILE);

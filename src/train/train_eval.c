@@ -59,7 +59,7 @@ int trainer_evaluate(Trainer *tr, char *err, size_t errlen)
     double el = timeutil_now() - t0, w = m.weight > 0 ? m.weight : 1;
     if (trainer_write_metrics(tr, "eval_", &m, false, el > 0 ? tokens / el : 0, err, errlen) != 0)
         return -1;
-    if (!tr->opt->quiet)
+    if (!tr->quiet)
         fprintf(tr->progress, "%seval at step %lld: loss %.4f  acc %.3f  margin %.4f\n",
                 tr->tty ? "\n" : "", (long long)tr->step, m.loss / w, m.accuracy / w, m.margin / w);
     return 0;

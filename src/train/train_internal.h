@@ -15,6 +15,8 @@
  *   train_metrics.c    metrics.jsonl, the interval's sums, progress lines
  *   train_eval.c       the held-out evaluation
  *   train_bench.c      the step alone, for prefrun bench
+ *   train_dp.c         under mpirun: the rank's share of a micro-batch, the
+ *                      gathered log-probs, the gradient sum over the ranks
  *
  * Invariants:
  *   - the policy's parameters and gradients live in its own context; each
@@ -119,6 +121,14 @@ typedef struct Trainer {
     double t_start, t_interval;
     int64_t step_at_start, skipped_at_start; /* when this process's loop began */
     double interval_tokens;
+    /* data parallel (train_dp.c): rank 0 of 1 in a plain run; only rank 0
+     * writes (run directory, metrics, checkpoints) or prints */
+    int rank, world;
+    bool quiet;
+    StepBatch local; /* this rank's pairs of the micro-batch */
+    float *dp_mine, *dp_all;
+    int *dp_counts;
+    double comm_seconds; /* waiting on the other ranks: gathers and sums */
 } Trainer;
 
 /* MICRO_NONFINITE: a NaN or Inf loss or gradient, err says where. */
@@ -166,6 +176,14 @@ Tensor *trainer_total_loss(Trainer *tr, TensorCtx *ctx, const LossBatch *lb, Ten
 MicroResult trainer_micro_step(Trainer *tr, const StepBatch *s, float scale, char *err,
                                size_t errlen);
 MicroResult trainer_update(Trainer *tr, char *err, size_t errlen);
+
+/* ---- train_dp.c ---- */
+int trainer_dp_setup(Trainer *tr, char *err, size_t errlen);
+void trainer_dp_free(Trainer *tr);
+TrainStatus trainer_dp_agree(Trainer *tr, TrainStatus st, char *err, size_t errlen);
+MicroResult trainer_micro_step_dp(Trainer *tr, const StepBatch *s, float scale, char *err,
+                                  size_t errlen);
+int trainer_dp_reduce(Trainer *tr, char *err, size_t errlen);
 
 /* ---- train_diagnose.c ---- */
 void trainer_step_name(const Trainer *tr, char *out, size_t len);

@@ -53,9 +53,14 @@ static uint64_t mix(uint64_t z)
 
 void trainer_lora_seed(Trainer *tr, int micro)
 {
+    /* under mpirun each rank's rows draw their own masks (indices are the
+     * rank's rows), so the rank is mixed in: N ranks draw masks of the same
+     * distribution as one process, not the same masks */
+    uint64_t rank = tr->world > 1 ? mix((uint64_t)tr->rank + 1) : 0;
     if (tr->lora)
         tr->lora->dropout_seed =
-            mix(tr->cfg.seed ^ mix((uint64_t)tr->step * 0x9E3779B97F4A7C15ull + (uint64_t)micro));
+            mix(tr->cfg.seed ^ rank ^
+                mix((uint64_t)tr->step * 0x9E3779B97F4A7C15ull + (uint64_t)micro));
 }
 
 /* The frozen base: the model folder's weights, or prefrun's GPT from its

@@ -115,6 +115,8 @@ static void json_num(Line *l, const char *prefix, const char *key, double v)
 int trainer_write_metrics(Trainer *tr, const char *prefix, const MetricSums *m, bool train,
                           double tok_per_sec, char *err, size_t errlen)
 {
+    if (tr->rank > 0) /* rank 0 writes the run's metrics */
+        return 0;
     double w = m->weight > 0 ? m->weight : 1;
     Line l = {.len = 0};
     put(&l, "{\"epoch\": %.6g", epoch_now(tr));
@@ -184,7 +186,7 @@ static void format_eta(double seconds, char *out, size_t len)
 }
 static void show_progress(Trainer *tr, const MetricSums *m, bool logged)
 {
-    if (tr->opt->quiet)
+    if (tr->quiet)
         return;
     double w = m->weight > 0 ? m->weight : 1, el = timeutil_now() - tr->t_start;
     int64_t done = tr->step - tr->step_at_start;

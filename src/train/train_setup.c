@@ -309,6 +309,8 @@ static int open_run_dir(Trainer *tr, char *err, size_t errlen)
 TrainStatus trainer_setup(Trainer *tr, char *err, size_t errlen)
 {
     snprintf(tr->run_dir, sizeof tr->run_dir, "%s", tr->opt->run_dir);
+    if (trainer_dp_setup(tr, err, errlen) != 0)
+        return TRAIN_FAILED;
     train_set_threads(tr->cfg.threads);
     tr->progress = tr->opt->progress ? tr->opt->progress : stderr;
     tr->tty = isatty(fileno(tr->progress));
@@ -323,7 +325,7 @@ TrainStatus trainer_setup(Trainer *tr, char *err, size_t errlen)
         return TRAIN_BAD_INPUT;
     if (tr->opt->resume && trainer_resume(tr, err, errlen) != 0)
         return TRAIN_BAD_INPUT;
-    if (open_run_dir(tr, err, errlen) != 0)
+    if (tr->rank == 0 && open_run_dir(tr, err, errlen) != 0)
         return TRAIN_BAD_INPUT;
     if (!tr->cfg.precompute_ref_log_probs)
         return TRAIN_OK;
@@ -357,6 +359,7 @@ void trainer_free(Trainer *tr)
     free(tr->sb.targets);
     free(tr->sb.mask);
     free(tr->sb.resp_len);
+    trainer_dp_free(tr);
     if (tr->step_ctx)
         tensor_ctx_free(tr->step_ctx);
     if (tr->ref_ctx)
