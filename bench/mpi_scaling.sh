@@ -3,7 +3,7 @@
 # machine (issue 14), each measured in one run of this script:
 #   bash bench/mpi_scaling.sh [PREFRUN] [DIR] [STEPS]
 # 1. training tokens/s on the built-in task's default model and settings
-#    (DPO, STEPS optimizer steps, default 40): one process with 2 threads,
+#    (DPO, STEPS optimizer steps, default 200): one process with 2 threads,
 #    one with 1 thread, and `mpirun -np 2` with 1 thread per rank; with the
 #    share of the 2-rank run's time that its ranks spent waiting on each
 #    other (the log-prob gathers and the gradient sum).
@@ -14,7 +14,7 @@
 set -euo pipefail
 exe=$(realpath "${1:-build/prefrun}")
 out=${2:-runs/mpi-scaling}
-steps=${3:-40}
+steps=${3:-200}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 mkdir -p "$out"
 out=$(realpath "$out")
@@ -49,8 +49,9 @@ cat >"$out/disc.yaml" <<'YAML'
 fitness: interim
 generations: 2
 candidates: 4
-hurdle_steps: 10
-full_steps: 150
+hurdle_steps: 20
+hurdle_min: 0.3
+full_steps: 1500
 fitness_seeds: [1]
 quiet: true
 train:

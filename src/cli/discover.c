@@ -95,6 +95,10 @@ static void usage(FILE *f)
                "                       tie); --config's full_steps and train: apply\n"
                "  --seeds N            --noise-floor's seeds, 8 to 64 (default 8)\n"
                "  -h, --help           this text\n\n"
+               "Under `mpirun -np N prefrun discover ...` (a build with MPI) rank 0 runs\n"
+               "the loop and owns DIR; every rank trains up to --workers candidates at a\n"
+               "time; a rank lost mid-job loses only that job, which is re-queued\n"
+               "(README, \"More than one machine\").\n\n"
                "settings (--config):\n");
     discover_print_keys(f);
     fprintf(f, "\nfitness functions:\n");

@@ -96,6 +96,10 @@ static void usage(FILE *f)
                "The run directory gets config.yaml, metrics.jsonl (TRL's metric names, one\n"
                "line per logging step, eval_* lines per evaluation) and checkpoint-<step>/\n"
                "directories (safetensors) with a `latest` pointer.\n\n"
+               "Under `mpirun -np N prefrun train ...` (a build with MPI) the ranks split\n"
+               "each batch and sum their gradients; the global batch, and so the metrics,\n"
+               "stay those of one process; only rank 0 writes RUN_DIR; --threads is per\n"
+               "rank (README, \"More than one machine\").\n\n"
                "settings (--config / --set):\n");
     for (int i = 0; i < config_key_count(); i++)
         fprintf(f, "  %-28s %s\n", config_key_name(i), config_key_help(i));
